@@ -1,0 +1,165 @@
+"""Shared validation helpers: type checks that collect errors with exact positions."""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Collection, Iterable
+from typing import Any
+
+from .errors import SopSyntaxError
+from .model import LOCATOR_STRATEGIES, Locator, Secret, SourcePos, Template
+from .templates import TemplateError, parse
+from .yamlsafe import Loaded, Path_, format_path
+
+ID_RE = re.compile(r"[a-z0-9][a-z0-9-]*")
+NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+ENV_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def type_name(value: Any) -> str:
+    if value is None:
+        return "nothing (null)"
+    return {
+        bool: "a boolean",
+        int: "a number",
+        float: "a number",
+        str: "text",
+        list: "a list",
+        dict: "a mapping",
+    }.get(type(value), type(value).__name__)
+
+
+def did_you_mean(word: str, options: Iterable[str]) -> str:
+    close = difflib.get_close_matches(word, list(options), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+class Checker:
+    """Walks loaded YAML, building model parts and collecting every error it meets."""
+
+    def __init__(self, loaded: Loaded) -> None:
+        self.loaded = loaded
+        self.path = loaded.path
+        self.errors: list[SopSyntaxError] = []
+        # Every template written in the file, with where it was written.
+        self.templates: list[tuple[Template, Path_]] = []
+
+    def pos(self, path: Path_, *, key: bool = False) -> SourcePos:
+        p = self.loaded.at(path, key=key)
+        return SourcePos(self.path, p.line, p.col)
+
+    def error(self, path: Path_, message: str, *, key: bool = False) -> None:
+        p = self.loaded.at(path, key=key)
+        self.errors.append(SopSyntaxError(self.path, p.line, p.col, format_path(path), message))
+
+    def mapping(
+        self,
+        path: Path_,
+        value: Any,
+        *,
+        allowed: Collection[str],
+        required: Collection[str] = (),
+        what: str = "a mapping",
+    ) -> dict[str, Any] | None:
+        """Check ``value`` is a mapping with only ``allowed`` keys and all ``required`` ones."""
+        if not isinstance(value, dict):
+            self.error(path, f"expected {what}, got {type_name(value)}")
+            return None
+        for key in value:
+            if not isinstance(key, str):
+                self.error(path + (key,), f"keys are text, got {type_name(key)}", key=True)
+            elif key not in allowed:
+                self.error(
+                    path + (key,),
+                    f"unknown key {key!r}; expected one of: {', '.join(allowed)}"
+                    + did_you_mean(key, allowed),
+                    key=True,
+                )
+        for key in required:
+            if key not in value:
+                self.error(path, f"missing required key {key!r}")
+        return value
+
+    def string(self, path: Path_, value: Any, *, pattern: re.Pattern[str] | None = None, what: str = "") -> str | None:
+        if not isinstance(value, str) or not value:
+            self.error(path, f"expected {what or 'non-empty text'}, got {type_name(value) if value != '' else 'empty text'}")
+            return None
+        if pattern and not pattern.fullmatch(value):
+            self.error(path, f"{value!r} is not {what or 'valid'} (pattern {pattern.pattern})")
+            return None
+        return value
+
+    def ident(self, path: Path_, value: Any) -> str | None:
+        return self.string(path, value, pattern=ID_RE, what="an id: lower-case letters, digits and '-'")
+
+    def strings(self, path: Path_, value: Any, *, pattern: re.Pattern[str] | None = None, what: str = "") -> tuple[str, ...]:
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list):
+            self.error(path, f"expected a list of text, got {type_name(value)}")
+            return ()
+        out = [self.string(path + (i,), v, pattern=pattern, what=what) for i, v in enumerate(value)]
+        return tuple(s for s in out if s is not None)
+
+    def number(self, path: Path_, value: Any, *, minimum: float | None = None, integer: bool = False) -> float | None:
+        ok = isinstance(value, int) if integer else isinstance(value, (int, float))
+        if isinstance(value, bool) or not ok:
+            self.error(path, f"expected {'a whole number' if integer else 'a number'}, got {type_name(value)}")
+            return None
+        if minimum is not None and value < minimum:
+            self.error(path, f"expected at least {minimum:g}, got {value}")
+            return None
+        return value  # type: ignore[no-any-return]
+
+    def boolean(self, path: Path_, value: Any) -> bool | None:
+        if not isinstance(value, bool):
+            self.error(path, f"expected true or false, got {type_name(value)}")
+            return None
+        return value
+
+    def template(self, path: Path_, value: Any) -> Template | None:
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+            self.error(path, f"expected text, got {type_name(value)}")
+            return None
+        try:
+            t = parse(str(value))
+        except TemplateError as e:
+            self.error(path, str(e))
+            return None
+        if t.refs:
+            self.templates.append((t, path))
+        return t
+
+    def locator(self, path: Path_, value: Any) -> Locator | None:
+        example = "a locator, a one-key mapping such as {id: compose}"
+        if not isinstance(value, dict) or len(value) != 1:
+            got = f"{len(value)} keys" if isinstance(value, dict) else type_name(value)
+            self.error(path, f"expected {example}, got {got}")
+            return None
+        ((strategy, raw),) = value.items()
+        if strategy not in LOCATOR_STRATEGIES:
+            self.error(
+                path + (strategy,),
+                f"unknown locator {strategy!r}; expected one of: {', '.join(LOCATOR_STRATEGIES)}"
+                + did_you_mean(str(strategy), LOCATOR_STRATEGIES),
+                key=True,
+            )
+            return None
+        if raw is None or raw == "":
+            self.error(path + (strategy,), "expected the element to find, got nothing")
+            return None
+        t = self.template(path + (strategy,), raw)
+        return Locator(strategy, t, self.pos(path)) if t else None
+
+    def value_or_secret(self, path: Path_, value: Any) -> Any:
+        """A plain value, or ``{env: NAME}`` which becomes a :class:`Secret`."""
+        if isinstance(value, dict):
+            if set(value) == {"env"}:
+                name = self.string(path + ("env",), value["env"], pattern=ENV_RE, what="an environment variable name")
+                return Secret(name) if name else None
+            self.error(path, "expected a value or {env: NAME} for a secret")
+            return None
+        if isinstance(value, list):
+            return [self.value_or_secret(path + (i,), v) for i, v in enumerate(value)]
+        return value

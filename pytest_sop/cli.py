@@ -1,0 +1,111 @@
+"""The ``pytest-sop`` command: lint and schema (more subcommands join as they land)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import sys
+from collections.abc import Sequence
+
+from .actions import build_registry
+from .errors import SopInvalid
+from .schema import build_schema
+from .suite import Suite
+from .suiteconfig import load_config
+
+
+def find_config(start: str) -> str | None:
+    """The nearest ``sop.yaml`` in ``start`` or a folder above it."""
+    folder = os.path.abspath(start if os.path.isdir(start) else os.path.dirname(start) or ".")
+    while True:
+        candidate = os.path.join(folder, "sop.yaml")
+        if os.path.isfile(candidate):
+            return candidate
+        parent = os.path.dirname(folder)
+        if parent == folder:
+            return None
+        folder = parent
+
+
+def _registry(plugins: Sequence[str]) -> object:
+    hooks = []
+    for name in plugins:
+        module = importlib.import_module(name)
+        hook = getattr(module, "pytest_sop_actions", None)
+        if hook is None:
+            raise SystemExit(f"pytest-sop: {name} has no pytest_sop_actions()")
+        hooks.append(hook())
+    return build_registry(hooks)
+
+
+def cmd_lint(args: argparse.Namespace) -> int:
+    paths = args.paths or ["."]
+    config_path = args.config or find_config(paths[0])
+    try:
+        config = load_config(config_path)
+    except SopInvalid as e:
+        print(e, file=sys.stdout)
+        return 1
+    registry = _registry(args.plugin)
+    root = os.path.dirname(config_path) if config_path else os.path.abspath(paths[0] if os.path.isdir(paths[0]) else ".")
+    suite = Suite(config, registry, root)  # type: ignore[arg-type]
+    files: list[str] = []
+    for path in paths:
+        if os.path.isdir(path):
+            files.extend(Suite(config, registry, path).scan())  # type: ignore[arg-type]
+        elif os.path.exists(path):
+            files.append(path)
+        else:
+            print(f"{path}:1:1: no such file or folder")
+            return 1
+    problems = 0
+    cases = 0
+    for path in files:
+        result = suite.result(path)
+        problems += len(result.errors)
+        cases += len(result.cases)
+        for err in result.errors:
+            print(err.format())
+    if problems:
+        print(f"{problems} problem(s) in {len(files)} file(s)", file=sys.stderr)
+        return 1
+    print(f"{len(files)} SOP file(s), {cases} case(s): all valid", file=sys.stderr)
+    return 0
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    schema = build_schema(_registry(args.plugin))  # type: ignore[arg-type]
+    text = json.dumps(schema, indent=2) + "\n"
+    if args.output:
+        tmp = args.output + ".tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, args.output)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pytest-sop", description="Run and check standard operating procedures.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    plugin_help = "import MODULE and add the actions its pytest_sop_actions() returns (repeatable)"
+
+    lint = sub.add_parser("lint", help="check SOP files; prints FILE:LINE:COLUMN: message lines")
+    lint.add_argument("paths", nargs="*", help="SOP files or folders (default: .)")
+    lint.add_argument("--config", help="suite config (default: the nearest sop.yaml)")
+    lint.add_argument("-p", "--plugin", action="append", default=[], metavar="MODULE", help=plugin_help)
+    lint.set_defaults(func=cmd_lint)
+
+    schema = sub.add_parser("schema", help="print the JSON Schema of SOP files, for editors")
+    schema.add_argument("-o", "--output", help="write to this file instead of stdout")
+    schema.add_argument("-p", "--plugin", action="append", default=[], metavar="MODULE", help=plugin_help)
+    schema.set_defaults(func=cmd_schema)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))

@@ -1,0 +1,48 @@
+"""The exception tree. Every error a user can cause names where it came from."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+
+class SopError(Exception):
+    """Base of every error pytest-sop raises on purpose."""
+
+
+class SopSyntaxError(SopError):
+    """One problem in one file, at one position: ``FILE:LINE:COLUMN: field: message``."""
+
+    def __init__(self, path: str, line: int, col: int, field: str, message: str) -> None:
+        self.path = path
+        self.line = line
+        self.col = col
+        self.field = field
+        self.message = message
+        super().__init__(self.format())
+
+    def format(self) -> str:
+        where = f"{self.path}:{self.line}:{self.col}"
+        return f"{where}: {self.field}: {self.message}" if self.field else f"{where}: {self.message}"
+
+    def sort_key(self) -> tuple[str, int, int]:
+        return (self.path, self.line, self.col)
+
+
+class SopInvalid(SopError):
+    """All problems found in one or more files, reported together."""
+
+    def __init__(self, errors: Iterable[SopSyntaxError]) -> None:
+        self.errors: Sequence[SopSyntaxError] = sorted(errors, key=SopSyntaxError.sort_key)
+        super().__init__("\n".join(e.format() for e in self.errors))
+
+
+class LeaseTimeout(SopError, TimeoutError):
+    """No device or account meeting a requirement became free in time."""
+
+
+class DeviceError(SopError):
+    """A device (or the Appium server behind it) could not be used."""
+
+    def __init__(self, device: str, msg: str) -> None:
+        self.device = device
+        super().__init__(f"{device}: {msg}")

@@ -1,0 +1,229 @@
+"""The immutable model of a suite: config, SOPs, steps, cases. Every part knows where it was written."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Literal
+
+SEVERITIES = ("blocker", "critical", "normal", "minor", "trivial")
+LOCATOR_STRATEGIES = ("id", "accessibility_id", "text", "xpath", "css", "class", "uiautomator")
+TEXT_MATCHES = ("equals", "contains", "matches")
+EMPTY: Mapping[str, Any] = MappingProxyType({})
+
+
+@dataclass(frozen=True)
+class SourcePos:
+    file: str
+    line: int
+    col: int
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.col}"
+
+
+@dataclass(frozen=True)
+class Secret:
+    """A value written ``{env: NAME}``: only its variable name is ever kept."""
+
+    env: str
+
+    def __str__(self) -> str:
+        return "***"
+
+
+@dataclass(frozen=True)
+class Template:
+    """A string that may hold ``${ns.name}`` references, split once at load time."""
+
+    source: str
+    # Literal text and (namespace, name) references, in order.
+    parts: tuple[str | tuple[str, str], ...]
+
+    @property
+    def refs(self) -> tuple[tuple[str, str], ...]:
+        return tuple(p for p in self.parts if isinstance(p, tuple))
+
+    def __str__(self) -> str:
+        return self.source
+
+
+@dataclass(frozen=True)
+class Locator:
+    strategy: str
+    value: Template
+    pos: SourcePos
+
+    def __str__(self) -> str:
+        return f"{{{self.strategy}: {self.value.source}}}"
+
+
+@dataclass(frozen=True)
+class TextMatch:
+    """``equals|contains|matches: T`` against the text found in a locator."""
+
+    locator: Locator
+    how: Literal["equals", "contains", "matches"]
+    expected: Template
+
+
+@dataclass(frozen=True)
+class Retry:
+    attempts: int = 1
+    backoff: float = 0.0
+
+
+@dataclass(frozen=True)
+class Step:
+    action: str
+    # Parameters as the action declares them: Template, Locator, TextMatch, numbers.
+    params: Mapping[str, Any]
+    pos: SourcePos
+    timeout: float | None = None
+    retry: Retry | None = None
+    optional: bool = False
+    name: str | None = None
+
+    @property
+    def label(self) -> str:
+        return self.name or self.action
+
+
+@dataclass(frozen=True)
+class Condition:
+    """A ``done_when`` check: ``visible``, ``not_visible`` or ``text``."""
+
+    kind: Literal["visible", "not_visible", "text"]
+    locator: Locator
+    match: TextMatch | None
+    pos: SourcePos
+
+
+@dataclass(frozen=True)
+class DeviceRequirement:
+    platform: str | None = None
+    tags: tuple[str, ...] = ()
+    id: str | None = None
+
+    def __str__(self) -> str:
+        return _describe(platform=self.platform, tags=self.tags, id=self.id) or "any device"
+
+
+@dataclass(frozen=True)
+class AccountRequirement:
+    role: str | None = None
+    tags: tuple[str, ...] = ()
+    id: str | None = None
+    each: bool = False
+
+    def __str__(self) -> str:
+        return _describe(role=self.role, tags=self.tags, id=self.id) or "any account"
+
+
+def _describe(**kv: Any) -> str:
+    return " ".join(
+        f"{k}=[{', '.join(v)}]" if isinstance(v, tuple) else f"{k}={v}" for k, v in kv.items() if v
+    )
+
+
+@dataclass(frozen=True)
+class InputRow:
+    id: str
+    values: Mapping[str, Any]
+    pos: SourcePos
+
+
+@dataclass(frozen=True)
+class Sop:
+    id: str
+    path: str
+    pos: SourcePos
+    steps: tuple[Step, ...]
+    title: str = ""
+    owner: str | None = None
+    tags: tuple[str, ...] = ()
+    severity: str = "normal"
+    app: str | None = None
+    device: DeviceRequirement | None = None
+    account: AccountRequirement | None = None
+    inputs: tuple[InputRow, ...] = ()
+    allowed_actions: tuple[str, ...] | None = None
+    retry: Retry | None = None
+    schedule: float | None = None  # seconds
+    escalate_to: str | None = None
+    done_when: tuple[Condition, ...] = ()
+    on_failure: tuple[Step, ...] = ()
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Device:
+    id: str
+    platform: str
+    pos: SourcePos
+    tags: tuple[str, ...] = ()
+    capabilities: Mapping[str, Any] = field(default_factory=lambda: EMPTY)
+    server: str | None = None
+
+
+@dataclass(frozen=True)
+class Account:
+    id: str
+    pos: SourcePos
+    role: str | None = None
+    tags: tuple[str, ...] = ()
+    devices: tuple[str, ...] | None = None  # affinity; None = any device
+    fields: Mapping[str, str | Secret] = field(default_factory=lambda: EMPTY)
+
+
+@dataclass(frozen=True)
+class App:
+    id: str
+    capabilities: Mapping[str, Any]
+    pos: SourcePos
+
+
+@dataclass(frozen=True)
+class Role:
+    name: str
+    may_approve: bool = False
+    sops: tuple[str, ...] = ("*",)
+    devices: tuple[str, ...] = ("*",)
+    accounts: tuple[str, ...] = ("*",)
+
+
+@dataclass(frozen=True)
+class Policy:
+    roles: Mapping[str, Role]
+    operators: Mapping[str, tuple[str, ...]]
+
+
+@dataclass(frozen=True)
+class SuiteConfig:
+    path: str | None  # None: no sop.yaml, an empty pool
+    appium_server: str = "local"
+    apps: Mapping[str, App] = field(default_factory=lambda: EMPTY)
+    devices: tuple[Device, ...] = ()
+    discover: tuple[str, ...] = ()  # e.g. ("adb",): devices found at run time
+    accounts: tuple[Account, ...] = ()
+    policy: Policy | None = None
+    extra: Mapping[str, Any] = field(default_factory=lambda: EMPTY)
+
+
+@dataclass(frozen=True)
+class Case:
+    """One pytest item: a SOP with one input row and at most one account pinned."""
+
+    sop: Sop
+    inputs: InputRow | None
+    account_id: str | None  # set when the SOP expands over accounts (``each: true``)
+
+    @property
+    def case_id(self) -> str:
+        parts = [p for p in ((self.inputs.id if self.inputs else None), self.account_id) if p]
+        return "-".join(parts)
+
+    @property
+    def name(self) -> str:
+        return f"{self.sop.id}[{self.case_id}]" if self.case_id else self.sop.id

@@ -1,0 +1,76 @@
+"""The pytest11 entry point ``sop``: the one place hooks are registered."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from . import hookspecs
+from .actions import build_registry
+from .collect import SopFile, SopItem, suite_key
+from .config import addoption, resolve, settings_key
+from .errors import SopInvalid
+from .plan import plan_lines
+from .suite import Suite
+from .suiteconfig import load_config
+
+
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    pluginmanager.add_hookspecs(hookspecs)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    addoption(parser)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    settings = resolve(config)
+    config.stash[settings_key] = settings
+    if not settings.enabled:
+        return
+    if settings.dry_run:
+        # A dry run touches no device, so it has nothing to spread over workers.
+        config.option.numprocesses = None
+        config.option.dist = "no"
+    try:
+        suite_config = load_config(settings.config_path)
+    except SopInvalid as e:
+        raise pytest.UsageError(f"invalid suite config:\n{e}") from None
+    registry = build_registry(config.hook.pytest_sop_actions())
+    root = os.path.dirname(settings.config_path) if settings.config_path else str(config.rootpath)
+    config.stash[suite_key] = Suite(
+        suite_config,
+        registry,
+        root,
+        settings.patterns,
+        base=str(config.invocation_params.dir),
+        ignore=config.getini("norecursedirs"),
+    )
+
+
+def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> SopFile | None:
+    if suite_key not in parent.config.stash:
+        return None
+    if parent.config.stash[suite_key].matches(file_path.name):
+        return SopFile.from_parent(parent, path=file_path)
+    return None
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtestloop(session: pytest.Session) -> bool | None:
+    settings = session.config.stash[settings_key]
+    if not (settings.enabled and settings.dry_run) or session.config.option.collectonly:
+        return None
+    suite = session.config.stash[suite_key]
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    write = reporter.write_line if reporter else print
+    cases = [item for item in session.items if isinstance(item, SopItem)]
+    write("")
+    for item in cases:
+        for line in plan_lines(item.case, suite.config):
+            write(line)
+    write(f"dry run: {len(cases)} case(s) planned, nothing was run")
+    return True

@@ -1,0 +1,163 @@
+"""JSON Schema (2020-12) of SOP files, built from the action registry so it cannot drift.
+
+Editors use it through yaml-language-server:
+``# yaml-language-server: $schema=sop.schema.json`` at the top of a SOP file.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .actions import CONDITIONS, ActionRegistry, ActionSpec, Param
+from .checker import ENV_RE, ID_RE, NAME_RE
+from .model import LOCATOR_STRATEGIES, SEVERITIES
+from .sopfile import ROW_ID_RE
+
+DIALECT = "https://json-schema.org/draft/2020-12/schema"
+_REF = "#/$defs/"
+
+
+def _pattern(regex: Any) -> str:
+    return f"^{regex.pattern}$"
+
+
+def _param(p: Param) -> dict[str, Any]:
+    out: dict[str, Any]
+    if p.kind == "locator":
+        out = {"$ref": _REF + "locator"}
+    elif p.kind == "text":
+        out = {"type": ["string", "number"]}
+    elif p.kind == "name":
+        out = {"type": "string", "pattern": _pattern(NAME_RE)}
+    elif p.kind == "sop_id":
+        out = {"type": "string", "pattern": _pattern(ID_RE)}
+    elif p.kind in ("number", "integer"):
+        out = {"type": p.kind}
+        if p.minimum is not None:
+            out["minimum"] = p.minimum
+    elif p.kind == "boolean":
+        out = {"type": "boolean"}
+    else:
+        out = {"enum": list(p.choices)}
+    if p.doc:
+        out["description"] = p.doc
+    return out
+
+
+def _argument(spec: ActionSpec) -> dict[str, Any]:
+    if spec.shape == "none":
+        return {"type": "null"}
+    if spec.shape == "locator":
+        return {"$ref": _REF + "locator"}
+    if spec.shape == "value":
+        value = _param(spec.params[0])
+        return {"anyOf": [value, {"type": "null"}]} if spec.bare_allowed else value
+    out: dict[str, Any] = {
+        "type": "object",
+        "properties": {p.name: _param(p) for p in spec.params},
+        "required": [p.name for p in spec.params if p.required],
+        "additionalProperties": False,
+    }
+    if spec.one_of:
+        out["allOf"] = [{"oneOf": [{"required": [n]} for n in group]} for group in spec.one_of]
+    return out
+
+
+def _step(spec: ActionSpec, modifiers: bool = True) -> dict[str, Any]:
+    props: dict[str, Any] = {spec.name: _argument(spec) | {"description": spec.doc}}
+    if modifiers:
+        props |= {
+            "timeout": {"type": "number", "minimum": 0, "description": "seconds to wait for this step"},
+            "retry": {"$ref": _REF + "retry"},
+            "optional": {"type": "boolean", "description": "a failure is recorded and the case goes on"},
+            "name": {"type": "string", "description": "a label for reports"},
+        }
+    return {"type": "object", "properties": props, "required": [spec.name], "additionalProperties": False}
+
+
+def build_schema(registry: ActionRegistry) -> dict[str, Any]:
+    specs = list(registry.values())
+    bare = [s.name for s in specs if s.bare_allowed]
+    text_list = {"type": "array", "items": {"type": "string", "pattern": _pattern(NAME_RE)}}
+    return {
+        "$schema": DIALECT,
+        "$id": "https://pytest-sop.invalid/sop.schema.json",
+        "title": "pytest-sop SOP file",
+        "type": "object",
+        "required": ["id", "steps"],
+        "additionalProperties": False,
+        "properties": {
+            "id": {"type": "string", "pattern": _pattern(ID_RE), "description": "unique in the suite"},
+            "title": {"type": "string"},
+            "description": {"type": "string"},
+            "owner": {"type": "string"},
+            "tags": text_list,
+            "severity": {"enum": list(SEVERITIES)},
+            "app": {"type": "string", "description": "an app from sop.yaml"},
+            "requires": {
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {
+                    "device": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "properties": {"platform": {"type": "string"}, "tags": text_list, "id": {"type": "string"}},
+                    },
+                    "account": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "properties": {
+                            "role": {"type": "string"},
+                            "tags": text_list,
+                            "id": {"type": "string"},
+                            "each": {"type": "boolean", "description": "one case per matching account"},
+                        },
+                    },
+                },
+            },
+            "inputs": {
+                "type": "array",
+                "minItems": 1,
+                "items": {
+                    "type": "object",
+                    "required": ["id"],
+                    "properties": {"id": {"type": ["string", "integer"], "pattern": _pattern(ROW_ID_RE)}},
+                    "additionalProperties": {"anyOf": [{"type": ["string", "number", "boolean"]}, {"$ref": _REF + "secret"}]},
+                },
+            },
+            "allowed_actions": {"type": "array", "items": {"enum": [s.name for s in specs]}},
+            "retry": {"$ref": _REF + "retry"},
+            "schedule": {
+                "type": "object",
+                "required": ["every"],
+                "additionalProperties": False,
+                "properties": {"every": {"type": "string", "pattern": r"^\d+(\.\d+)?\s*(s|m|h|d)$"}},
+            },
+            "escalate_to": {"type": "string"},
+            "steps": {"type": "array", "minItems": 1, "items": {"$ref": _REF + "step"}},
+            "on_failure": {"type": "array", "items": {"$ref": _REF + "step"}},
+            "done_when": {"type": "array", "items": {"oneOf": [_step(c, modifiers=False) for c in CONDITIONS]}},
+        },
+        "$defs": {
+            "locator": {
+                "type": "object",
+                "minProperties": 1,
+                "maxProperties": 1,
+                "additionalProperties": False,
+                "properties": {s: {"type": ["string", "number"], "minLength": 1} for s in LOCATOR_STRATEGIES},
+            },
+            "retry": {
+                "type": "object",
+                "required": ["attempts"],
+                "additionalProperties": False,
+                "properties": {"attempts": {"type": "integer", "minimum": 1}, "backoff": {"type": "number", "minimum": 0}},
+            },
+            "secret": {
+                "type": "object",
+                "required": ["env"],
+                "additionalProperties": False,
+                "properties": {"env": {"type": "string", "pattern": _pattern(ENV_RE)}},
+            },
+            "step": {"oneOf": [{"enum": bare}, *(_step(s) for s in specs)]},
+        },
+    }

@@ -1,0 +1,359 @@
+"""One ``*.sop.yaml`` file -> a :class:`Sop`, with every error in the file reported together."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+from .actions import CONDITIONS, STEP_MODIFIERS, ActionRegistry, ActionSpec, Param
+from .checker import ID_RE, NAME_RE, Checker, did_you_mean, type_name
+from .errors import SopSyntaxError
+from .model import (
+    SEVERITIES,
+    AccountRequirement,
+    Condition,
+    DeviceRequirement,
+    InputRow,
+    Retry,
+    Sop,
+    Step,
+    Template,
+    TextMatch,
+)
+from .yamlsafe import Loaded, Path_, load, read_file
+
+SOP_KEYS = (
+    "id", "title", "description", "owner", "tags", "severity", "app", "requires", "inputs",
+    "allowed_actions", "retry", "schedule", "escalate_to", "steps", "done_when", "on_failure",
+)  # fmt: skip
+ROW_ID_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+_EVERY_RE = re.compile(r"(\d+(?:\.\d+)?)\s*(s|m|h|d)")
+_UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_CONDITIONS = ActionRegistry(CONDITIONS)
+
+
+@dataclass(frozen=True)
+class ParsedSop:
+    """A file's SOP (None when the file is not a mapping) plus what suite checks need.
+
+    With ``errors`` the SOP is incomplete: good for more checks, never for running.
+    """
+
+    path: str
+    sop: Sop | None
+    errors: tuple[SopSyntaxError, ...]
+    loaded: Loaded | None = None
+    templates: tuple[tuple[Template, Path_], ...] = ()
+    # Steps with their YAML path, on_failure included, for suite-level checks.
+    step_paths: tuple[tuple[Step, Path_], ...] = field(default=())
+
+
+def parse_sop_file(path: str, registry: ActionRegistry) -> ParsedSop:
+    try:
+        loaded = load(path, read_file(path))
+    except SopSyntaxError as e:
+        return ParsedSop(path, None, (e,))
+    return _SopParser(loaded, registry).parse()
+
+
+class _SopParser(Checker):
+    def __init__(self, loaded: Loaded, registry: ActionRegistry) -> None:
+        super().__init__(loaded)
+        self.registry = registry
+        self.steps: list[tuple[Step, Path_]] = []
+
+    def parse(self) -> ParsedSop:
+        sop = self.sop(self.loaded.data)
+        return ParsedSop(
+            self.path, sop, tuple(self.errors), self.loaded, tuple(self.templates), tuple(self.steps)
+        )
+
+    def sop(self, data: Any) -> Sop | None:
+        doc = self.mapping((), data, allowed=SOP_KEYS, required=("id", "steps"), what="a SOP mapping")
+        if doc is None:
+            return None
+        get = doc.get
+        sop_id = self.ident(("id",), get("id")) if "id" in doc else None
+        title = self.text_field("title", get("title"))
+        description = self.text_field("description", get("description"))
+        owner = self.text_field("owner", get("owner"))
+        escalate_to = self.text_field("escalate_to", get("escalate_to"))
+        app = self.text_field("app", get("app"))
+        tags = self.strings(("tags",), get("tags"), pattern=NAME_RE, what="a tag") if "tags" in doc else ()
+        severity = "normal"
+        if "severity" in doc:
+            if get("severity") in SEVERITIES:
+                severity = get("severity")
+            else:
+                self.error(("severity",), f"expected one of: {', '.join(SEVERITIES)}, got {get('severity')!r}")
+        device, account = self.requires(get("requires")) if "requires" in doc else (None, None)
+        inputs = self.inputs(get("inputs")) if "inputs" in doc else ()
+        allowed = self.allowed_actions(get("allowed_actions")) if "allowed_actions" in doc else None
+        retry = self.retry(("retry",), get("retry")) if "retry" in doc else None
+        schedule = self.schedule(get("schedule")) if "schedule" in doc else None
+        steps = self.step_list(("steps",), get("steps"), allowed, required=True)
+        on_failure = self.step_list(("on_failure",), get("on_failure"), allowed) if "on_failure" in doc else ()
+        done_when = self.conditions(get("done_when")) if "done_when" in doc else ()
+        self.check_input_refs(inputs, "inputs" in doc)
+        # Built even when the file has errors, so the suite checks can report theirs too.
+        return Sop(
+            id=sop_id or str(get("id")), path=self.path, pos=self.pos(()), steps=steps, title=title or sop_id,
+            owner=owner, tags=tags, severity=severity, app=app, device=device, account=account,
+            inputs=inputs, allowed_actions=allowed, retry=retry, schedule=schedule,
+            escalate_to=escalate_to, done_when=done_when, on_failure=on_failure,
+            description=description or "",
+        )  # fmt: skip
+
+    def text_field(self, key: str, value: Any) -> str | None:
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+            self.error((key,), f"expected text, got {type_name(value)}")
+            return None
+        return str(value)
+
+    def requires(self, value: Any) -> tuple[DeviceRequirement | None, AccountRequirement | None]:
+        req = self.mapping(("requires",), value, allowed=("device", "account"))
+        if req is None:
+            return None, None
+        device = account = None
+        if "device" in req:
+            p: Path_ = ("requires", "device")
+            d = self.mapping(p, req["device"], allowed=("platform", "tags", "id"))
+            if d is not None:
+                device = DeviceRequirement(
+                    platform=self.opt_str(p + ("platform",), d.get("platform")),
+                    tags=self.strings(p + ("tags",), d["tags"], pattern=NAME_RE, what="a tag") if "tags" in d else (),
+                    id=self.opt_str(p + ("id",), d.get("id")),
+                )
+        if "account" in req:
+            p = ("requires", "account")
+            a = self.mapping(p, req["account"], allowed=("role", "tags", "id", "each"))
+            if a is not None:
+                account = AccountRequirement(
+                    role=self.opt_str(p + ("role",), a.get("role")),
+                    tags=self.strings(p + ("tags",), a["tags"], pattern=NAME_RE, what="a tag") if "tags" in a else (),
+                    id=self.opt_str(p + ("id",), a.get("id")),
+                    each=bool(self.boolean(p + ("each",), a["each"])) if "each" in a else False,
+                )
+        return device, account
+
+    def opt_str(self, path: Path_, value: Any) -> str | None:
+        return None if value is None else self.string(path, value)
+
+    def inputs(self, value: Any) -> tuple[InputRow, ...]:
+        if not isinstance(value, list) or not value:
+            self.error(("inputs",), f"expected a non-empty list of rows such as {{id: cat, caption: Hi}}, got {type_name(value)}")
+            return ()
+        rows: list[InputRow] = []
+        seen: dict[str, int] = {}
+        for i, row in enumerate(value):
+            p: Path_ = ("inputs", i)
+            if not isinstance(row, dict):
+                self.error(p, f"expected a row mapping such as {{id: cat, caption: Hi}}, got {type_name(row)}")
+                continue
+            if "id" not in row:
+                self.error(p, "missing required key 'id' (it names the row in the case id)")
+                continue
+            row_id = self.string(p + ("id",), str(row["id"]) if isinstance(row["id"], int) else row["id"],
+                                 pattern=ROW_ID_RE, what="a row id")  # fmt: skip
+            if row_id is None:
+                continue
+            if row_id in seen:
+                self.error(p + ("id",), f"duplicate row id {row_id!r} (also row {seen[row_id]})")
+                continue
+            seen[row_id] = i
+            values: dict[str, Any] = {}
+            for k, v in row.items():
+                if k == "id":
+                    continue
+                if not isinstance(k, str) or not NAME_RE.fullmatch(k):
+                    self.error(p + (k,), f"expected an input name (letters, digits, '_'), got {k!r}", key=True)
+                elif isinstance(v, (dict, list)) and not (isinstance(v, dict) and set(v) == {"env"}):
+                    self.error(p + (k,), f"expected a text or number value, got {type_name(v)}")
+                else:
+                    values[k] = self.value_or_secret(p + (k,), v)
+            rows.append(InputRow(row_id, MappingProxyType(values), self.pos(p)))
+        return tuple(rows)
+
+    def allowed_actions(self, value: Any) -> tuple[str, ...] | None:
+        names = self.strings(("allowed_actions",), value)
+        for i, name in enumerate(names):
+            if name not in self.registry:
+                self.error(("allowed_actions", i), f"unknown action {name!r}" + did_you_mean(name, self.registry))
+        return names
+
+    def retry(self, path: Path_, value: Any) -> Retry | None:
+        r = self.mapping(path, value, allowed=("attempts", "backoff"), required=("attempts",))
+        if r is None:
+            return None
+        attempts = self.number(path + ("attempts",), r.get("attempts"), minimum=1, integer=True)
+        backoff = self.number(path + ("backoff",), r["backoff"], minimum=0) if "backoff" in r else 0.0
+        if attempts is None or backoff is None:
+            return None
+        return Retry(int(attempts), float(backoff))
+
+    def schedule(self, value: Any) -> float | None:
+        s = self.mapping(("schedule",), value, allowed=("every",), required=("every",))
+        if s is None or "every" not in s:
+            return None
+        m = _EVERY_RE.fullmatch(str(s["every"]).strip())
+        if not m:
+            self.error(("schedule", "every"), f"expected a period such as 30m, 24h or 7d, got {s['every']!r}")
+            return None
+        return float(m.group(1)) * _UNIT[m.group(2)]
+
+    def step_list(self, path: Path_, value: Any, allowed: tuple[str, ...] | None, *, required: bool = False) -> tuple[Step, ...]:
+        if not isinstance(value, list) or (required and not value):
+            self.error(path, f"expected a {'non-empty ' if required else ''}list of steps, got {type_name(value)}")
+            return ()
+        steps = [self.step(path + (i,), raw, allowed) for i, raw in enumerate(value)]
+        return tuple(s for s in steps if s is not None)
+
+    def step(self, path: Path_, raw: Any, allowed: tuple[str, ...] | None) -> Step | None:
+        modifiers: dict[str, Any] = {}
+        if isinstance(raw, str):
+            name, arg, arg_path = raw, None, path
+            if name in STEP_MODIFIERS:
+                self.error(path, f"{name!r} is a step modifier, not an action")
+                return None
+        elif isinstance(raw, dict):
+            actions = [k for k in raw if k not in STEP_MODIFIERS]
+            modifiers = {k: v for k, v in raw.items() if k in STEP_MODIFIERS}
+            if len(actions) != 1:
+                found = ", ".join(map(str, actions)) or "none"
+                self.error(path, f"expected exactly one action per step, found {len(actions)} ({found})")
+                return None
+            name = actions[0]
+            arg, arg_path = raw[name], path + (name,)
+        else:
+            self.error(path, f"expected a step: an action name or a mapping such as {{tap: {{id: x}}}}, got {type_name(raw)}")
+            return None
+        if not isinstance(name, str) or name not in self.registry:
+            self.error(arg_path, f"unknown action {name!r}" + did_you_mean(str(name), self.registry), key=True)
+            return None
+        if allowed is not None and name not in allowed:
+            self.error(arg_path, f"action {name!r} is not in allowed_actions ({', '.join(allowed)})", key=True)
+        spec = self.registry[name]
+        params = self.arguments(spec, arg_path, arg, bare=isinstance(raw, str))
+        timeout = retry = None
+        if "timeout" in modifiers:
+            timeout = self.number(path + ("timeout",), modifiers["timeout"], minimum=0)
+        if "retry" in modifiers:
+            retry = self.retry(path + ("retry",), modifiers["retry"])
+        optional = bool(self.boolean(path + ("optional",), modifiers["optional"])) if "optional" in modifiers else False
+        label = self.string(path + ("name",), modifiers["name"]) if "name" in modifiers else None
+        if params is None:
+            return None
+        step = Step(name, MappingProxyType(params), self.pos(path), timeout, retry, optional, label)
+        self.steps.append((step, path))
+        return step
+
+    def arguments(self, spec: ActionSpec, path: Path_, arg: Any, *, bare: bool) -> dict[str, Any] | None:
+        if spec.shape == "none":
+            if arg is not None:
+                self.error(path, f"{spec.name} takes no parameters, got {type_name(arg)}")
+                return None
+            return {}
+        if arg is None:
+            if spec.bare_allowed:
+                return {}
+            self.error(path, f"{spec.name} needs {self.describe(spec)}")
+            return None
+        if spec.shape == "locator":
+            loc = self.locator(path, arg)
+            return {"locator": loc} if loc else None
+        if spec.shape == "value":
+            value = self.param(spec.params[0], path, arg)
+            return {spec.params[0].name: value} if value is not None else None
+        return self.fields(spec, path, arg)
+
+    def fields(self, spec: ActionSpec, path: Path_, arg: Any) -> dict[str, Any] | None:
+        names = [p.name for p in spec.params]
+        required = [p.name for p in spec.params if p.required]
+        before = len(self.errors)
+        given = self.mapping(path, arg, allowed=names, required=required, what=f"a mapping with {', '.join(names)}")
+        if given is None:
+            return None
+        for group in spec.one_of:
+            present = [n for n in group if n in given]
+            if len(present) != 1:
+                self.error(path, f"expected exactly one of {', '.join(group)}, got {len(present)}")
+        out = {}
+        for p in spec.params:
+            if p.name in given:
+                out[p.name] = self.param(p, path + (p.name,), given[p.name])
+        return out if len(self.errors) == before else None
+
+    def param(self, p: Param, path: Path_, value: Any) -> Any:
+        if p.kind == "locator":
+            return self.locator(path, value)
+        if p.kind == "text":
+            return self.template(path, value)
+        if p.kind == "name":
+            return self.string(path, value, pattern=NAME_RE, what="a name (letters, digits, '_', '-', '.')")
+        if p.kind == "sop_id":
+            return self.ident(path, value)
+        if p.kind in ("number", "integer"):
+            return self.number(path, value, minimum=p.minimum, integer=p.kind == "integer")
+        if p.kind == "boolean":
+            return self.boolean(path, value)
+        if value not in p.choices:
+            self.error(path, f"expected one of: {', '.join(p.choices)}, got {value!r}")
+            return None
+        return value
+
+    @staticmethod
+    def describe(spec: ActionSpec) -> str:
+        if spec.shape == "locator":
+            return "a locator such as {id: compose}"
+        return " and ".join(p.name for p in spec.params if p.required) or "a value"
+
+    def conditions(self, value: Any) -> tuple[Condition, ...]:
+        if not isinstance(value, list):
+            self.error(("done_when",), f"expected a list of conditions, got {type_name(value)}")
+            return ()
+        out: list[Condition] = []
+        for i, raw in enumerate(value):
+            p: Path_ = ("done_when", i)
+            if not isinstance(raw, dict) or len(raw) != 1:
+                self.error(p, "expected one condition: visible, not_visible or text")
+                continue
+            ((kind, arg),) = raw.items()
+            if kind not in _CONDITIONS:
+                self.error(p + (kind,), f"unknown condition {kind!r}; expected visible, not_visible or text", key=True)
+                continue
+            params = self.arguments(_CONDITIONS[kind], p + (kind,), arg, bare=False)
+            if params is None:
+                continue
+            if kind == "text":
+                match = _text_match(params)
+                out.append(Condition("text", match.locator, match, self.pos(p)))
+            else:
+                out.append(Condition(kind, params["locator"], None, self.pos(p)))
+        return tuple(out)
+
+    def check_input_refs(self, rows: tuple[InputRow, ...], declared: bool) -> None:
+        for template, path in self.templates:
+            for ns, name in template.refs:
+                if ns != "inputs":
+                    continue
+                if not declared:
+                    self.error(path, f"${{inputs.{name}}} is used but the SOP has no inputs")
+                    continue
+                missing = [r.id for r in rows if name not in r.values]
+                if missing:
+                    self.error(path, f"${{inputs.{name}}} is missing from input row(s): {', '.join(missing)}")
+
+
+def _text_match(params: Mapping[str, Any]) -> TextMatch:
+    how = next(h for h in ("equals", "contains", "matches") if h in params)
+    return TextMatch(params["in"], how, params[how])
+
+
+text_match = _text_match
+
+__all__ = ["ParsedSop", "parse_sop_file", "text_match", "ID_RE"]

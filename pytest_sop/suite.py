@@ -1,0 +1,263 @@
+"""The suite: every SOP file under the suite folder, checked against ``sop.yaml`` and each other.
+
+Per-file checks live in :mod:`sopfile`; here are the checks that need the whole suite:
+apps, requirements, ``${account.X}``/``${device.X}``/``${vars.X}`` names, ``run`` references
+and cycles, unique ids. The result for a file is its cases or all its errors.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+from .actions import ActionRegistry
+from .errors import SopSyntaxError
+from .matching import candidate_accounts, candidate_devices, discovered_may_match
+from .model import Case, Sop, Step, SuiteConfig
+from .sopfile import ParsedSop, parse_sop_file
+from .yamlsafe import Path_, format_path
+
+DEVICE_FIELDS = ("id", "platform")
+ACCOUNT_BUILTINS = ("id", "role")
+SKIP_DIRS = {".git", ".hg", ".svn", "node_modules", "__pycache__", ".venv", "venv", ".tox", ".nox"}
+
+
+@dataclass(frozen=True)
+class FileResult:
+    path: str
+    cases: tuple[Case, ...]
+    errors: tuple[SopSyntaxError, ...]
+
+
+def display_path(path: str, base: str) -> str:
+    """Paths in messages are relative to where pytest was started, when they can be."""
+    abspath = os.path.abspath(path)
+    rel = os.path.relpath(abspath, base)
+    return abspath if rel.startswith("..") else rel
+
+
+class Suite:
+    def __init__(
+        self,
+        config: SuiteConfig,
+        registry: ActionRegistry,
+        root: str,
+        patterns: Sequence[str] = ("*.sop.yaml", "*.sop.yml"),
+        base: str | None = None,
+        ignore: Sequence[str] = (),
+    ) -> None:
+        self.config = config
+        self.registry = registry
+        self.root = os.path.abspath(root)
+        self.patterns = tuple(patterns)
+        self.base = base or os.getcwd()
+        self.ignore = tuple(ignore)
+        self._parsed: dict[str, ParsedSop] | None = None
+        self._by_id: dict[str, list[ParsedSop]] = {}
+        self._results: dict[str, FileResult] = {}
+
+    def matches(self, filename: str) -> bool:
+        return any(fnmatch.fnmatch(filename, p) for p in self.patterns)
+
+    def scan(self) -> Iterator[str]:
+        for dirpath, dirnames, filenames in os.walk(self.root):
+            dirnames[:] = sorted(
+                d for d in dirnames
+                if d not in SKIP_DIRS and not d.startswith(".")
+                and not any(fnmatch.fnmatch(d, pat) for pat in self.ignore)
+            )  # fmt: skip
+            for name in sorted(filenames):
+                if self.matches(name):
+                    yield os.path.join(dirpath, name)
+
+    def _index(self) -> dict[str, ParsedSop]:
+        if self._parsed is None:
+            self._parsed = {}
+            for path in self.scan():
+                self._add(path)
+        return self._parsed
+
+    def _add(self, abspath: str) -> ParsedSop:
+        assert self._parsed is not None
+        parsed = parse_sop_file(display_path(abspath, self.base), self.registry)
+        self._parsed[abspath] = parsed
+        sop_id = _raw_id(parsed)
+        if sop_id:
+            self._by_id.setdefault(sop_id, []).append(parsed)
+        return parsed
+
+    def sops(self) -> list[Sop]:
+        return [p.sop for p in self._index().values() if p.sop and not p.errors]
+
+    def get_sop(self, sop_id: str) -> Sop | None:
+        """The valid SOP with that id, if exactly one file defines it."""
+        self._index()
+        found = self._by_id.get(sop_id, [])
+        return found[0].sop if len(found) == 1 and not found[0].errors else None
+
+    def paths(self) -> list[str]:
+        return list(self._index())
+
+    def result(self, path: str) -> FileResult:
+        abspath = os.path.abspath(path)
+        index = self._index()
+        if abspath not in self._results:
+            parsed = index.get(abspath) or self._add(abspath)
+            self._results[abspath] = _SuiteCheck(self, parsed).run()
+        return self._results[abspath]
+
+
+def _raw_id(parsed: ParsedSop) -> str | None:
+    data = parsed.loaded.data if parsed.loaded else None
+    value = data.get("id") if isinstance(data, dict) else None
+    return value if isinstance(value, str) else None
+
+
+class _SuiteCheck:
+    def __init__(self, suite: Suite, parsed: ParsedSop) -> None:
+        self.suite = suite
+        self.config = suite.config
+        self.parsed = parsed
+        self.errors: list[SopSyntaxError] = list(parsed.errors)
+
+    def error(self, path: Path_, message: str, *, key: bool = False) -> None:
+        assert self.parsed.loaded is not None
+        p = self.parsed.loaded.at(path, key=key)
+        self.errors.append(SopSyntaxError(self.parsed.path, p.line, p.col, format_path(path), message))
+
+    def run(self) -> FileResult:
+        sop = self.parsed.sop
+        if sop is not None:
+            self.unique_id(sop)
+            self.app(sop)
+            self.requirements(sop)
+            self.run_refs(sop)
+            self.template_names(sop)
+        if self.errors or sop is None:
+            return FileResult(self.parsed.path, (), tuple(sorted(self.errors, key=SopSyntaxError.sort_key)))
+        return FileResult(self.parsed.path, self.cases(sop), ())
+
+    def unique_id(self, sop: Sop) -> None:
+        others = [p for p in self.suite._by_id.get(sop.id, []) if p.path != self.parsed.path]
+        if others:
+            where = ", ".join(p.path for p in others)
+            self.error(("id",), f"SOP id {sop.id!r} is also used by {where}; ids must be unique in the suite")
+
+    def app(self, sop: Sop) -> None:
+        if sop.app is not None and sop.app not in self.config.apps:
+            known = ", ".join(self.config.apps) or "none"
+            self.error(("app",), f"unknown app {sop.app!r}; apps in {self.config_name()}: {known}")
+
+    def config_name(self) -> str:
+        return self.config.path or "sop.yaml (not found)"
+
+    def requirements(self, sop: Sop) -> None:
+        devices = candidate_devices(self.config, sop.device)
+        if not devices and not discovered_may_match(self.config, sop.device):
+            pool = ", ".join(f"{d.id} ({d.platform}, tags [{', '.join(d.tags)}])" for d in self.config.devices)
+            what = f"no device in {self.config_name()} matches {sop.device or 'any device'}"
+            self.error(("requires", "device") if sop.device else ("id",), f"{what}; devices: {pool or 'none'}")
+            return
+        if sop.account is None:
+            return
+        if not candidate_accounts(self.config, sop.device, sop.account, devices):
+            pool = ", ".join(
+                f"{a.id} (role {a.role}, tags [{', '.join(a.tags)}]"
+                + (f", devices [{', '.join(a.devices)}])" if a.devices is not None else ")")
+                for a in self.config.accounts
+            )
+            self.error(
+                ("requires", "account"),
+                f"no account in {self.config_name()} matches {sop.account} and may use a device "
+                f"matching {sop.device or 'any device'}; accounts: {pool or 'none'}",
+            )
+
+    def closure(self, sop: Sop) -> list[Sop]:
+        """``sop`` and every SOP it runs, directly or not (cycles are reported elsewhere)."""
+        seen: dict[str, Sop] = {sop.id: sop}
+        todo = [sop]
+        while todo:
+            for step in _all_steps(todo.pop()):
+                if step.action == "run":
+                    target = self.suite.get_sop(step.params["sop"])
+                    if target and target.id not in seen:
+                        seen[target.id] = target
+                        todo.append(target)
+        return list(seen.values())
+
+    def run_refs(self, sop: Sop) -> None:
+        for step, path in self.parsed.step_paths:
+            if step.action != "run":
+                continue
+            ref = step.params["sop"]
+            found = self.suite._by_id.get(ref, [])
+            if not found:
+                self.error(path + ("run",), f"unknown SOP {ref!r}; no SOP file under {self.suite.root} has that id")
+            elif len(found) > 1:
+                self.error(path + ("run",), f"SOP id {ref!r} is defined more than once: {', '.join(p.path for p in found)}")
+            elif found[0].sop is None or found[0].errors:
+                self.error(path + ("run",), f"SOP {ref!r} ({found[0].path}) has errors of its own")
+            else:
+                cycle = self.cycle_from(found[0].sop, [sop.id])
+                if cycle:
+                    self.error(path + ("run",), f"run cycle: {' -> '.join(cycle)}")
+                else:
+                    self.allowed_in_run(sop, found[0].sop, path)
+
+    def cycle_from(self, sop: Sop, trail: list[str]) -> list[str] | None:
+        if sop.id in trail:
+            return [*trail, sop.id]
+        for step in _all_steps(sop):
+            if step.action == "run":
+                target = self.suite.get_sop(step.params["sop"])
+                if target is not None:
+                    found = self.cycle_from(target, [*trail, sop.id])
+                    if found and found[0] == trail[0]:
+                        return found
+        return None
+
+    def allowed_in_run(self, sop: Sop, target: Sop, path: Path_) -> None:
+        if sop.allowed_actions is None:
+            return
+        for inner in self.closure(target):
+            for step in _all_steps(inner):
+                if step.action not in sop.allowed_actions:
+                    self.error(
+                        path + ("run",),
+                        f"runs {target.id!r} whose step {step.action!r} ({step.pos.file}:{step.pos.line}) "
+                        f"is not in allowed_actions",
+                    )
+                    return
+
+    def template_names(self, sop: Sop) -> None:
+        saved = {s.params["as"] for s2 in self.closure(sop) for s in _all_steps(s2) if s.action == "save_text"}
+        accounts = (
+            candidate_accounts(self.config, sop.device, sop.account) if sop.account is not None else None
+        )
+        for template, path in self.parsed.templates:
+            for ns, name in template.refs:
+                ref = f"${{{ns}.{name}}}"
+                if ns == "vars" and name not in saved:
+                    self.error(path, f"{ref} is never saved; add a save_text step with 'as: {name}' before it")
+                elif ns == "device" and name not in DEVICE_FIELDS:
+                    self.error(path, f"{ref} is not a device field; expected one of: {', '.join(DEVICE_FIELDS)}")
+                elif ns == "account" and name not in ACCOUNT_BUILTINS:
+                    if accounts is None:
+                        self.error(path, f"{ref} is used but the SOP requires no account (add requires.account)")
+                        continue
+                    missing = [a.id for a in accounts if name not in a.fields]
+                    if missing:
+                        self.error(path, f"{ref} is not a field of account(s) {', '.join(missing)}")
+
+    def cases(self, sop: Sop) -> tuple[Case, ...]:
+        rows = sop.inputs or (None,)
+        accounts: list[str | None] = [None]
+        if sop.account is not None and sop.account.each:
+            accounts = [a.id for a in candidate_accounts(self.config, sop.device, sop.account)]
+        return tuple(Case(sop, row, acc) for row in rows for acc in accounts)
+
+
+def _all_steps(sop: Sop) -> tuple[Step, ...]:
+    return sop.steps + sop.on_failure

@@ -1,0 +1,206 @@
+"""``sop.yaml`` -> :class:`SuiteConfig`: the Appium server, apps, device and account pools, policy."""
+
+from __future__ import annotations
+
+import os
+import re
+from types import MappingProxyType
+from typing import Any
+
+from .checker import ID_RE, NAME_RE, Checker
+from .errors import SopInvalid, SopSyntaxError
+from .model import Account, App, Device, Policy, Role, SuiteConfig
+from .yamlsafe import Path_, load, read_file
+
+CONFIG_KEYS = ("appium", "apps", "devices", "accounts", "policy")
+DISCOVERY = ("adb",)
+_URL_RE = re.compile(r"https?://\S+")
+
+
+def load_config(path: str | None) -> SuiteConfig:
+    """Read ``sop.yaml``; ``None`` or a missing default file gives an empty pool."""
+    if path is None:
+        return SuiteConfig(path=None)
+    try:
+        loaded = load(path, read_file(path))
+    except SopSyntaxError as e:
+        raise SopInvalid([e]) from None
+    parser = _ConfigParser(loaded)
+    config = parser.config(loaded.data)
+    if parser.errors or config is None:
+        raise SopInvalid(parser.errors)
+    return config
+
+
+class _ConfigParser(Checker):
+    def config(self, data: Any) -> SuiteConfig | None:
+        doc = self.mapping((), data, allowed=CONFIG_KEYS, what="a suite config mapping")
+        if doc is None:
+            return None
+        server = self.appium(doc["appium"]) if "appium" in doc else "local"
+        apps = self.apps(doc["apps"]) if "apps" in doc else {}
+        devices, discover = self.devices(doc["devices"]) if "devices" in doc else ((), ())
+        accounts = self.accounts(doc["accounts"], {d.id for d in devices}, bool(discover)) if "accounts" in doc else ()
+        policy = self.policy(doc["policy"]) if "policy" in doc else None
+        return SuiteConfig(
+            path=self.path,
+            appium_server=server,
+            apps=MappingProxyType(apps),
+            devices=devices,
+            discover=discover,
+            accounts=accounts,
+            policy=policy,
+        )
+
+    def appium(self, value: Any) -> str:
+        a = self.mapping(("appium",), value, allowed=("server",))
+        server = (a or {}).get("server", "local")
+        if server != "local" and not (isinstance(server, str) and _URL_RE.fullmatch(server)):
+            self.error(("appium", "server"), f"expected 'local' or an http(s) URL, got {server!r}")
+        return str(server)
+
+    def capabilities(self, path: Path_, value: Any) -> MappingProxyType[str, Any]:
+        caps = self.mapping(path, value, allowed=_AnyKey(), what="a mapping of Appium capabilities")
+        if caps is None:
+            return MappingProxyType({})
+        out = {k: self.value_or_secret(path + (k,), v) for k, v in caps.items()}
+        app = out.get("appium:app")
+        # An app file is written relative to sop.yaml, as every path in it is.
+        if isinstance(app, str) and not re.match(r"[a-z]+://", app) and not os.path.isabs(app):
+            out["appium:app"] = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(self.path)), app))
+        return MappingProxyType(out)
+
+    def apps(self, value: Any) -> dict[str, App]:
+        apps = self.mapping(("apps",), value, allowed=_AnyKey(), what="a mapping of app names to {capabilities: ...}")
+        out: dict[str, App] = {}
+        for name, spec in (apps or {}).items():
+            p: Path_ = ("apps", name)
+            if not isinstance(name, str) or not NAME_RE.fullmatch(name):
+                self.error(p, f"expected an app name, got {name!r}", key=True)
+                continue
+            s = self.mapping(p, spec, allowed=("capabilities",), required=("capabilities",))
+            if s is not None and "capabilities" in s:
+                out[name] = App(name, self.capabilities(p + ("capabilities",), s["capabilities"]), self.pos(p))
+        return out
+
+    def devices(self, value: Any) -> tuple[tuple[Device, ...], tuple[str, ...]]:
+        if not isinstance(value, list):
+            self.error(("devices",), "expected a list of devices")
+            return (), ()
+        devices: list[Device] = []
+        discover: list[str] = []
+        seen: set[str] = set()
+        for i, raw in enumerate(value):
+            p: Path_ = ("devices", i)
+            if isinstance(raw, dict) and "discover" in raw:
+                self.mapping(p, raw, allowed=("discover",))
+                if raw["discover"] in DISCOVERY:
+                    discover.append(raw["discover"])
+                else:
+                    self.error(p + ("discover",), f"expected one of: {', '.join(DISCOVERY)}, got {raw['discover']!r}")
+                continue
+            d = self.mapping(p, raw, allowed=("id", "platform", "tags", "capabilities", "server"), required=("id", "platform"))
+            if d is None or "id" not in d or "platform" not in d:
+                continue
+            dev_id = self.ident(p + ("id",), d["id"])
+            platform = self.string(p + ("platform",), d["platform"])
+            tags = self.strings(p + ("tags",), d["tags"], pattern=NAME_RE, what="a tag") if "tags" in d else ()
+            caps = self.capabilities(p + ("capabilities",), d["capabilities"]) if "capabilities" in d else MappingProxyType({})
+            server = d.get("server")
+            if server is not None and not (isinstance(server, str) and _URL_RE.fullmatch(server)):
+                self.error(p + ("server",), f"expected an http(s) URL, got {server!r}")
+            if dev_id is None or platform is None:
+                continue
+            if dev_id in seen:
+                self.error(p + ("id",), f"duplicate device id {dev_id!r}")
+                continue
+            seen.add(dev_id)
+            devices.append(Device(dev_id, platform.lower(), self.pos(p), tags, caps, server))
+        return tuple(devices), tuple(discover)
+
+    def accounts(self, value: Any, device_ids: set[str], discovering: bool) -> tuple[Account, ...]:
+        if not isinstance(value, list):
+            self.error(("accounts",), "expected a list of accounts")
+            return ()
+        out: list[Account] = []
+        seen: set[str] = set()
+        for i, raw in enumerate(value):
+            p: Path_ = ("accounts", i)
+            a = self.mapping(p, raw, allowed=("id", "role", "tags", "devices", "fields"), required=("id",))
+            if a is None or "id" not in a:
+                continue
+            acc_id = self.ident(p + ("id",), a["id"])
+            role = self.string(p + ("role",), a["role"]) if "role" in a else None
+            tags = self.strings(p + ("tags",), a["tags"], pattern=NAME_RE, what="a tag") if "tags" in a else ()
+            affinity = None
+            if "devices" in a:
+                affinity = self.strings(p + ("devices",), a["devices"])
+                for j, dev in enumerate(affinity):
+                    if dev not in device_ids and not discovering:
+                        self.error(p + ("devices", j), f"unknown device {dev!r}; devices are: {', '.join(sorted(device_ids)) or 'none'}")
+            fields: dict[str, Any] = {}
+            f = self.mapping(p + ("fields",), a["fields"], allowed=_AnyKey()) if "fields" in a else {}
+            for k, v in (f or {}).items():
+                fp = p + ("fields", k)
+                if not isinstance(k, str) or not NAME_RE.fullmatch(k):
+                    self.error(fp, f"expected a field name, got {k!r}", key=True)
+                elif isinstance(v, list) or v is None:
+                    self.error(fp, "expected a text value or {env: NAME}")
+                else:
+                    value_ = self.value_or_secret(fp, v)
+                    fields[k] = value_ if value_ is None or not isinstance(value_, (int, float, bool)) else str(value_)
+            if acc_id is None:
+                continue
+            if acc_id in seen:
+                self.error(p + ("id",), f"duplicate account id {acc_id!r}")
+                continue
+            seen.add(acc_id)
+            out.append(Account(acc_id, self.pos(p), role, tags, affinity, MappingProxyType(fields)))
+        return tuple(out)
+
+    def policy(self, value: Any) -> Policy | None:
+        pol = self.mapping(("policy",), value, allowed=("roles", "operators"))
+        if pol is None:
+            return None
+        roles: dict[str, Role] = {}
+        raw_roles = self.mapping(("policy", "roles"), pol.get("roles", {}), allowed=_AnyKey()) or {}
+        for name, spec in raw_roles.items():
+            p: Path_ = ("policy", "roles", name)
+            r = self.mapping(p, spec or {}, allowed=("may_approve", "sops", "devices", "accounts"))
+            if r is None:
+                continue
+            roles[name] = Role(
+                name=str(name),
+                may_approve=bool(self.boolean(p + ("may_approve",), r["may_approve"])) if "may_approve" in r else False,
+                sops=self.selectors(p + ("sops",), r.get("sops", "*"), ("id", "tag")),
+                devices=self.selectors(p + ("devices",), r.get("devices", "*"), ("id", "tag", "platform")),
+                accounts=self.selectors(p + ("accounts",), r.get("accounts", "*"), ("id", "tag", "role")),
+            )
+        operators: dict[str, tuple[str, ...]] = {}
+        raw_ops = self.mapping(("policy", "operators"), pol.get("operators", {}), allowed=_AnyKey()) or {}
+        for name, role_names in raw_ops.items():
+            p = ("policy", "operators", name)
+            names = self.strings(p, role_names)
+            for j, role in enumerate(names):
+                if role not in roles:
+                    self.error(p + (j,), f"unknown role {role!r}; roles are: {', '.join(roles) or 'none'}")
+            operators[str(name)] = names
+        return Policy(MappingProxyType(roles), MappingProxyType(operators))
+
+    def selectors(self, path: Path_, value: Any, kinds: tuple[str, ...]) -> tuple[str, ...]:
+        out = self.strings(path, value)
+        for i, sel in enumerate(out):
+            kind, _, rest = sel.partition(":")
+            if sel != "*" and (kind not in kinds or not rest):
+                self.error(path + (i,), f"expected '*' or a selector {', '.join(k + ':NAME' for k in kinds)}, got {sel!r}")
+        return out
+
+
+class _AnyKey(tuple[str, ...]):
+    """``allowed`` for mappings whose keys are the user's own names."""
+
+    def __contains__(self, key: object) -> bool:
+        return True
+
+
+__all__ = ["load_config", "ID_RE"]
