@@ -98,9 +98,7 @@ CORE_ACTIONS: tuple[ActionSpec, ...] = (
     ActionSpec("scroll_to", "Scroll until an element is visible.", "locator", _LOC),
     ActionSpec("back", "Press the system back button (browser back on web)."),
     ActionSpec("press_key", "Press a key, e.g. ENTER, HOME, BACK.", "value", (Param("key", "text"),)),
-    ActionSpec(
-        "wait", "Wait a fixed number of seconds.", "value", (Param("seconds", "number", minimum=0),)
-    ),
+    ActionSpec("wait", "Wait a fixed number of seconds.", "value", (Param("seconds", "number", minimum=0),)),
     ActionSpec(
         "screenshot",
         "Attach a screenshot to the evidence.",

@@ -72,8 +72,7 @@ class Checker:
             elif key not in allowed:
                 self.error(
                     path + (key,),
-                    f"unknown key {key!r}; expected one of: {', '.join(allowed)}"
-                    + did_you_mean(key, allowed),
+                    f"unknown key {key!r}; expected one of: {', '.join(allowed)}" + did_you_mean(key, allowed),
                     key=True,
                 )
         for key in required:
@@ -83,7 +82,9 @@ class Checker:
 
     def string(self, path: Path_, value: Any, *, pattern: re.Pattern[str] | None = None, what: str = "") -> str | None:
         if not isinstance(value, str) or not value:
-            self.error(path, f"expected {what or 'non-empty text'}, got {type_name(value) if value != '' else 'empty text'}")
+            self.error(
+                path, f"expected {what or 'non-empty text'}, got {type_name(value) if value != '' else 'empty text'}"
+            )
             return None
         if pattern and not pattern.fullmatch(value):
             self.error(path, f"{value!r} is not {what or 'valid'} (pattern {pattern.pattern})")
@@ -93,7 +94,9 @@ class Checker:
     def ident(self, path: Path_, value: Any) -> str | None:
         return self.string(path, value, pattern=ID_RE, what="an id: lower-case letters, digits and '-'")
 
-    def strings(self, path: Path_, value: Any, *, pattern: re.Pattern[str] | None = None, what: str = "") -> tuple[str, ...]:
+    def strings(
+        self, path: Path_, value: Any, *, pattern: re.Pattern[str] | None = None, what: str = ""
+    ) -> tuple[str, ...]:
         if isinstance(value, str):
             value = [value]
         if not isinstance(value, list):
@@ -158,8 +161,7 @@ class Checker:
             if set(value) == {"env"}:
                 name = self.string(path + ("env",), value["env"], pattern=ENV_RE, what="an environment variable name")
                 return Secret(name) if name else None
-            self.error(path, "expected a value or {env: NAME} for a secret")
-            return None
+            return {k: self.value_or_secret(path + (k,), v) for k, v in value.items()}
         if isinstance(value, list):
             return [self.value_or_secret(path + (i,), v) for i, v in enumerate(value)]
         return value

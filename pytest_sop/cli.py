@@ -49,7 +49,9 @@ def cmd_lint(args: argparse.Namespace) -> int:
         print(e, file=sys.stdout)
         return 1
     registry = _registry(args.plugin)
-    root = os.path.dirname(config_path) if config_path else os.path.abspath(paths[0] if os.path.isdir(paths[0]) else ".")
+    root = (
+        os.path.dirname(config_path) if config_path else os.path.abspath(paths[0] if os.path.isdir(paths[0]) else ".")
+    )
     suite = Suite(config, registry, root)  # type: ignore[arg-type]
     files: list[str] = []
     for path in paths:

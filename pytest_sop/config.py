@@ -72,7 +72,14 @@ def addoption(parser: pytest.Parser) -> None:
             group.addoption(opt.flag, action="store_true", default=None, dest=opt.ini, help=opt.help)
             parser.addini(opt.ini, opt.help, type="bool", default=opt.default)
         else:
-            group.addoption(opt.flag, dest=opt.ini, default=None, choices=opt.choices, metavar=opt.ini.upper()[4:] or None, help=opt.help)
+            group.addoption(
+                opt.flag,
+                dest=opt.ini,
+                default=None,
+                choices=opt.choices,
+                metavar=opt.ini.upper()[4:] or None,
+                help=opt.help,
+            )
             parser.addini(opt.ini, opt.help, default=None)
     parser.addini("sop_files", "glob patterns of SOP files", type="args", default=["*.sop.yaml", "*.sop.yml"])
     parser.addini("sop_lock_dir", "folder for device and account lease locks, shared by every run on the host")

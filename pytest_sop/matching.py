@@ -53,8 +53,5 @@ def candidate_accounts(
     pool = list(devices) if devices is not None else candidate_devices(config, dev_req)
     open_pool = discovered_may_match(config, dev_req)
     return [
-        a
-        for a in config.accounts
-        if account_matches(acc_req, a)
-        and (open_pool or any(may_use(a, d) for d in pool))
+        a for a in config.accounts if account_matches(acc_req, a) and (open_pool or any(may_use(a, d) for d in pool))
     ]

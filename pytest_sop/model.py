@@ -122,9 +122,7 @@ class AccountRequirement:
 
 
 def _describe(**kv: Any) -> str:
-    return " ".join(
-        f"{k}=[{', '.join(v)}]" if isinstance(v, tuple) else f"{k}={v}" for k, v in kv.items() if v
-    )
+    return " ".join(f"{k}=[{', '.join(v)}]" if isinstance(v, tuple) else f"{k}={v}" for k, v in kv.items() if v)
 
 
 @dataclass(frozen=True)
@@ -182,6 +180,7 @@ class App:
     id: str
     capabilities: Mapping[str, Any]
     pos: SourcePos
+    url: str | None = None  # a web app's start page; relative open_url paths join it
 
 
 @dataclass(frozen=True)

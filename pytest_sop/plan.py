@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from .matching import candidate_accounts, candidate_devices
+from .matching import candidate_accounts, candidate_devices, may_use
 from .model import Account, Case, Locator, Secret, Step, SuiteConfig, Template, TextMatch
 from .templates import render
 
@@ -45,13 +45,15 @@ def describe_params(step: Step, lookup: Any) -> str:
 def plan_lines(case: Case, config: SuiteConfig) -> Iterator[str]:
     sop = case.sop
     devices = candidate_devices(config, sop.device)
+    account: Account | None = None
+    accounts = candidate_accounts(config, sop.device, sop.account) if sop.account else []
+    if case.account_id:
+        account = next(a for a in accounts if a.id == case.account_id)
+        devices = [d for d in devices if may_use(account, d)]
     yield f"{sop.path}::{case.name}  {sop.title}"
     yield f"  device:  {sop.device or 'any device'} -> {', '.join(d.id for d in devices) or 'discovered at run time'}"
-    account: Account | None = None
     if sop.account is not None:
-        accounts = candidate_accounts(config, sop.device, sop.account)
-        if case.account_id:
-            account = next(a for a in accounts if a.id == case.account_id)
+        if account is not None:
             yield f"  account: {account.id}"
         else:
             # Which one is leased is decided at run time; show the first for the rendering.
@@ -77,5 +79,7 @@ def plan_lines(case: Case, config: SuiteConfig) -> Iterator[str]:
             extra = f"  [{', '.join(mods)}]" if mods else ""
             yield f"    {i:>2}. {text}{extra}  ({step.pos.file}:{step.pos.line})"
     for cond in sop.done_when:
-        target = f"{cond.locator}" + (f" {cond.match.how} {render(cond.match.expected, lookup)!r}" if cond.match else "")
+        target = f"{cond.locator}" + (
+            f" {cond.match.how} {render(cond.match.expected, lookup)!r}" if cond.match else ""
+        )
         yield f"  done_when: {cond.kind} {target}"

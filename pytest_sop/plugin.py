@@ -13,7 +13,7 @@ from .collect import SopFile, SopItem, suite_key
 from .config import addoption, resolve, settings_key
 from .errors import SopInvalid
 from .plan import plan_lines
-from .suite import Suite
+from .suite import Suite, display_path
 from .suiteconfig import load_config
 
 
@@ -36,7 +36,8 @@ def pytest_configure(config: pytest.Config) -> None:
         config.option.numprocesses = None
         config.option.dist = "no"
     try:
-        suite_config = load_config(settings.config_path)
+        shown = display_path(settings.config_path, str(config.invocation_params.dir)) if settings.config_path else None
+        suite_config = load_config(settings.config_path, shown)
     except SopInvalid as e:
         raise pytest.UsageError(f"invalid suite config:\n{e}") from None
     registry = build_registry(config.hook.pytest_sop_actions())

@@ -122,7 +122,9 @@ def build_schema(registry: ActionRegistry) -> dict[str, Any]:
                     "type": "object",
                     "required": ["id"],
                     "properties": {"id": {"type": ["string", "integer"], "pattern": _pattern(ROW_ID_RE)}},
-                    "additionalProperties": {"anyOf": [{"type": ["string", "number", "boolean"]}, {"$ref": _REF + "secret"}]},
+                    "additionalProperties": {
+                        "anyOf": [{"type": ["string", "number", "boolean"]}, {"$ref": _REF + "secret"}]
+                    },
                 },
             },
             "allowed_actions": {"type": "array", "items": {"enum": [s.name for s in specs]}},
@@ -150,7 +152,10 @@ def build_schema(registry: ActionRegistry) -> dict[str, Any]:
                 "type": "object",
                 "required": ["attempts"],
                 "additionalProperties": False,
-                "properties": {"attempts": {"type": "integer", "minimum": 1}, "backoff": {"type": "number", "minimum": 0}},
+                "properties": {
+                    "attempts": {"type": "integer", "minimum": 1},
+                    "backoff": {"type": "number", "minimum": 0},
+                },
             },
             "secret": {
                 "type": "object",

@@ -6,7 +6,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Literal
 
 from .actions import CONDITIONS, STEP_MODIFIERS, ActionRegistry, ActionSpec, Param
 from .checker import ID_RE, NAME_RE, Checker, did_you_mean, type_name
@@ -51,11 +51,13 @@ class ParsedSop:
     step_paths: tuple[tuple[Step, Path_], ...] = field(default=())
 
 
-def parse_sop_file(path: str, registry: ActionRegistry) -> ParsedSop:
+def parse_sop_file(path: str, registry: ActionRegistry, display: str | None = None) -> ParsedSop:
+    """Parse the file at ``path``; messages name it ``display`` (default: ``path``)."""
+    shown = display or path
     try:
-        loaded = load(path, read_file(path))
+        loaded = load(shown, read_file(path, shown))
     except SopSyntaxError as e:
-        return ParsedSop(path, None, (e,))
+        return ParsedSop(shown, None, (e,))
     return _SopParser(loaded, registry).parse()
 
 
@@ -67,9 +69,7 @@ class _SopParser(Checker):
 
     def parse(self) -> ParsedSop:
         sop = self.sop(self.loaded.data)
-        return ParsedSop(
-            self.path, sop, tuple(self.errors), self.loaded, tuple(self.templates), tuple(self.steps)
-        )
+        return ParsedSop(self.path, sop, tuple(self.errors), self.loaded, tuple(self.templates), tuple(self.steps))
 
     def sop(self, data: Any) -> Sop | None:
         doc = self.mapping((), data, allowed=SOP_KEYS, required=("id", "steps"), what="a SOP mapping")
@@ -86,7 +86,7 @@ class _SopParser(Checker):
         severity = "normal"
         if "severity" in doc:
             if get("severity") in SEVERITIES:
-                severity = get("severity")
+                severity = str(get("severity"))
             else:
                 self.error(("severity",), f"expected one of: {', '.join(SEVERITIES)}, got {get('severity')!r}")
         device, account = self.requires(get("requires")) if "requires" in doc else (None, None)
@@ -100,7 +100,7 @@ class _SopParser(Checker):
         self.check_input_refs(inputs, "inputs" in doc)
         # Built even when the file has errors, so the suite checks can report theirs too.
         return Sop(
-            id=sop_id or str(get("id")), path=self.path, pos=self.pos(()), steps=steps, title=title or sop_id,
+            id=sop_id or str(get("id")), path=self.path, pos=self.pos(()), steps=steps, title=title or sop_id or "",
             owner=owner, tags=tags, severity=severity, app=app, device=device, account=account,
             inputs=inputs, allowed_actions=allowed, retry=retry, schedule=schedule,
             escalate_to=escalate_to, done_when=done_when, on_failure=on_failure,
@@ -146,7 +146,10 @@ class _SopParser(Checker):
 
     def inputs(self, value: Any) -> tuple[InputRow, ...]:
         if not isinstance(value, list) or not value:
-            self.error(("inputs",), f"expected a non-empty list of rows such as {{id: cat, caption: Hi}}, got {type_name(value)}")
+            self.error(
+                ("inputs",),
+                f"expected a non-empty list of rows such as {{id: cat, caption: Hi}}, got {type_name(value)}",
+            )
             return ()
         rows: list[InputRow] = []
         seen: dict[str, int] = {}
@@ -206,7 +209,9 @@ class _SopParser(Checker):
             return None
         return float(m.group(1)) * _UNIT[m.group(2)]
 
-    def step_list(self, path: Path_, value: Any, allowed: tuple[str, ...] | None, *, required: bool = False) -> tuple[Step, ...]:
+    def step_list(
+        self, path: Path_, value: Any, allowed: tuple[str, ...] | None, *, required: bool = False
+    ) -> tuple[Step, ...]:
         if not isinstance(value, list) or (required and not value):
             self.error(path, f"expected a {'non-empty ' if required else ''}list of steps, got {type_name(value)}")
             return ()
@@ -230,7 +235,9 @@ class _SopParser(Checker):
             name = actions[0]
             arg, arg_path = raw[name], path + (name,)
         else:
-            self.error(path, f"expected a step: an action name or a mapping such as {{tap: {{id: x}}}}, got {type_name(raw)}")
+            self.error(
+                path, f"expected a step: an action name or a mapping such as {{tap: {{id: x}}}}, got {type_name(raw)}"
+            )
             return None
         if not isinstance(name, str) or name not in self.registry:
             self.error(arg_path, f"unknown action {name!r}" + did_you_mean(str(name), self.registry), key=True)
@@ -350,10 +357,12 @@ class _SopParser(Checker):
 
 
 def _text_match(params: Mapping[str, Any]) -> TextMatch:
-    how = next(h for h in ("equals", "contains", "matches") if h in params)
+    how: Literal["equals", "contains", "matches"] = next(
+        h for h in ("equals", "contains", "matches") if h in params
+    )
     return TextMatch(params["in"], how, params[how])
 
 
 text_match = _text_match
 
-__all__ = ["ParsedSop", "parse_sop_file", "text_match", "ID_RE"]
+__all__ = ["ID_RE", "ParsedSop", "parse_sop_file", "text_match"]

@@ -81,7 +81,7 @@ class Suite:
 
     def _add(self, abspath: str) -> ParsedSop:
         assert self._parsed is not None
-        parsed = parse_sop_file(display_path(abspath, self.base), self.registry)
+        parsed = parse_sop_file(abspath, self.registry, display_path(abspath, self.base))
         self._parsed[abspath] = parsed
         sop_id = _raw_id(parsed)
         if sop_id:
@@ -196,7 +196,9 @@ class _SuiteCheck:
             if not found:
                 self.error(path + ("run",), f"unknown SOP {ref!r}; no SOP file under {self.suite.root} has that id")
             elif len(found) > 1:
-                self.error(path + ("run",), f"SOP id {ref!r} is defined more than once: {', '.join(p.path for p in found)}")
+                self.error(
+                    path + ("run",), f"SOP id {ref!r} is defined more than once: {', '.join(p.path for p in found)}"
+                )
             elif found[0].sop is None or found[0].errors:
                 self.error(path + ("run",), f"SOP {ref!r} ({found[0].path}) has errors of its own")
             else:
@@ -233,9 +235,7 @@ class _SuiteCheck:
 
     def template_names(self, sop: Sop) -> None:
         saved = {s.params["as"] for s2 in self.closure(sop) for s in _all_steps(s2) if s.action == "save_text"}
-        accounts = (
-            candidate_accounts(self.config, sop.device, sop.account) if sop.account is not None else None
-        )
+        accounts = candidate_accounts(self.config, sop.device, sop.account) if sop.account is not None else None
         for template, path in self.parsed.templates:
             for ns, name in template.refs:
                 ref = f"${{{ns}.{name}}}"

@@ -17,15 +17,16 @@ DISCOVERY = ("adb",)
 _URL_RE = re.compile(r"https?://\S+")
 
 
-def load_config(path: str | None) -> SuiteConfig:
-    """Read ``sop.yaml``; ``None`` or a missing default file gives an empty pool."""
+def load_config(path: str | None, display: str | None = None) -> SuiteConfig:
+    """Read ``sop.yaml``; ``None`` gives an empty pool. Messages name it ``display``."""
     if path is None:
         return SuiteConfig(path=None)
     try:
-        loaded = load(path, read_file(path))
+        loaded = load(display or path, read_file(path, display))
     except SopSyntaxError as e:
         raise SopInvalid([e]) from None
     parser = _ConfigParser(loaded)
+    parser.folder = os.path.dirname(os.path.abspath(path))
     config = parser.config(loaded.data)
     if parser.errors or config is None:
         raise SopInvalid(parser.errors)
@@ -33,8 +34,10 @@ def load_config(path: str | None) -> SuiteConfig:
 
 
 class _ConfigParser(Checker):
+    folder = "."  # where sop.yaml is: paths inside it are relative to it
+
     def config(self, data: Any) -> SuiteConfig | None:
-        doc = self.mapping((), data, allowed=CONFIG_KEYS, what="a suite config mapping")
+        doc = self.mapping((), data, allowed=_Extensible(CONFIG_KEYS), what="a suite config mapping")
         if doc is None:
             return None
         server = self.appium(doc["appium"]) if "appium" in doc else "local"
@@ -67,7 +70,7 @@ class _ConfigParser(Checker):
         app = out.get("appium:app")
         # An app file is written relative to sop.yaml, as every path in it is.
         if isinstance(app, str) and not re.match(r"[a-z]+://", app) and not os.path.isabs(app):
-            out["appium:app"] = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(self.path)), app))
+            out["appium:app"] = os.path.normpath(os.path.join(self.folder, app))
         return MappingProxyType(out)
 
     def apps(self, value: Any) -> dict[str, App]:
@@ -78,9 +81,14 @@ class _ConfigParser(Checker):
             if not isinstance(name, str) or not NAME_RE.fullmatch(name):
                 self.error(p, f"expected an app name, got {name!r}", key=True)
                 continue
-            s = self.mapping(p, spec, allowed=("capabilities",), required=("capabilities",))
-            if s is not None and "capabilities" in s:
-                out[name] = App(name, self.capabilities(p + ("capabilities",), s["capabilities"]), self.pos(p))
+            s = self.mapping(p, spec, allowed=("capabilities", "url"))
+            if s is None:
+                continue
+            url = s.get("url")
+            if url is not None and not (isinstance(url, str) and _URL_RE.fullmatch(url)):
+                self.error(p + ("url",), f"expected an http(s) URL, got {url!r}")
+            caps = self.capabilities(p + ("capabilities",), s.get("capabilities", {}))
+            out[name] = App(name, caps, self.pos(p), url)
         return out
 
     def devices(self, value: Any) -> tuple[tuple[Device, ...], tuple[str, ...]]:
@@ -99,13 +107,19 @@ class _ConfigParser(Checker):
                 else:
                     self.error(p + ("discover",), f"expected one of: {', '.join(DISCOVERY)}, got {raw['discover']!r}")
                 continue
-            d = self.mapping(p, raw, allowed=("id", "platform", "tags", "capabilities", "server"), required=("id", "platform"))
+            d = self.mapping(
+                p, raw, allowed=("id", "platform", "tags", "capabilities", "server"), required=("id", "platform")
+            )
             if d is None or "id" not in d or "platform" not in d:
                 continue
             dev_id = self.ident(p + ("id",), d["id"])
             platform = self.string(p + ("platform",), d["platform"])
             tags = self.strings(p + ("tags",), d["tags"], pattern=NAME_RE, what="a tag") if "tags" in d else ()
-            caps = self.capabilities(p + ("capabilities",), d["capabilities"]) if "capabilities" in d else MappingProxyType({})
+            caps = (
+                self.capabilities(p + ("capabilities",), d["capabilities"])
+                if "capabilities" in d
+                else MappingProxyType({})
+            )
             server = d.get("server")
             if server is not None and not (isinstance(server, str) and _URL_RE.fullmatch(server)):
                 self.error(p + ("server",), f"expected an http(s) URL, got {server!r}")
@@ -137,7 +151,10 @@ class _ConfigParser(Checker):
                 affinity = self.strings(p + ("devices",), a["devices"])
                 for j, dev in enumerate(affinity):
                     if dev not in device_ids and not discovering:
-                        self.error(p + ("devices", j), f"unknown device {dev!r}; devices are: {', '.join(sorted(device_ids)) or 'none'}")
+                        self.error(
+                            p + ("devices", j),
+                            f"unknown device {dev!r}; devices are: {', '.join(sorted(device_ids)) or 'none'}",
+                        )
             fields: dict[str, Any] = {}
             f = self.mapping(p + ("fields",), a["fields"], allowed=_AnyKey()) if "fields" in a else {}
             for k, v in (f or {}).items():
@@ -192,8 +209,17 @@ class _ConfigParser(Checker):
         for i, sel in enumerate(out):
             kind, _, rest = sel.partition(":")
             if sel != "*" and (kind not in kinds or not rest):
-                self.error(path + (i,), f"expected '*' or a selector {', '.join(k + ':NAME' for k in kinds)}, got {sel!r}")
+                self.error(
+                    path + (i,), f"expected '*' or a selector {', '.join(k + ':NAME' for k in kinds)}, got {sel!r}"
+                )
         return out
+
+
+class _Extensible(tuple[str, ...]):
+    """Known keys plus ``x-...`` keys, which are the user's own (anchors, notes)."""
+
+    def __contains__(self, key: object) -> bool:
+        return (isinstance(key, str) and key.startswith("x-")) or super().__contains__(key)
 
 
 class _AnyKey(tuple[str, ...]):
@@ -203,4 +229,4 @@ class _AnyKey(tuple[str, ...]):
         return True
 
 
-__all__ = ["load_config", "ID_RE"]
+__all__ = ["ID_RE", "load_config"]

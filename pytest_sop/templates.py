@@ -37,9 +37,7 @@ def parse(text: str) -> Template:
             raise TemplateError(f"'${{{inner}}}' is not a reference; expected ${{namespace.name}}")
         ns, name = ref.groups()
         if ns not in NAMESPACES:
-            raise TemplateError(
-                f"unknown namespace {ns!r} in '${{{inner}}}'; expected one of {', '.join(NAMESPACES)}"
-            )
+            raise TemplateError(f"unknown namespace {ns!r} in '${{{inner}}}'; expected one of {', '.join(NAMESPACES)}")
         if literal:
             parts.append(literal)
             literal = ""

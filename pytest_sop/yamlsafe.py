@@ -69,18 +69,17 @@ def format_path(path: Path_) -> str:
     return out
 
 
-def read_file(path: str) -> bytes:
+def read_file(path: str, shown: str | None = None) -> bytes:
     """Read a SOP or config file, refusing one too large to be a hand-written file."""
+    shown = shown or path
     try:
         size = os.stat(path).st_size
         if size > MAX_FILE_BYTES:
-            raise SopSyntaxError(
-                path, 1, 1, "", f"file is {size} bytes; at most {MAX_FILE_BYTES} bytes expected"
-            )
+            raise SopSyntaxError(shown, 1, 1, "", f"file is {size} bytes; at most {MAX_FILE_BYTES} bytes expected")
         with open(path, "rb") as f:
             return f.read(MAX_FILE_BYTES + 1)
     except OSError as e:
-        raise SopSyntaxError(path, 1, 1, "", f"cannot read file: {e.strerror}") from None
+        raise SopSyntaxError(shown, 1, 1, "", f"cannot read file: {e.strerror}") from None
 
 
 def load(path: str, source: str | bytes) -> Loaded:
@@ -157,7 +156,7 @@ class _Builder:
         try:
             return _constructor.yaml_constructors[node.tag](_constructor, node)
         except (ValueError, TypeError, OverflowError, yaml.YAMLError):
-            raise self.fail(node, path, f"{node.value!r} is not a valid {node.tag[len(_TAG):]}") from None
+            raise self.fail(node, path, f"{node.value!r} is not a valid {node.tag[len(_TAG) :]}") from None
 
     def mapping(self, node: yaml.MappingNode, path: Path_, depth: int) -> dict[Any, Any]:
         out: dict[Any, Any] = {}
@@ -171,9 +170,7 @@ class _Builder:
             key = self.scalar(key_node, path)
             if key in out:
                 first = self.key_pos[path + (key,)]
-                raise self.fail(
-                    key_node, path + (key,), f"duplicate key {key!r} (first at line {first.line})"
-                )
+                raise self.fail(key_node, path + (key,), f"duplicate key {key!r} (first at line {first.line})")
             self.key_pos[path + (key,)] = Pos(key_node.start_mark.line + 1, key_node.start_mark.column + 1)
             out[key] = self.convert(value_node, path + (key,), depth + 1)
         for key, value in merged.items():

@@ -92,9 +92,7 @@ class Client:
     def __init__(self, server: DemoServer) -> None:
         self.base = server.url
         self.jar = CookieJar()
-        self._opener = urllib.request.build_opener(
-            urllib.request.HTTPCookieProcessor(self.jar)
-        )
+        self._opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.jar))
 
     def _open(self, request: urllib.request.Request) -> Page:
         try:
@@ -207,18 +205,14 @@ def test_login_failure(server: DemoServer, username: str, password: str) -> None
     assert client.get("/feed").path == "/login"
 
 
-@pytest.mark.parametrize(
-    "path", ["/", "/feed", "/compose", "/review", "/settings", "/posted/1"]
-)
+@pytest.mark.parametrize("path", ["/", "/feed", "/compose", "/review", "/settings", "/posted/1"])
 def test_pages_need_login(server: DemoServer, path: str) -> None:
     page = Client(server).get(path)
     assert (page.status, page.path) == (200, "/login")
     assert page.maybe("sign-in") is not None
 
 
-def test_unauthenticated_post_changes_nothing(
-    server: DemoServer, alice: Client
-) -> None:
+def test_unauthenticated_post_changes_nothing(server: DemoServer, alice: Client) -> None:
     assert Client(server).publish("sneaky").path == "/login"
     assert "sneaky" not in captions(alice.get("/feed"))
 
@@ -335,9 +329,7 @@ def test_settings_persisted(alice: Client, bob: Client) -> None:
 
     reloaded = alice.get("/settings")
     assert "checked" not in reloaded.by_id("notifications").attrs
-    selected = [
-        e for e in reloaded.elements if e.tag == "option" and "selected" in e.attrs
-    ]
+    selected = [e for e in reloaded.elements if e.tag == "option" and "selected" in e.attrs]
     assert [(e.attrs["value"], e.text) for e in selected] == [("fr", "Français")]
     assert reloaded.maybe("settings-saved") is None
 
