@@ -7,8 +7,16 @@ from typing import Any
 
 import pytest
 
-from .errors import SopError
+from .appium_server import session_log
+from .appium_service import appium_key
+from .config import settings_key
+from .errors import AwaitingApproval, SopError, StepBroken, StepFailed
+from .matching import choose
 from .model import Case
+from .outcome import describe_failure
+from .recorders import AllureRecorder
+from .runner import Context, Secrets, run_case
+from .session import DeviceSession, capabilities
 from .suite import Suite
 
 suite_key = pytest.StashKey[Suite]()
@@ -42,10 +50,56 @@ class SopItem(pytest.Item):
             self.config.addinivalue_line("markers", f"{tag}: SOP tag")
             self.add_marker(getattr(pytest.mark, tag))
 
-    def runtest(self) -> None:
-        from .runner import run_item
+    device_session: DeviceSession | None = None
+    context: Context | None = None
 
-        run_item(self)
+    def setup(self) -> None:
+        """Choose a device and account, then open the Appium session: trouble here is an error."""
+        suite = self.config.stash[suite_key]
+        settings = self.config.stash[settings_key]
+        device, account = choose(suite.config, self.case)
+        app = suite.config.apps.get(self.case.sop.app) if self.case.sop.app else None
+        secrets = Secrets()
+        caps = capabilities(device, app, secrets.resolve)
+        endpoint = self.config.stash[appium_key].endpoint(device, suite.config)
+        self.device_session = DeviceSession.create(device, app, endpoint, caps)
+        self.context = Context(
+            case=self.case, session=self.device_session, device=device, account=account, secrets=secrets,
+            recorder=AllureRecorder(), registry=suite.registry, get_sop=suite.get_sop,
+            evidence=settings.evidence,
+        )  # fmt: skip
+
+    def runtest(self) -> None:
+        assert self.context is not None
+        try:
+            run_case(self.context)
+        except AwaitingApproval as e:
+            pytest.skip(str(e))
+        except (StepFailed, StepBroken):
+            self.attach_appium_log()
+            raise
+
+    def attach_appium_log(self) -> None:
+        service = self.config.stash[appium_key]
+        if self.device_session is not None and self.context is not None and service.log_path is not None:
+            text = session_log(service.log_path, self.device_session.session_id)
+            if text:
+                self.context.recorder.attach("appium log", self.context.secrets.mask(text), "text/plain", "log")
+
+    def teardown(self) -> None:
+        session, self.device_session = self.device_session, None
+        if session is not None:
+            session.quit()
+
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
+        err = excinfo.value
+        secrets = self.context.secrets if self.context else Secrets()
+        if self.context is not None and self.context.failure is not None and isinstance(err, SopError):
+            base = str(self.config.invocation_params.dir)
+            return secrets.mask(describe_failure(self.context.failure, str(err), base))
+        if isinstance(err, SopError):
+            return secrets.mask(str(err))
+        return super().repr_failure(excinfo, style)
 
     def reportinfo(self) -> tuple[Any, int, str]:
         return self.path, self.case.sop.pos.line - 1, f"SOP {self.name}"

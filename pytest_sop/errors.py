@@ -46,3 +46,20 @@ class DeviceError(SopError):
     def __init__(self, device: str, msg: str) -> None:
         self.device = device
         super().__init__(f"{device}: {msg}")
+
+
+class StepFailed(SopError, AssertionError):
+    """A step's expectation did not hold: the product did something else (pytest failed)."""
+
+    def __init__(self, message: str, *, expected: str = "", found: str = "") -> None:
+        self.expected = expected
+        self.found = found
+        super().__init__(message)
+
+
+class StepBroken(SopError):
+    """The step could not be carried out: device, server or SOP trouble (Allure broken)."""
+
+
+class AwaitingApproval(SopError):
+    """Stopped at an ``approve`` checkpoint that has no approval yet (pytest skipped)."""

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from . import hookspecs
 from .actions import build_registry
+from .appium_service import AppiumService, appium_key
 from .collect import SopFile, SopItem, suite_key
 from .config import addoption, resolve, settings_key
 from .errors import SopInvalid
@@ -29,6 +31,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     settings = resolve(config)
     config.stash[settings_key] = settings
+    config.stash[appium_key] = AppiumService(config)
+    if config.pluginmanager.hasplugin("xdist") and not hasattr(config, "workerinput"):
+        config.pluginmanager.register(XdistHooks(), "sop-xdist")
     if not settings.enabled:
         return
     if settings.dry_run:
@@ -50,6 +55,23 @@ def pytest_configure(config: pytest.Config) -> None:
         base=str(config.invocation_params.dir),
         ignore=config.getini("norecursedirs"),
     )
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if appium_key in config.stash:
+        config.stash[appium_key].stop()
+
+
+class XdistHooks:
+    """Registered only when xdist is present: hand the managed Appium to workers."""
+
+    def pytest_configure_node(self, node: Any) -> None:
+        config = node.config
+        settings = config.stash[settings_key]
+        suite = config.stash.get(suite_key, None)
+        if settings.enabled and suite is not None and config.stash[appium_key].wanted(suite.config) == "local":
+            node.workerinput.update(config.stash[appium_key].worker_input())
 
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> SopFile | None:

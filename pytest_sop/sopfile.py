@@ -357,9 +357,7 @@ class _SopParser(Checker):
 
 
 def _text_match(params: Mapping[str, Any]) -> TextMatch:
-    how: Literal["equals", "contains", "matches"] = next(
-        h for h in ("equals", "contains", "matches") if h in params
-    )
+    how: Literal["equals", "contains", "matches"] = next(h for h in ("equals", "contains", "matches") if h in params)
     return TextMatch(params["in"], how, params[how])
 
 

@@ -1,0 +1,467 @@
+"""Runs one case on one device session: steps, waits, retries, on_failure, done_when, evidence.
+
+It knows nothing of pytest: outcomes are exceptions from :mod:`errors`, and what happened
+goes to a :class:`Recorder`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from selenium.common.exceptions import WebDriverException
+from urllib3.exceptions import HTTPError
+
+from .actions import ActionRegistry
+from .errors import AwaitingApproval, SopError, StepBroken, StepFailed
+from .model import Account, Case, Condition, Device, Locator, Secret, Sop, Step, Template, TextMatch
+from .recorders import Recorder
+from .session import DeviceSession, UnsupportedHere, appium_reason, poll
+from .templates import render
+
+DEFAULT_TIMEOUT = 10.0
+
+
+class SecretMissing(SopError):
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(f"environment variable {name} is not set (it holds a secret in sop.yaml)")
+
+
+class Secrets:
+    """Resolves ``{env: NAME}`` at run time and masks every resolved value in text."""
+
+    def __init__(self, environ: Callable[[str], str | None] = os.environ.get) -> None:
+        self._environ = environ
+        self.values: set[str] = set()
+
+    def reveal(self, secret: Secret) -> str:
+        value = self._environ(secret.env)
+        if value is None:
+            raise SecretMissing(secret.env)
+        if value:
+            self.values.add(value)
+        return value
+
+    def resolve(self, value: Any) -> Any:
+        if isinstance(value, Secret):
+            return self.reveal(value)
+        if isinstance(value, dict):
+            return {k: self.resolve(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self.resolve(v) for v in value]
+        return value
+
+    def mask(self, text: str) -> str:
+        for value in sorted(self.values, key=len, reverse=True):
+            text = text.replace(value, "***")
+        return text
+
+
+@dataclass
+class Failure:
+    """Where a case stopped, for the report: the step (or condition) and the SOP it is in."""
+
+    sop: Sop
+    step: Step | Condition
+    error: BaseException
+
+
+@dataclass
+class Context:
+    """Everything one case's steps can see. Project actions receive it as ``ctx``."""
+
+    case: Case
+    session: DeviceSession
+    device: Device
+    account: Account | None
+    secrets: Secrets
+    recorder: Recorder
+    registry: ActionRegistry
+    get_sop: Callable[[str], Sop | None]
+    evidence: str = "failure"  # step | failure | none
+    vars: dict[str, str] = field(default_factory=dict)
+    failure: Failure | None = None
+    optional_failures: list[str] = field(default_factory=list)
+    _sop_stack: list[Sop] = field(default_factory=list)
+
+    # -- templates ----------------------------------------------------------------------
+    def lookup(self, ns: str, name: str) -> object:
+        if ns == "inputs":
+            row = self.case.inputs
+            if row is None or name not in row.values:
+                raise StepBroken(f"${{inputs.{name}}} has no value in this case")
+            return row.values[name]
+        if ns == "account":
+            if self.account is None:
+                raise StepBroken(f"${{account.{name}}}: this case has no account")
+            if name in ("id", "role"):
+                return getattr(self.account, name)
+            return self.account.fields[name]
+        if ns == "device":
+            return getattr(self.device, name)
+        if name not in self.vars:
+            raise StepBroken(f"${{vars.{name}}} was not saved before this step")
+        return self.vars[name]
+
+    def text(self, t: Template) -> str:
+        """The real value, secrets included: only ever sent to the device."""
+        return render(t, self.lookup, reveal=self.secrets.reveal)
+
+    def shown(self, t: Template) -> str:
+        """The value as reports may show it: secrets are ***."""
+        return render(t, self.lookup)
+
+    def by(self, loc: Locator) -> tuple[str, str]:
+        return self.session.by(loc, self.text(loc.value))
+
+    def show_locator(self, loc: Locator) -> str:
+        return f"{{{loc.strategy}: {self.shown(loc.value)}}}"
+
+    def describe(self, step: Step) -> tuple[str, dict[str, str]]:
+        params: dict[str, str] = {}
+        for k, v in step.params.items():
+            if isinstance(v, Template):
+                params[k] = self.shown(v)
+            elif isinstance(v, Locator):
+                params[k] = self.show_locator(v)
+            else:
+                params[k] = str(v)
+        title = step.name or " ".join([step.action, *params.values()])
+        return title, params
+
+    @property
+    def sop(self) -> Sop:
+        return self._sop_stack[-1] if self._sop_stack else self.case.sop
+
+
+# -- the actions ------------------------------------------------------------------------
+
+
+def _timeout(step: Step) -> float:
+    return step.timeout if step.timeout is not None else DEFAULT_TIMEOUT
+
+
+def _near(ctx: Context) -> str:
+    texts = ctx.session.visible_texts()
+    return f"visible texts: {', '.join(repr(t) for t in texts)}" if texts else "no visible text on screen"
+
+
+def _wait_visible(ctx: Context, loc: Locator, timeout: float) -> Any:
+    by = ctx.by(loc)
+    el = poll(lambda: ctx.session.visible(by), timeout)
+    if el is None:
+        where = "present but hidden" if ctx.session.find_all(by) else "not found"
+        raise StepFailed(
+            f"{ctx.show_locator(loc)} is {where} after {timeout:g}s",
+            expected=f"{ctx.show_locator(loc)} visible",
+            found=_near(ctx),
+        )
+    return el
+
+
+def _check_text(ctx: Context, match: TextMatch, timeout: float) -> None:
+    expected = ctx.text(match.expected)
+    shown = ctx.shown(match.expected)
+    seen: list[str] = []
+
+    def ok() -> bool | None:
+        el = ctx.session.visible(ctx.by(match.locator))
+        if el is None:
+            return None
+        actual = ctx.session.text_of(el)
+        seen.append(actual)
+        if match.how == "equals":
+            good = actual.strip() == expected.strip()
+        elif match.how == "contains":
+            good = expected in actual
+        else:
+            good = re.search(expected, actual) is not None
+        return True if good else None
+
+    if poll(ok, timeout) is None:
+        if not seen:
+            _wait_visible(ctx, match.locator, 0)
+        found = ctx.secrets.mask(seen[-1])
+        raise StepFailed(
+            f"text of {ctx.show_locator(match.locator)}: expected it to {match.how.rstrip('s')} {shown!r}, "
+            f"found {found!r}",
+            expected=f"{match.how} {shown!r}",
+            found=repr(found),
+        )
+
+
+def _attach_screenshot(ctx: Context, name: str) -> None:
+    ctx.recorder.attach(name, ctx.session.screenshot(), "image/png", "png")
+
+
+def _attach_source(ctx: Context, name: str) -> None:
+    source = ctx.secrets.mask(ctx.session.page_source())
+    mime, ext = ("text/html", "html") if ctx.session.kind == "web" else ("application/xml", "xml")
+    ctx.recorder.attach(name, source, mime, ext)
+
+
+def do_tap(ctx: Context, step: Step) -> None:
+    el = _wait_visible(ctx, step.params["locator"], _timeout(step))
+    el.click()
+
+
+def do_type(ctx: Context, step: Step) -> None:
+    el = _wait_visible(ctx, step.params["into"], _timeout(step))
+    el.clear()
+    el.send_keys(ctx.text(step.params["text"]))
+
+
+def do_clear(ctx: Context, step: Step) -> None:
+    _wait_visible(ctx, step.params["locator"], _timeout(step)).clear()
+
+
+def do_wait_for(ctx: Context, step: Step) -> None:
+    _wait_visible(ctx, step.params["locator"], _timeout(step))
+
+
+def _wait_hidden(ctx: Context, loc: Locator, timeout: float) -> None:
+    by = ctx.by(loc)
+    if poll(lambda: True if ctx.session.visible(by) is None else None, timeout) is None:
+        raise StepFailed(
+            f"{ctx.show_locator(loc)} is still visible after {timeout:g}s",
+            expected=f"{ctx.show_locator(loc)} not visible",
+            found="visible",
+        )
+
+
+def do_wait_gone(ctx: Context, step: Step) -> None:
+    _wait_hidden(ctx, step.params["locator"], _timeout(step))
+
+
+def do_assert_visible(ctx: Context, step: Step) -> None:
+    # Assertions give the screen its timeout to settle (a tap may still be loading a page).
+    _wait_visible(ctx, step.params["locator"], _timeout(step))
+
+
+def do_assert_not_visible(ctx: Context, step: Step) -> None:
+    _wait_hidden(ctx, step.params["locator"], _timeout(step))
+
+
+def do_assert_text(ctx: Context, step: Step) -> None:
+    from .sopfile import text_match
+
+    _check_text(ctx, text_match(step.params), _timeout(step))
+
+
+def do_save_text(ctx: Context, step: Step) -> None:
+    el = _wait_visible(ctx, step.params["from"], _timeout(step))
+    ctx.vars[step.params["as"]] = ctx.session.text_of(el)
+
+
+def do_scroll_to(ctx: Context, step: Step) -> None:
+    loc = step.params["locator"]
+    by = ctx.by(loc)
+    deadline = time.monotonic() + _timeout(step)
+    while True:
+        if ctx.session.visible(by) is not None:
+            found = ctx.session.find_all(by)
+            if ctx.session.kind == "web" and found:
+                ctx.session.scroll_into_view(found[0])
+            return
+        found = ctx.session.find_all(by)
+        if found and ctx.session.kind == "web":
+            ctx.session.scroll_into_view(found[0])
+        else:
+            ctx.session.swipe("up")
+        if time.monotonic() > deadline:
+            _wait_visible(ctx, loc, 0)
+            return
+
+
+def do_wait(ctx: Context, step: Step) -> None:
+    time.sleep(float(step.params["seconds"]))
+
+
+def do_screenshot(ctx: Context, step: Step) -> None:
+    name = ctx.shown(step.params["name"]) if "name" in step.params else "screenshot"
+    _attach_screenshot(ctx, name)
+
+
+def do_page_source(ctx: Context, step: Step) -> None:
+    name = ctx.shown(step.params["name"]) if "name" in step.params else "page source"
+    _attach_source(ctx, name)
+
+
+def do_note(ctx: Context, step: Step) -> None:
+    ctx.recorder.attach("note", ctx.shown(step.params["text"]), "text/plain", "txt")
+
+
+def do_run(ctx: Context, step: Step) -> None:
+    target = ctx.get_sop(step.params["sop"])
+    if target is None:
+        raise StepBroken(f"SOP {step.params['sop']!r} is not in the suite")
+    ctx._sop_stack.append(target)
+    try:
+        run_steps(ctx, target.steps)
+    finally:
+        ctx._sop_stack.pop()
+
+
+def do_approve(ctx: Context, step: Step) -> None:
+    # Approvals files are read in a later release; until then a checkpoint always waits.
+    raise AwaitingApproval(f"awaiting approval: {step.params['checkpoint']}")
+
+
+CORE: dict[str, Callable[[Context, Step], None]] = {
+    "launch_app": lambda ctx, step: ctx.session.launch_app(),
+    "close_app": lambda ctx, step: ctx.session.close_app(),
+    "open_url": lambda ctx, step: ctx.session.open_url(ctx.text(step.params["url"])),
+    "tap": do_tap,
+    "type": do_type,
+    "clear": do_clear,
+    "wait_for": do_wait_for,
+    "wait_gone": do_wait_gone,
+    "assert_visible": do_assert_visible,
+    "assert_not_visible": do_assert_not_visible,
+    "assert_text": do_assert_text,
+    "save_text": do_save_text,
+    "swipe": lambda ctx, step: ctx.session.swipe(step.params["direction"]),
+    "scroll_to": do_scroll_to,
+    "back": lambda ctx, step: ctx.session.back(),
+    "press_key": lambda ctx, step: ctx.session.press_key(ctx.text(step.params["key"])),
+    "wait": do_wait,
+    "screenshot": do_screenshot,
+    "page_source": do_page_source,
+    "note": do_note,
+    "run": do_run,
+    "approve": do_approve,
+}
+
+
+def _project_action(ctx: Context, step: Step) -> None:
+    spec = ctx.registry[step.action]
+    if spec.run is None:
+        raise StepBroken(f"action {step.action!r} is registered without a run function")
+    params = {
+        k: ctx.text(v) if isinstance(v, Template) else ctx.by(v) if isinstance(v, Locator) else v
+        for k, v in step.params.items()
+    }
+    spec.run(ctx, **params)
+
+
+# -- running ----------------------------------------------------------------------------
+
+
+def _execute(ctx: Context, step: Step) -> None:
+    """One attempt of one step; Appium trouble becomes StepBroken with Appium's reason."""
+    try:
+        CORE.get(step.action, _project_action)(ctx, step)
+    except (StepFailed, AwaitingApproval, StepBroken, SecretMissing):
+        raise
+    except UnsupportedHere as e:
+        raise StepBroken(str(e)) from None
+    except WebDriverException as e:
+        raise StepBroken(ctx.secrets.mask(f"Appium: {appium_reason(e)}")) from None
+    except (HTTPError, OSError) as e:
+        raise StepBroken(f"Appium at {ctx.session.endpoint} stopped answering: {e}") from None
+
+
+def run_step(ctx: Context, step: Step) -> None:
+    title, params = ctx.describe(step)
+    attempts = step.retry.attempts if step.retry else 1
+    with ctx.recorder.step(title, params):
+        for attempt in range(1, attempts + 1):
+            try:
+                _execute(ctx, step)
+                break
+            except (StepFailed, StepBroken) as e:
+                if attempt == attempts:
+                    if step.optional:
+                        ctx.optional_failures.append(f"{step.pos.file}:{step.pos.line} {title}: {e}")
+                        ctx.recorder.attach("optional step failed", str(e), "text/plain", "txt")
+                        return
+                    ctx.failure = ctx.failure or Failure(ctx.sop, step, e)
+                    raise
+                ctx.recorder.attach(f"attempt {attempt} failed", str(e), "text/plain", "txt")
+                time.sleep(step.retry.backoff * attempt if step.retry else 0)
+            except (AwaitingApproval, SecretMissing) as e:
+                ctx.failure = ctx.failure or Failure(ctx.sop, step, e)
+                raise
+        if ctx.evidence == "step" and step.action not in ("screenshot", "note"):
+            _attach_screenshot(ctx, f"after {title}")
+
+
+def run_steps(ctx: Context, steps: Iterable[Step]) -> None:
+    for step in steps:
+        run_step(ctx, step)
+
+
+def check_condition(ctx: Context, cond: Condition) -> None:
+    title = f"done_when {cond.kind} {ctx.show_locator(cond.locator)}"
+    with ctx.recorder.step(title):
+        try:
+            if cond.kind == "visible":
+                _wait_visible(ctx, cond.locator, DEFAULT_TIMEOUT)
+            elif cond.kind == "not_visible":
+                _wait_hidden(ctx, cond.locator, DEFAULT_TIMEOUT)
+            else:
+                assert cond.match is not None
+                _check_text(ctx, cond.match, DEFAULT_TIMEOUT)
+        except StepFailed as e:
+            ctx.failure = Failure(
+                ctx.case.sop, cond, StepFailed(f"done_when not met: {e}", expected=e.expected, found=e.found)
+            )
+            raise ctx.failure.error from None
+        except WebDriverException as e:
+            raise StepBroken(f"Appium: {appium_reason(e)}") from None
+
+
+def run_case(ctx: Context) -> None:
+    """All steps, then done_when. On failure: on_failure steps, then failure evidence."""
+    sop = ctx.case.sop
+    attempts = sop.retry.attempts if sop.retry else 1
+    for attempt in range(1, attempts + 1):
+        ctx.failure = None
+        ctx.vars.clear()
+        title = f"attempt {attempt} of {attempts}" if attempts > 1 else None
+        try:
+            if title:
+                with ctx.recorder.step(title):
+                    _run_once(ctx)
+            else:
+                _run_once(ctx)
+            return
+        except (StepFailed, StepBroken) as e:
+            if attempt == attempts:
+                raise
+            ctx.recorder.attach(f"attempt {attempt} failed", str(e), "text/plain", "txt")
+
+
+def _run_once(ctx: Context) -> None:
+    sop = ctx.case.sop
+    try:
+        run_steps(ctx, sop.steps)
+        for cond in sop.done_when:
+            check_condition(ctx, cond)
+    except (StepFailed, StepBroken):
+        on_failure(ctx)
+        raise
+
+
+def on_failure(ctx: Context) -> None:
+    """The SOP's on_failure steps, then evidence; neither may hide the original failure."""
+    sop = ctx.case.sop
+    if sop.on_failure:
+        with ctx.recorder.step("on_failure"):
+            for step in sop.on_failure:
+                try:
+                    _execute(ctx, step)
+                except SopError as e:
+                    ctx.recorder.attach(f"on_failure {step.action} failed", str(e), "text/plain", "txt")
+    if ctx.evidence == "none":
+        return
+    try:
+        _attach_screenshot(ctx, "screenshot at failure")
+        _attach_source(ctx, "page source at failure")
+    except (WebDriverException, HTTPError, OSError):
+        pass  # the device may be what failed; the error already says so

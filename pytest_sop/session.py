@@ -1,0 +1,261 @@
+"""The only module that talks to Appium: capabilities, sessions, locators per platform, device commands."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+from urllib.parse import urljoin
+
+from appium import webdriver
+from appium.options.common import AppiumOptions
+from appium.webdriver.common.appiumby import AppiumBy
+from selenium.common.exceptions import (
+    NoSuchElementException,
+    StaleElementReferenceException,
+    WebDriverException,
+)
+from selenium.webdriver.common.keys import Keys
+from selenium.webdriver.remote.webelement import WebElement
+
+from .appium_server import free_port
+from .errors import DeviceError, SopError
+from .model import App, Device, Locator
+
+DEFAULT_CAPABILITIES = {"appium:newCommandTimeout": 120}
+# Android key codes for press_key; the web maps the same names to Selenium keys.
+ANDROID_KEYS = {"ENTER": 66, "BACK": 4, "HOME": 3, "TAB": 61, "DELETE": 67, "SPACE": 62, "ESCAPE": 111,
+                "SEARCH": 84, "MENU": 82, "VOLUME_UP": 24, "VOLUME_DOWN": 25, "APP_SWITCH": 187}  # fmt: skip
+WEB_KEYS = {"ENTER": Keys.ENTER, "TAB": Keys.TAB, "DELETE": Keys.BACKSPACE, "SPACE": Keys.SPACE,
+            "ESCAPE": Keys.ESCAPE, "HOME": Keys.HOME}  # fmt: skip
+
+T = TypeVar("T")
+# Selenium's is_displayed() is true for elements scrolled out of sight; a phone user can't see those.
+_IN_VIEWPORT = """const r = arguments[0].getBoundingClientRect();
+return r.bottom > 0 && r.right > 0 && r.top < window.innerHeight && r.left < window.innerWidth;"""
+
+
+class UnsupportedHere(SopError):
+    """An action or locator this platform cannot do."""
+
+
+def appium_reason(exc: BaseException) -> str:
+    """Appium's own message, without Selenium's stack trace lines."""
+    if isinstance(exc, WebDriverException):
+        msg = (exc.msg or type(exc).__name__).strip()
+        return msg.split("\nStacktrace:")[0].strip()
+    return str(exc) or type(exc).__name__
+
+
+def xpath_literal(text: str) -> str:
+    if '"' not in text:
+        return f'"{text}"'
+    if "'" not in text:
+        return f"'{text}'"
+    parts = text.split('"')
+    return "concat(" + ", '\"', ".join(f'"{p}"' for p in parts) + ")"
+
+
+def kind_of(caps: Mapping[str, Any]) -> str:
+    """web, android, ios or fake: decides how locators and device commands are sent."""
+    automation = str(caps.get("appium:automationName", "")).lower()
+    if automation == "fake":
+        return "fake"
+    if automation in ("chromium", "chrome", "safari", "gecko") or caps.get("browserName"):
+        return "web"
+    if automation in ("xcuitest",) or str(caps.get("platformName", "")).lower() == "ios":
+        return "ios"
+    return "android"
+
+
+def capabilities(device: Device, app: App | None, resolve: Callable[[Any], Any]) -> dict[str, Any]:
+    """App + device + defaults; secrets resolved now, at session time only."""
+    caps: dict[str, Any] = dict(DEFAULT_CAPABILITIES)
+    if app is not None:
+        caps.update(app.capabilities)
+    caps.update(device.capabilities)
+    caps = {k: resolve(v) for k, v in caps.items()}
+    if kind_of(caps) == "web" and "appium:chromedriverPort" not in caps:
+        # Two Chromium sessions on one chromedriver port kill each other's driver.
+        caps["appium:chromedriverPort"] = free_port()
+    return caps
+
+
+@dataclass
+class DeviceSession:
+    """One Appium session on one device, with the commands SOP actions need."""
+
+    device: Device
+    app: App | None
+    endpoint: str
+    driver: Any
+    kind: str
+
+    @classmethod
+    def create(cls, device: Device, app: App | None, endpoint: str, caps: dict[str, Any]) -> DeviceSession:
+        try:
+            driver = webdriver.Remote(endpoint, options=AppiumOptions().load_capabilities(caps))
+        except WebDriverException as e:
+            raise DeviceError(device.id, f"session not created on {endpoint}: {appium_reason(e)}") from None
+        except OSError as e:
+            raise DeviceError(device.id, f"Appium at {endpoint} cannot be reached: {e}") from None
+        return cls(device, app, endpoint, driver, kind_of(caps))
+
+    @property
+    def session_id(self) -> str:
+        return str(self.driver.session_id)
+
+    def quit(self) -> None:
+        try:
+            self.driver.quit()
+        except (WebDriverException, OSError):
+            pass  # the server may be gone; nothing else holds the session
+
+    # -- finding elements -------------------------------------------------------------
+    def by(self, locator: Locator, value: str) -> tuple[str, str]:
+        s, k = locator.strategy, self.kind
+        if s == "uiautomator":
+            if k != "android":
+                raise UnsupportedHere(f"uiautomator locators work on Android only, not on {k}")
+            return AppiumBy.ANDROID_UIAUTOMATOR, value
+        if k == "web":
+            css = {"id": f'[id="{value}"]', "accessibility_id": f'[aria-label="{value}"]', "class": f".{value}",
+                   "css": value}.get(s)  # fmt: skip
+            if css is not None:
+                return AppiumBy.CSS_SELECTOR, css
+            if s == "text":
+                return AppiumBy.XPATH, f"//*[text()[normalize-space(.)={xpath_literal(value)}]]"
+            return AppiumBy.XPATH, value
+        if s == "text":
+            return AppiumBy.XPATH, f"//*[@text={xpath_literal(value)}]"
+        return {
+            "id": AppiumBy.ID, "accessibility_id": AppiumBy.ACCESSIBILITY_ID, "xpath": AppiumBy.XPATH,
+            "css": AppiumBy.CSS_SELECTOR, "class": AppiumBy.CLASS_NAME,
+        }[s], value  # fmt: skip
+
+    def find_all(self, by: tuple[str, str]) -> list[WebElement]:
+        return list(self.driver.find_elements(*by))
+
+    def visible(self, by: tuple[str, str]) -> WebElement | None:
+        """The first match a person could see now: displayed and, on the web, inside the viewport."""
+        for el in self.find_all(by):
+            try:
+                if el.is_displayed() and (self.kind != "web" or self.driver.execute_script(_IN_VIEWPORT, el)):
+                    return el
+            except StaleElementReferenceException:
+                continue
+        return None
+
+    def text_of(self, el: WebElement) -> str:
+        text = el.text
+        if not text and self.kind == "web" and el.tag_name in ("input", "textarea"):
+            text = el.get_attribute("value") or ""
+        return str(text)
+
+    def visible_texts(self, limit: int = 12) -> list[str]:
+        """Texts a person would see now: what a failure message shows near a missing element."""
+        xpath = "//*[text()[normalize-space(.)!='']]" if self.kind == "web" else "//*[@text!='']"
+        texts: list[str] = []
+        try:
+            for el in self.driver.find_elements(AppiumBy.XPATH, xpath)[:200]:
+                t = (el.text or el.get_attribute("text") or "").strip()
+                if t and t not in texts and el.is_displayed():
+                    texts.append(t.splitlines()[0][:60])
+                if len(texts) >= limit:
+                    break
+        except (WebDriverException, NoSuchElementException):
+            pass
+        return texts
+
+    # -- device commands --------------------------------------------------------------
+    def launch_app(self) -> None:
+        if self.kind == "web":
+            if self.app is None or self.app.url is None:
+                raise UnsupportedHere("launch_app on a web device needs the app's url in sop.yaml")
+            self.driver.get(self.app.url)
+        elif self.kind in ("android", "ios"):
+            app_id = self._app_id()
+            if app_id:
+                self.driver.activate_app(app_id)
+        # The fake driver opens its app with the session; there is nothing to start.
+
+    def close_app(self) -> None:
+        if self.kind == "web":
+            self.driver.get("about:blank")
+        elif self.kind in ("android", "ios"):
+            app_id = self._app_id()
+            if app_id:
+                self.driver.terminate_app(app_id)
+
+    def _app_id(self) -> str | None:
+        caps = self.app.capabilities if self.app else {}
+        value = caps.get("appium:appPackage") or caps.get("appium:bundleId")
+        return str(value) if value else None
+
+    def open_url(self, url: str) -> None:
+        if self.kind == "web":
+            base = self.app.url if self.app and self.app.url else None
+            self.driver.get(urljoin(base, url) if base else url)
+        elif self.kind == "android":
+            self.driver.execute_script("mobile: deepLink", {"url": url, "package": self._app_id()})
+        else:
+            self.driver.get(url)
+
+    def back(self) -> None:
+        self.driver.back()
+
+    def press_key(self, key: str) -> None:
+        name = key.upper()
+        if self.kind == "android":
+            if name not in ANDROID_KEYS:
+                raise UnsupportedHere(f"unknown key {key!r}; known: {', '.join(ANDROID_KEYS)}")
+            self.driver.press_keycode(ANDROID_KEYS[name])
+        elif self.kind == "web":
+            if name == "BACK":
+                self.driver.back()
+                return
+            if name not in WEB_KEYS:
+                raise UnsupportedHere(f"unknown key {key!r}; known: BACK, {', '.join(WEB_KEYS)}")
+            self.driver.switch_to.active_element.send_keys(WEB_KEYS[name])
+        else:
+            raise UnsupportedHere(f"press_key is not available on the {self.kind} driver")
+
+    def swipe(self, direction: str) -> None:
+        """Swipe the finger in ``direction``: swiping up moves the content up (scrolls down)."""
+        if self.kind == "web":
+            dy = {"up": 0.6, "down": -0.6}.get(direction, 0.0)
+            dx = {"left": 0.6, "right": -0.6}.get(direction, 0.0)
+            self.driver.execute_script(
+                "window.scrollBy(arguments[0] * window.innerWidth, arguments[1] * window.innerHeight)", dx, dy
+            )
+            return
+        rect = self.driver.get_window_rect()
+        w, h = rect["width"], rect["height"]
+        cx, cy = w // 2, h // 2
+        dx = {"left": -1, "right": 1}.get(direction, 0) * int(w * 0.3)
+        dy = {"up": -1, "down": 1}.get(direction, 0) * int(h * 0.3)
+        self.driver.swipe(cx - dx, cy - dy, cx + dx, cy + dy, 400)
+
+    def scroll_into_view(self, el: WebElement) -> None:
+        if self.kind == "web":
+            self.driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", el)
+
+    def screenshot(self) -> bytes:
+        return bytes(self.driver.get_screenshot_as_png())
+
+    def page_source(self) -> str:
+        return str(self.driver.page_source)
+
+
+def poll(fn: Callable[[], T | None], timeout: float, interval: float = 0.1) -> T | None:
+    """Call ``fn`` until it returns something other than None, or the timeout passes."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            value = fn()
+        except StaleElementReferenceException:
+            value = None
+        if value is not None or time.monotonic() >= deadline:
+            return value
+        time.sleep(min(interval, max(0.0, deadline - time.monotonic())))
