@@ -125,10 +125,9 @@ class ManagedAppium:
             proc.wait()
         except ProcessLookupError:
             pass
-        try:  # anything Appium left in its group (a stuck chromedriver) goes too
+        # Anything Appium left in its group (a stuck chromedriver) goes too.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
 
 
 def session_log(log_path: Path, session_id: str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -107,10 +108,9 @@ class DeviceSession:
         return str(self.driver.session_id)
 
     def quit(self) -> None:
-        try:
+        # The server may be gone; then nothing else holds the session either.
+        with contextlib.suppress(WebDriverException, OSError):
             self.driver.quit()
-        except (WebDriverException, OSError):
-            pass  # the server may be gone; nothing else holds the session
 
     # -- finding elements -------------------------------------------------------------
     def by(self, locator: Locator, value: str) -> tuple[str, str]:
