@@ -19,6 +19,7 @@ from urllib3.exceptions import HTTPError
 from .actions import ActionRegistry
 from .errors import AwaitingApproval, SopError, StepBroken, StepFailed
 from .model import Account, Case, Condition, Device, Locator, Secret, Sop, Step, Template, TextMatch
+from .plan import describe_params
 from .recorders import Recorder
 from .session import DeviceSession, UnsupportedHere, appium_reason, poll
 from .templates import render
@@ -131,7 +132,7 @@ class Context:
                 params[k] = self.show_locator(v)
             else:
                 params[k] = str(v)
-        title = step.name or " ".join([step.action, *params.values()])
+        title = step.name or f"{step.action} {describe_params(step, self.lookup)}".rstrip()
         return title, params
 
     @property

@@ -19,6 +19,7 @@ from selenium.common.exceptions import (
 )
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webelement import WebElement
+from urllib3.exceptions import HTTPError
 
 from .appium_server import free_port
 from .errors import DeviceError, SopError
@@ -109,7 +110,7 @@ class DeviceSession:
 
     def quit(self) -> None:
         # The server may be gone; then nothing else holds the session either.
-        with contextlib.suppress(WebDriverException, OSError):
+        with contextlib.suppress(WebDriverException, OSError, HTTPError):
             self.driver.quit()
 
     # -- finding elements -------------------------------------------------------------

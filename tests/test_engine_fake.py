@@ -1,0 +1,181 @@
+"""SOP steps on Appium's fake driver, through a real Appium 3 server."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import pytest
+
+from pytest_sop.appium_server import ManagedAppium, find_appium_home, open_sessions
+
+APP = Path(__file__).parent / "apps" / "fake_app.xml"
+FAKE_CONFIG = f"""\
+devices:
+  - id: fake-phone
+    platform: fake
+    capabilities:
+      platformName: Fake
+      appium:automationName: Fake
+      appium:app: {APP}
+"""
+
+
+def allure_results(path: Path) -> list[dict]:  # type: ignore[type-arg]
+    return [json.loads(p.read_text()) for p in path.glob("*-result.json")]
+
+
+def steps_of(result: dict) -> list[str]:  # type: ignore[type-arg]
+    names: list[str] = []
+
+    def walk(steps: list[dict]) -> None:  # type: ignore[type-arg]
+        for s in steps:
+            names.append(f"{s['name']}:{s['status']}")
+            walk(s.get("steps", []))
+
+    walk(result.get("steps", []))
+    return names
+
+
+def run_sop(pytester: pytest.Pytester, url: str, sops: dict[str, str], *args: str) -> pytest.RunResult:
+    pytester.makefile(".yaml", sop=FAKE_CONFIG)
+    for name, text in sops.items():
+        (pytester.path / name).write_text(text)
+    return pytester.runpytest("--sop", "--sop-appium", url, "--alluredir", str(pytester.path / "allure"), *args)
+
+
+def test_fake_driver_actions_pass_and_are_recorded(pytester: pytest.Pytester, appium_url: str) -> None:
+    sop = """\
+id: fake-tour
+steps:
+  - launch_app
+  - wait_for: {id: username}
+  - type: {into: {id: username}, text: alice}
+  - assert_text: {in: {id: username}, equals: alice}
+  - save_text: {from: {id: username}, as: who}
+  - type: {into: {accessibility_id: password}, text: "${vars.who}-pw"}
+  - assert_text: {in: {xpath: "//MockInputField[@id='password']"}, contains: "-pw"}
+  - clear: {id: password}
+  - assert_visible: {text: Log in}
+  - assert_not_visible: {id: hidden_button}
+  - tap: {id: login_button}
+  - swipe: {direction: up}
+  - scroll_to: {class: MockListView}
+  - wait: 0.1
+  - note: signed in as ${vars.who}
+  - screenshot: after login
+  - page_source
+  - run: fake-check
+"""
+    check = "id: fake-check\nsteps:\n  - assert_visible: {id: status_label}\n"
+    result = run_sop(pytester, appium_url, {"tour.sop.yaml": sop, "check.sop.yaml": check}, "-k", "fake-tour")
+    result.assert_outcomes(passed=1)
+    (res,) = allure_results(pytester.path / "allure")
+    assert res["status"] == "passed"
+    names = steps_of(res)
+    assert "type into={id: username} text='alice':passed" in names
+    assert "run fake-check:passed" in names
+    assert "assert_visible {id: status_label}:passed" in names  # nested under run
+    shots = [a for s in res["steps"] for a in s.get("attachments", []) if a["type"] == "image/png"]
+    assert shots and (pytester.path / "allure" / shots[0]["source"]).read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+
+
+def test_missing_element_fails_at_its_line(pytester: pytest.Pytester, appium_url: str) -> None:
+    sop = "id: missing\nsteps:\n  - launch_app\n  - tap: {id: no-such-button}\n    timeout: 0.3\n  - back\n"
+    result = run_sop(pytester, appium_url, {"m.sop.yaml": sop})
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "m.sop.yaml:4: tap failed in SOP 'missing'",
+            ">    4 |   - tap: {id: no-such-button}",
+            "{id: no-such-button} is not found after 0.3s",
+            "  expected: {id: no-such-button} visible",
+        ]
+    )
+    (res,) = allure_results(pytester.path / "allure")
+    assert res["status"] == "failed"
+    assert any(a["name"] == "screenshot at failure" for a in res["attachments"]) or any(
+        a["name"] == "screenshot at failure" for s in res["steps"] for a in s.get("attachments", [])
+    )
+
+
+def test_wrong_text_shows_both_texts(pytester: pytest.Pytester, appium_url: str) -> None:
+    sop = (
+        "id: wrong-text\nsteps:\n  - type: {into: {id: username}, text: alice}\n"
+        "  - assert_text: {in: {id: username}, equals: bob}\n    timeout: 0.3\n"
+    )
+    result = run_sop(pytester, appium_url, {"w.sop.yaml": sop})
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["text of {id: username}: expected it to equal 'bob', found 'alice'", "  found:    'alice'"])
+
+
+def test_retry_and_optional_are_recorded(pytester: pytest.Pytester, appium_url: str) -> None:
+    sop = """\
+id: flaky
+steps:
+  - tap: {id: nope}
+    timeout: 0.2
+    retry: {attempts: 2, backoff: 0.1}
+    optional: true
+  - assert_visible: {id: username}
+"""
+    result = run_sop(pytester, appium_url, {"f.sop.yaml": sop})
+    result.assert_outcomes(passed=1)
+    (res,) = allure_results(pytester.path / "allure")
+    names = [a["name"] for s in res["steps"] for a in s.get("attachments", [])]
+    assert names[:2] == ["attempt 1 failed", "optional step failed"]
+
+
+def test_sop_retry_keeps_every_attempt(pytester: pytest.Pytester, appium_url: str) -> None:
+    sop = "id: twice\nretry: {attempts: 2}\nsteps:\n  - wait_for: {id: nope}\n    timeout: 0.2\n"
+    result = run_sop(pytester, appium_url, {"t.sop.yaml": sop})
+    result.assert_outcomes(failed=1)
+    (res,) = allure_results(pytester.path / "allure")
+    assert [s["name"] for s in res["steps"]] == ["attempt 1 of 2", "attempt 2 of 2"]
+
+
+def test_missing_secret_is_an_error_naming_the_variable(pytester: pytest.Pytester, appium_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("FAKE_PIN", raising=False)
+    pytester.makefile(".yaml", sop=FAKE_CONFIG + "accounts:\n  - id: a1\n    fields: {pin: {env: FAKE_PIN}}\n")
+    (pytester.path / "s.sop.yaml").write_text("id: s\nrequires:\n  account: {}\nsteps:\n  - type: {into: {id: username}, text: '${account.pin}'}\n")
+    result = pytester.runpytest("--sop", "--sop-appium", appium_url)
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*environment variable FAKE_PIN is not set*"])
+
+
+def test_session_not_created_is_an_error_naming_device_and_endpoint(pytester: pytest.Pytester, appium_url: str) -> None:
+    pytester.makefile(
+        ".yaml",
+        sop="devices:\n  - id: pixel-real\n    platform: android\n    capabilities:\n      platformName: Android\n"
+        "      appium:automationName: UiAutomator2\n      appium:udid: emulator-5554\n",
+    )
+    (pytester.path / "s.sop.yaml").write_text("id: s\nsteps: [back]\n")
+    result = pytester.runpytest("--sop", "--sop-appium", appium_url, "--alluredir", str(pytester.path / "allure"))
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines([f"*pixel-real: session not created on {appium_url}: *ANDROID_HOME*"])
+    (res,) = allure_results(pytester.path / "allure")
+    assert res["status"] == "broken"
+
+
+def test_appium_killed_mid_case_breaks_that_case(pytester: pytest.Pytester, tmp_path: Path) -> None:
+    home = find_appium_home(Path(__file__).parent)
+    assert home is not None
+    server = ManagedAppium(home, tmp_path / "appium.log")
+    url = server.start()
+    pid = server.process.pid if server.process else 0
+    killer = threading.Timer(1.5, server.stop, kwargs={"grace": 0})
+    killer.start()
+    try:
+        sop = "id: long\nsteps:\n  - wait: 3\n  - tap: {id: login_button}\n"
+        result = run_sop(pytester, url, {"l.sop.yaml": sop})
+    finally:
+        killer.cancel()
+        server.stop()
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines([f"*Appium at {url} stopped answering*"])
+    (res,) = allure_results(pytester.path / "allure")
+    assert res["status"] == "broken"
+    with pytest.raises(OSError):
+        open_sessions(url)
+    assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text().lower()
