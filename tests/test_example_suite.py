@@ -1,0 +1,84 @@
+"""The example suite, and failure paths, on Chromium through Appium's Chromium driver."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "example_suite"))
+from demo_app import DemoServer, serve  # noqa: E402
+
+CHROMIUM_CONFIG = """\
+apps:
+  snapgram: {{url: "{url}"}}
+devices:
+  - id: pixel-7
+    platform: web
+    capabilities:
+      platformName: linux
+      browserName: chrome
+      appium:automationName: Chromium
+      appium:executable: /usr/bin/chromedriver
+      appium:autodownloadEnabled: false
+      goog:chromeOptions:
+        binary: /usr/bin/chromium
+        args: [--headless=new, --no-sandbox, --disable-gpu, --disable-dev-shm-usage, --disable-background-networking, --no-first-run]
+        mobileEmulation: {{deviceName: Pixel 7}}
+accounts:
+  - id: publisher-1
+    fields: {{username: pub1, password: {{env: DEMO_PW}}}}
+"""
+
+
+@pytest.fixture
+def demo(monkeypatch: pytest.MonkeyPatch) -> Iterator[DemoServer]:
+    monkeypatch.setenv("DEMO_PW", "s3cret-canary-77")
+    with serve(accounts={"pub1": "s3cret-canary-77"}, publish_delay=0.2) as server:
+        yield server
+
+
+SIGN_IN = """\
+  - launch_app
+  - type: {into: {id: username}, text: "${account.username}"}
+  - type: {into: {id: password}, text: "${account.password}"}
+  - tap: {text: Sign in}
+"""
+
+
+def test_wrong_text_and_secret_on_chromium(pytester: pytest.Pytester, appium_url: str, demo: DemoServer) -> None:
+    pytester.makefile(".yaml", sop=CHROMIUM_CONFIG.format(url=demo.url))
+    (pytester.path / "s.sop.yaml").write_text(
+        "id: s\napp: snapgram\nrequires:\n  account: {}\nsteps:\n" + SIGN_IN
+        + "  - assert_text: {in: {id: whoami}, equals: somebody-else}\n    timeout: 0.5\n"
+    )  # fmt: skip
+    result = pytester.runpytest("--sop", "--sop-appium", appium_url, "--alluredir", str(pytester.path / "allure"))
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "s.sop.yaml:10: assert_text failed in SOP 's'",
+            "text of {id: whoami}: expected it to equal 'somebody-else', found 'pub1'",
+        ]
+    )
+    (res,) = [json.loads(p.read_text()) for p in (pytester.path / "allure").glob("*-result.json")]
+    assert res["status"] == "failed"
+    titles = [s["name"] for s in res["steps"]]
+    assert "type into={id: password} text='***'" in titles
+    assert "s3cret-canary-77" not in result.stdout.str()
+
+
+def test_example_suite_passes(tmp_path: Path) -> None:
+    """README command 1's run: the whole example suite, on a real Appium server it manages itself."""
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "--sop", "-p", "no:cacheprovider", "--alluredir", str(tmp_path / "allure")],
+        cwd=ROOT / "example_suite", capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    assert " 9 passed" in result.stdout
+    statuses = [json.loads(p.read_text())["status"] for p in (tmp_path / "allure").glob("*-result.json")]
+    assert statuses == ["passed"] * 9
