@@ -20,6 +20,7 @@ from .session import DeviceSession, capabilities
 from .suite import Suite
 
 suite_key = pytest.StashKey[Suite]()
+_tags_key = pytest.StashKey[set[str]]()
 
 
 class SopFile(pytest.File):
@@ -45,9 +46,11 @@ class SopItem(pytest.Item):
     def __init__(self, *, case: Case, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.case = case
+        registered = self.config.stash.setdefault(_tags_key, set())
         for tag in case.sop.tags:
-            # Registering the tag as a marker keeps --strict-markers happy.
-            self.config.addinivalue_line("markers", f"{tag}: SOP tag")
+            if tag not in registered:  # registering the tag as a marker keeps --strict-markers happy
+                self.config.addinivalue_line("markers", f"{tag}: SOP tag")
+                registered.add(tag)
             self.add_marker(getattr(pytest.mark, tag))
 
     device_session: DeviceSession | None = None

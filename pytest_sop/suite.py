@@ -10,7 +10,7 @@ from __future__ import annotations
 import fnmatch
 import os
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .actions import ActionRegistry
 from .errors import SopSyntaxError
@@ -106,7 +106,17 @@ class Suite:
         if abspath not in self._results:
             parsed = index.get(abspath) or self._add(abspath)
             self._results[abspath] = _SuiteCheck(self, parsed).run()
+            self._release(abspath, parsed)
         return self._results[abspath]
+
+    def _release(self, abspath: str, parsed: ParsedSop) -> None:
+        """Once a file is checked, other files only need its SOP and errors, not its positions."""
+        slim = replace(parsed, loaded=None, templates=(), step_paths=())
+        self._parsed[abspath] = slim  # type: ignore[index]
+        for same in self._by_id.values():
+            for i, p in enumerate(same):
+                if p is parsed:
+                    same[i] = slim
 
 
 def _raw_id(parsed: ParsedSop) -> str | None:

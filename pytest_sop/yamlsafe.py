@@ -42,17 +42,19 @@ class Loaded:
 
     path: str
     data: Any
-    key_pos: Mapping[Path_, Pos]
-    value_pos: Mapping[Path_, Pos]
+    # Plain (line, column) tuples: a suite holds hundreds of thousands, and tuples of
+    # ints are not tracked by the garbage collector.
+    key_pos: Mapping[Path_, tuple[int, int]]
+    value_pos: Mapping[Path_, tuple[int, int]]
 
     def at(self, path: Path_, *, key: bool = False) -> Pos:
         """Where ``path`` is written; the nearest written ancestor when it is not."""
         table = self.key_pos if key else self.value_pos
         while True:
             if path in table:
-                return table[path]
+                return Pos(*table[path])
             if key and path in self.value_pos:
-                return self.value_pos[path]
+                return Pos(*self.value_pos[path])
             if not path:
                 return Pos(1, 1)
             path = path[:-1]
@@ -116,8 +118,8 @@ class _Builder:
     def __init__(self, path: str) -> None:
         self.path = path
         self.nodes = 0
-        self.key_pos: dict[Path_, Pos] = {}
-        self.value_pos: dict[Path_, Pos] = {}
+        self.key_pos: dict[Path_, tuple[int, int]] = {}
+        self.value_pos: dict[Path_, tuple[int, int]] = {}
 
     def build(self, node: yaml.Node) -> Loaded:
         data = self.convert(node, (), 0)
@@ -133,7 +135,7 @@ class _Builder:
             raise self.fail(node, path, f"more than {MAX_NODES} values after expanding aliases")
         if depth > MAX_DEPTH:
             raise self.fail(node, path, f"nested deeper than {MAX_DEPTH} levels")
-        self.value_pos.setdefault(path, Pos(node.start_mark.line + 1, node.start_mark.column + 1))
+        self.value_pos.setdefault(path, (node.start_mark.line + 1, node.start_mark.column + 1))
         if isinstance(node, yaml.ScalarNode):
             return self.scalar(node, path)
         if isinstance(node, yaml.SequenceNode):
@@ -170,8 +172,8 @@ class _Builder:
             key = self.scalar(key_node, path)
             if key in out:
                 first = self.key_pos[path + (key,)]
-                raise self.fail(key_node, path + (key,), f"duplicate key {key!r} (first at line {first.line})")
-            self.key_pos[path + (key,)] = Pos(key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+                raise self.fail(key_node, path + (key,), f"duplicate key {key!r} (first at line {first[0]})")
+            self.key_pos[path + (key,)] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
             out[key] = self.convert(value_node, path + (key,), depth + 1)
         for key, value in merged.items():
             out.setdefault(key, value)
