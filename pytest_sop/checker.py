@@ -153,7 +153,7 @@ class Checker:
             self.error(path + (strategy,), "expected the element to find, got nothing")
             return None
         t = self.template(path + (strategy,), raw)
-        return Locator(strategy, t, self.pos(path)) if t else None
+        return Locator(strategy, t) if t else None
 
     def value_or_secret(self, path: Path_, value: Any) -> Any:
         """A plain value, or ``{env: NAME}`` which becomes a :class:`Secret`."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -13,11 +13,11 @@ from .config import settings_key
 from .errors import AwaitingApproval, SopError, StepBroken, StepFailed
 from .matching import choose
 from .model import Case
-from .outcome import describe_failure
-from .recorders import AllureRecorder
-from .runner import Context, Secrets, run_case
-from .session import DeviceSession, capabilities
 from .suite import Suite
+
+if TYPE_CHECKING:  # Appium and Selenium load only when a case runs, not on every pytest start
+    from .runner import Context
+    from .session import DeviceSession
 
 suite_key = pytest.StashKey[Suite]()
 _tags_key = pytest.StashKey[set[str]]()
@@ -58,6 +58,10 @@ class SopItem(pytest.Item):
 
     def setup(self) -> None:
         """Choose a device and account, then open the Appium session: trouble here is an error."""
+        from .recorders import AllureRecorder
+        from .runner import Context, Secrets
+        from .session import DeviceSession, capabilities
+
         suite = self.config.stash[suite_key]
         settings = self.config.stash[settings_key]
         device, account = choose(suite.config, self.case)
@@ -73,6 +77,8 @@ class SopItem(pytest.Item):
         )  # fmt: skip
 
     def runtest(self) -> None:
+        from .runner import run_case
+
         assert self.context is not None
         try:
             run_case(self.context)
@@ -95,13 +101,15 @@ class SopItem(pytest.Item):
             session.quit()
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
+        from .outcome import describe_failure
+
         err = excinfo.value
-        secrets = self.context.secrets if self.context else Secrets()
+        mask = self.context.secrets.mask if self.context else str
         if self.context is not None and self.context.failure is not None and isinstance(err, SopError):
             base = str(self.config.invocation_params.dir)
-            return secrets.mask(describe_failure(self.context.failure, str(err), base))
+            return mask(describe_failure(self.context.failure, str(err), base))
         if isinstance(err, SopError):
-            return secrets.mask(str(err))
+            return mask(str(err))
         return super().repr_failure(excinfo, style)
 
     def reportinfo(self) -> tuple[Any, int, str]:

@@ -13,7 +13,7 @@ TEXT_MATCHES = ("equals", "contains", "matches")
 EMPTY: Mapping[str, Any] = MappingProxyType({})
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SourcePos:
     file: str
     line: int
@@ -23,7 +23,7 @@ class SourcePos:
         return f"{self.file}:{self.line}:{self.col}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Secret:
     """A value written ``{env: NAME}``: only its variable name is ever kept."""
 
@@ -33,7 +33,7 @@ class Secret:
         return "***"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Template:
     """A string that may hold ``${ns.name}`` references, split once at load time."""
 
@@ -49,17 +49,16 @@ class Template:
         return self.source
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Locator:
     strategy: str
     value: Template
-    pos: SourcePos
 
     def __str__(self) -> str:
         return f"{{{self.strategy}: {self.value.source}}}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class TextMatch:
     """``equals|contains|matches: T`` against the text found in a locator."""
 
@@ -68,16 +67,17 @@ class TextMatch:
     expected: Template
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Retry:
     attempts: int = 1
     backoff: float = 0.0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Step:
     action: str
-    # Parameters as the action declares them: Template, Locator, TextMatch, numbers.
+    # Parameters as the action declares them: Template, Locator, numbers. A plain dict
+    # typed read-only: a suite holds tens of thousands, and each proxy costs the GC.
     params: Mapping[str, Any]
     pos: SourcePos
     timeout: float | None = None
@@ -90,7 +90,7 @@ class Step:
         return self.name or self.action
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Condition:
     """A ``done_when`` check: ``visible``, ``not_visible`` or ``text``."""
 
@@ -100,7 +100,7 @@ class Condition:
     pos: SourcePos
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class DeviceRequirement:
     platform: str | None = None
     tags: tuple[str, ...] = ()
@@ -110,7 +110,7 @@ class DeviceRequirement:
         return _describe(platform=self.platform, tags=self.tags, id=self.id) or "any device"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class AccountRequirement:
     role: str | None = None
     tags: tuple[str, ...] = ()
@@ -125,14 +125,14 @@ def _describe(**kv: Any) -> str:
     return " ".join(f"{k}=[{', '.join(v)}]" if isinstance(v, tuple) else f"{k}={v}" for k, v in kv.items() if v)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class InputRow:
     id: str
     values: Mapping[str, Any]
     pos: SourcePos
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Sop:
     id: str
     path: str
@@ -155,7 +155,7 @@ class Sop:
     description: str = ""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Device:
     id: str
     platform: str
@@ -165,7 +165,7 @@ class Device:
     server: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Account:
     id: str
     pos: SourcePos
@@ -175,7 +175,7 @@ class Account:
     fields: Mapping[str, str | Secret] = field(default_factory=lambda: EMPTY)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class App:
     id: str
     capabilities: Mapping[str, Any]
@@ -183,7 +183,7 @@ class App:
     url: str | None = None  # a web app's start page; relative open_url paths join it
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Role:
     name: str
     may_approve: bool = False
@@ -192,13 +192,13 @@ class Role:
     accounts: tuple[str, ...] = ("*",)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Policy:
     roles: Mapping[str, Role]
     operators: Mapping[str, tuple[str, ...]]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SuiteConfig:
     path: str | None  # None: no sop.yaml, an empty pool
     appium_server: str = "local"
@@ -210,7 +210,7 @@ class SuiteConfig:
     extra: Mapping[str, Any] = field(default_factory=lambda: EMPTY)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Case:
     """One pytest item: a SOP with one input row and at most one account pinned."""
 

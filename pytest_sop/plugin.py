@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 from pathlib import Path
 from typing import Any
@@ -80,6 +81,13 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> SopFile | 
     if parent.config.stash[suite_key].matches(file_path.name):
         return SopFile.from_parent(parent, path=file_path)
     return None
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    if any(isinstance(item, SopItem) for item in session.items):
+        # The collected suite (items, SOP models) lives until the process ends: moving it out
+        # of the collector's reach spares every later full collection from rescanning it.
+        gc.freeze()
 
 
 @pytest.hookimpl(tryfirst=True)

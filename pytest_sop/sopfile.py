@@ -255,7 +255,7 @@ class _SopParser(Checker):
         label = self.string(path + ("name",), modifiers["name"]) if "name" in modifiers else None
         if params is None:
             return None
-        step = Step(name, MappingProxyType(params), self.pos(path), timeout, retry, optional, label)
+        step = Step(name, params, self.pos(path), timeout, retry, optional, label)
         self.steps.append((step, path))
         return step
 

@@ -8,6 +8,7 @@ and cycles, unique ids. The result for a file is its cases or all its errors.
 from __future__ import annotations
 
 import fnmatch
+import gc
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
@@ -75,8 +76,16 @@ class Suite:
     def _index(self) -> dict[str, ParsedSop]:
         if self._parsed is None:
             self._parsed = {}
-            for path in self.scan():
-                self._add(path)
+            # Parsing builds many small acyclic objects; collector passes over a growing
+            # heap would only slow it down (refcounting frees what is dropped).
+            was_enabled = gc.isenabled()
+            gc.disable()
+            try:
+                for path in self.scan():
+                    self._add(path)
+            finally:
+                if was_enabled:
+                    gc.enable()
         return self._parsed
 
     def _add(self, abspath: str) -> ParsedSop:
@@ -113,10 +122,10 @@ class Suite:
         """Once a file is checked, other files only need its SOP and errors, not its positions."""
         slim = replace(parsed, loaded=None, templates=(), step_paths=())
         self._parsed[abspath] = slim  # type: ignore[index]
-        for same in self._by_id.values():
-            for i, p in enumerate(same):
-                if p is parsed:
-                    same[i] = slim
+        same = self._by_id.get(_raw_id(parsed) or "", [])
+        for i, p in enumerate(same):
+            if p is parsed:
+                same[i] = slim
 
 
 def _raw_id(parsed: ParsedSop) -> str | None:

@@ -1,0 +1,421 @@
+"""The tamper-evident audit log: one JSON object per line, each line carrying the sha256 of the line before it.
+
+Line format (keys sorted, compact separators, ASCII only, so a line has one canonical form)::
+
+    {"device":"pixel-7","event":"lease","prev":"<64 hex>","seq":1,"ts":"2026-05-09T07:35:25.123456Z"}
+
+- ``seq`` counts lines from 1 with no gaps; ``ts`` is UTC with microseconds and a ``Z``;
+  ``event`` names what happened; the caller's fields sit beside them.
+- ``prev`` is the sha256 (hex) of the previous line's exact bytes **without** its newline;
+  the first line's ``prev`` is 64 zeros.
+- A sidecar ``PATH.head`` holds ``{"seq":N,"sha256":"<sha256 of line N>"}``, replaced atomically
+  after every append, so a cut tail (whole lines removed from the end) is detected too.
+- Writers take ``PATH.lock`` (a file lock), read only the last line (seeking from the end), and
+  write each line with one ``os.write`` on an ``O_APPEND`` descriptor: pytest-xdist workers and
+  separate runs can append to the same file without interleaved or torn lines.
+
+This module is engine code: it imports the standard library and filelock only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import filelock
+
+from .errors import SopError
+
+__all__ = ["GENESIS", "AuditError", "AuditLog", "VerifyResult", "audit_main", "verify"]
+
+GENESIS = "0" * 64
+"""The ``prev`` of the first line."""
+
+_RESERVED = frozenset({"seq", "ts", "event", "prev"})
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+_TAIL_BLOCK = 4096
+
+
+class AuditError(SopError):
+    """The audit log cannot be extended safely (its end is damaged, or it disagrees with its head file)."""
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    """What :func:`verify` found. ``line`` is the 1-based number of the first bad line, when there is one."""
+
+    ok: bool
+    line: int | None
+    reason: str
+    lines: int = 0
+
+
+def _canonical(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True, default=str)
+
+
+def _sha256(line: bytes) -> str:
+    return hashlib.sha256(line).hexdigest()
+
+
+def _utc_now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _mask_strings(value: Any, mask: Callable[[str], str]) -> Any:
+    """Mask every string (keys too) before serializing, so a secret JSON would escape is caught as well."""
+    if isinstance(value, str):
+        return mask(value)
+    if isinstance(value, dict):
+        return {mask(str(k)): _mask_strings(v, mask) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_mask_strings(v, mask) for v in value]
+    return value
+
+
+def _head_path(path: Path) -> Path:
+    return path.with_name(path.name + ".head")
+
+
+def _lock_path(path: Path) -> Path:
+    return path.with_name(path.name + ".lock")
+
+
+def _read_head(path: Path) -> tuple[int, str] | None:
+    """The head file's (seq, sha256), None when there is no head file; ValueError when it is not valid."""
+    try:
+        raw = _head_path(path).read_bytes()
+    except FileNotFoundError:
+        return None
+    try:
+        data = json.loads(raw)
+    except ValueError as exc:
+        raise ValueError("it is not valid JSON") from exc
+    if not isinstance(data, dict):
+        raise ValueError("it is not a JSON object")
+    seq, sha = data.get("seq"), data.get("sha256")
+    if type(seq) is not int or seq < 0 or not isinstance(sha, str) or not _HEX64.fullmatch(sha):
+        raise ValueError('it lacks an integer "seq" or a sha256 "sha256"')
+    return seq, sha
+
+
+def _read_last_line(path: Path) -> bytes | None:
+    """The last line's bytes without its newline, reading backwards from the end; None for an empty file."""
+    try:
+        f = path.open("rb")
+    except FileNotFoundError:
+        return None
+    with f:
+        size = f.seek(0, os.SEEK_END)
+        if size == 0:
+            return None
+        f.seek(size - 1)
+        if f.read(1) != b"\n":
+            raise AuditError(f"{path}: the last line has no newline (the file was cut); run `pytest-sop audit verify`")
+        chunks: list[bytes] = []
+        end = size - 1
+        while end > 0:
+            start = max(0, end - _TAIL_BLOCK)
+            f.seek(start)
+            chunk = f.read(end - start)
+            cut = chunk.rfind(b"\n")
+            if cut >= 0:
+                chunks.append(chunk[cut + 1 :])
+                break
+            chunks.append(chunk)
+            end = start
+        return b"".join(reversed(chunks))
+
+
+def _record(raw: bytes) -> dict[str, Any] | None:
+    """The parsed line when it is an audit record (an object with seq, prev, ts and event), else None."""
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return None
+    if not isinstance(data, dict):
+        return None
+    seq, prev = data.get("seq"), data.get("prev")
+    if type(seq) is not int or not isinstance(prev, str) or not _HEX64.fullmatch(prev):
+        return None
+    if not isinstance(data.get("ts"), str) or not isinstance(data.get("event"), str):
+        return None
+    return data
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+class AuditLog:
+    """Appends hash-chained JSON lines to ``path``; safe to share between processes.
+
+    ``mask`` replaces secrets: it is applied to every string in the fields and then to the whole
+    serialized line, before anything is written. It must leave ``seq``, ``ts`` and ``prev`` alone
+    (a mask that alters them would break the chain, so :meth:`append` refuses such a line).
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        mask: Callable[[str], str] | None = None,
+        lock_timeout: float = 60.0,
+        fsync: bool = False,
+    ) -> None:
+        self.path = Path(path)
+        self.head_path = _head_path(self.path)
+        self.lock_path = _lock_path(self.path)
+        self._mask = mask
+        self._fsync = fsync
+        self._lock = filelock.FileLock(self.lock_path, timeout=lock_timeout)
+
+    def append(self, event: str, /, **fields: Any) -> str:
+        """Append one event and return the line written (without its newline).
+
+        Raises ValueError for a field named like a chain key (seq, ts, event, prev) or a mask that
+        damages the line, AuditError when the log's end is damaged or disagrees with its head file,
+        and ``filelock.Timeout`` when the lock is not free within ``lock_timeout`` seconds.
+        """
+        clash = _RESERVED.intersection(fields)
+        if clash:
+            names = ", ".join(sorted(clash))
+            raise ValueError(f"audit fields may not be named {names}: those keys belong to the chain")
+        mask = self._mask
+        if mask is not None:
+            event = mask(event)
+            fields = _mask_strings(fields, mask)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._lock.acquire(poll_interval=0.002):
+            seq, prev = self._next()
+            ts = _utc_now()
+            line = _canonical({**fields, "event": event, "seq": seq, "ts": ts, "prev": prev})
+            if mask is not None:
+                line = self._masked(line, seq, ts, prev)
+            data = line.encode("utf-8")  # ASCII unless the mask put other characters in
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                _write_all(fd, data + b"\n")
+                if self._fsync:
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
+            self._write_head(seq, _sha256(data))
+        return line
+
+    def _next(self) -> tuple[int, str]:
+        """The next line's (seq, prev), from the file's last line; checked against the head file."""
+        last = _read_last_line(self.path)
+        try:
+            head = _read_head(self.path)
+        except ValueError as exc:
+            raise AuditError(f"{self.head_path}: {exc}; run `pytest-sop audit verify`") from None
+        if last is None:
+            if head is not None and head[0] > 0:
+                raise AuditError(f"{self.path} is empty but {self.head_path} records {head[0]} lines (the log was cut)")
+            return 1, GENESIS
+        record = _record(last)
+        if record is None:
+            raise AuditError(f"{self.path}: the last line is not an audit record; run `pytest-sop audit verify`")
+        seq: int = record["seq"]
+        sha = _sha256(last)
+        # A head one line behind is an append that stopped before updating the head: the file is the truth.
+        # A head ahead of the file, or naming another last line, is a cut or changed tail: appending would hide it.
+        if head is not None and (head[0] > seq or (head[0] == seq and head[1] != sha)):
+            raise AuditError(
+                f"{self.path} disagrees with {self.head_path} (its tail was cut or changed); "
+                "run `pytest-sop audit verify`"
+            )
+        return seq + 1, sha
+
+    def _masked(self, line: str, seq: int, ts: str, prev: str) -> str:
+        assert self._mask is not None
+        masked = self._mask(line)
+        if masked == line:
+            return line
+        if "\n" in masked or "\r" in masked:
+            raise ValueError("the audit mask put a line break into the line")
+        try:
+            record = json.loads(masked)
+        except ValueError:
+            raise ValueError("the audit mask made the line invalid JSON") from None
+        if not isinstance(record, dict) or (record.get("seq"), record.get("ts"), record.get("prev")) != (seq, ts, prev):
+            raise ValueError("the audit mask changed seq, ts or prev: a secret that short would break the chain")
+        return masked
+
+    def _write_head(self, seq: int, sha: str) -> None:
+        tmp = self.head_path.with_name(f"{self.head_path.name}.{os.getpid()}.tmp")
+        tmp.write_text(_canonical({"seq": seq, "sha256": sha}) + "\n", encoding="ascii")
+        os.replace(tmp, self.head_path)
+
+
+@contextlib.contextmanager
+def _maybe_locked(path: Path, timeout: float) -> Iterator[None]:
+    """Hold the writers' lock for a consistent snapshot of log and head; go on without it when it cannot be had."""
+    lock = filelock.FileLock(_lock_path(path), timeout=timeout)
+    try:
+        lock.acquire()
+    except (OSError, filelock.Timeout):
+        yield
+        return
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def verify(path: str | os.PathLike[str], *, lock_timeout: float = 10.0) -> VerifyResult:
+    """Check the chain of the log at ``path`` and its head file; name the first line that is wrong."""
+    path = Path(path)
+    with _maybe_locked(path, lock_timeout):
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return VerifyResult(False, None, f"{path} does not exist")
+        try:
+            head = _read_head(path)
+        except ValueError as exc:
+            return VerifyResult(False, None, f"the head file {_head_path(path)} is damaged: {exc}")
+    return _Chain(data, head).check()
+
+
+class _Chain:
+    """One log's lines, hashes and records, and the walk that finds the first bad line."""
+
+    def __init__(self, data: bytes, head: tuple[int, str] | None) -> None:
+        raw = data.split(b"\n")
+        self.cut = raw[-1] != b""  # the file does not end with a newline
+        if not self.cut:
+            raw.pop()
+        self.raw = raw
+        self.n = len(raw)
+        self.sha = [_sha256(r) for r in raw]
+        self.rec = [_record(r) for r in raw]
+        self.head = head
+
+    # Lines are numbered from 1; index 0 stands for "before the first line".
+    def _seq(self, k: int) -> int | None:
+        if k == 0:
+            return 0
+        rec = self.rec[k - 1]
+        return None if rec is None else int(rec["seq"])
+
+    def _hash(self, k: int) -> str:
+        return GENESIS if k == 0 else self.sha[k - 1]
+
+    def _follows(self, k: int, before: int) -> bool:
+        """Line ``k`` is the chain successor of line ``before`` (0: the start)."""
+        if not 1 <= k <= self.n:
+            return False
+        rec, seq = self.rec[k - 1], self._seq(before)
+        return rec is not None and seq is not None and rec["seq"] == seq + 1 and rec["prev"] == self._hash(before)
+
+    def _head_confirms(self, k: int) -> bool | None:
+        """Whether the head file names line ``k`` as the last line; None without a head file."""
+        if self.head is None:
+            return None
+        return self.head == (self._seq(k), self._hash(k))
+
+    def _confirmed(self, k: int) -> bool:
+        """Whatever comes after line ``k`` (the next line, or the head file) vouches for its bytes."""
+        if k < self.n:
+            return self._follows(k + 1, k)
+        return self._head_confirms(k) is not False
+
+    def _inserted(self, j: int) -> bool:
+        """Dropping line ``j`` would mend the chain: the line after it follows the line before it."""
+        if j == self.n:
+            return self._head_confirms(j - 1) is True
+        return self._follows(j + 1, j - 1) and self._confirmed(j + 1) and not self._follows(j, j + 1)
+
+    def _ok(self, reason: str) -> VerifyResult:
+        return VerifyResult(True, None, reason, self.n)
+
+    def _bad(self, line: int, reason: str) -> VerifyResult:
+        return VerifyResult(False, line, reason, self.n)
+
+    def check(self) -> VerifyResult:
+        for j in range(1, self.n + 1):
+            if j == self.n and self.cut:
+                why = "" if self.rec[j - 1] is not None else " and is not valid JSON"
+                cut = f"the file ends without a newline{why} (the tail was truncated)"
+                return self._bad(j, f"line {j} was cut short: {cut}")
+            rec = self.rec[j - 1]
+            if rec is not None and self._follows(j, j - 1):
+                continue
+            return self._diagnose(j)
+        return self._check_head()
+
+    def _diagnose(self, j: int) -> VerifyResult:
+        """Line ``j`` does not follow line ``j - 1``: say what happened."""
+        if j >= 2 and self._follows(j, j - 2):  # a forged line j - 1 that fits after line j - 2
+            return self._bad(j - 1, f"line {j - 1} was inserted: line {j} follows line {j - 2} in the chain")
+        if self._inserted(j):
+            if j == self.n:
+                return self._bad(j, f"line {j} was inserted: the head file names line {j - 1} as the last line")
+            return self._bad(j, f"line {j} was inserted: line {j + 1} follows line {j - 1} in the chain")
+        rec = self.rec[j - 1]
+        if rec is None:
+            return self._bad(j, f"line {j} was changed: it is not valid JSON or not an audit record")
+        seq, expected = int(rec["seq"]), int(self._seq(j - 1) or 0) + 1
+        prev_ok = rec["prev"] == self._hash(j - 1)
+        if seq == expected:  # the prev does not match
+            if j > 1 and self._confirmed(j):
+                return self._bad(j - 1, f"line {j - 1} was changed: its sha256 does not match the prev of line {j}")
+            if j == 1:
+                return self._bad(1, "line 1 was changed: its prev is not 64 zeros although it is the first line")
+            return self._bad(j, f"line {j} was changed: its prev does not match the sha256 of line {j - 1}")
+        if prev_ok:
+            return self._bad(j, f"line {j} was changed: it has seq {seq} where {expected} was expected")
+        later = next((m for m in range(j + 1, self.n + 1) if self._seq(m) == expected), None)
+        if later is not None:
+            where = f"it has seq {seq} where {expected} was expected"
+            return self._bad(j, f"line {j} is out of order: {where}, and seq {expected} is at line {later}")
+        if seq > expected:
+            missing = f"seq {expected}" if seq == expected + 1 else f"seq {expected} to {seq - 1}"
+            return self._bad(j, f"a line was removed before line {j}: {missing} is missing, and line {j} has seq {seq}")
+        where = f"it has seq {seq} where {expected} was expected"
+        return self._bad(j, f"line {j} is out of place: {where}, and its prev does not match line {j - 1}")
+
+    def _check_head(self) -> VerifyResult:
+        n = self.n
+        if self.head is None:
+            return self._ok(f"{n} lines, chain intact (no head file: a cut tail cannot be detected)")
+        head_seq, head_sha = self.head
+        if head_seq > n:
+            return self._bad(
+                n + 1,
+                f"the tail was cut: the log ends at line {n} but the head file records {head_seq} lines, "
+                f"so line {n + 1} onwards was removed",
+            )
+        if head_seq < n:
+            return self._bad(
+                head_seq + 1,
+                f"line {head_seq + 1} is not recorded in the head file: it was added after the last complete append "
+                "(by hand, or by a writer that stopped before updating the head)",
+            )
+        if n > 0 and head_sha != self._hash(n):
+            return self._bad(n, f"line {n} was changed: its sha256 does not match the head file")
+        return self._ok(f"{n} lines, chain intact")
+
+
+def audit_main(path: str) -> int:
+    """``pytest-sop audit verify PATH``: print the result; 0 when the chain is intact, 1 when not."""
+    result = verify(path)
+    if result.ok:
+        print(f"OK: {result.reason}")
+        return 0
+    where = f"line {result.line}: " if result.line is not None else ""
+    print(f"FAILED: {where}{result.reason}")
+    return 1
