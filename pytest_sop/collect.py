@@ -2,30 +2,58 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from .actions import build_registry
 from .appium_server import session_log
 from .appium_service import appium_key
 from .config import settings_key
-from .errors import AwaitingApproval, SopError, StepBroken, StepFailed
+from .errors import AwaitingApproval, SopError, SopInvalid, StepBroken, StepFailed
 from .matching import choose
 from .model import Case
-from .suite import Suite
+from .suite import Suite, display_path
+from .suiteconfig import load_config
 
 if TYPE_CHECKING:  # Appium and Selenium load only when a case runs, not on every pytest start
     from .runner import Context
     from .session import DeviceSession
 
 suite_key = pytest.StashKey[Suite]()
+
+
+def get_suite(config: pytest.Config) -> Suite:
+    """The run's suite: sop.yaml and every SOP file beside it, loaded once and lazily."""
+    if suite_key not in config.stash:
+        settings = config.stash[settings_key]
+        try:
+            shown = (
+                display_path(settings.config_path, str(config.invocation_params.dir)) if settings.config_path else None
+            )
+            suite_config = load_config(settings.config_path, shown)
+        except SopInvalid as e:
+            raise pytest.UsageError(f"invalid suite config:\n{e}") from None
+        root = os.path.dirname(settings.config_path) if settings.config_path else str(config.rootpath)
+        config.stash[suite_key] = Suite(
+            suite_config,
+            build_registry(config.hook.pytest_sop_actions()),
+            root,
+            settings.patterns,
+            base=str(config.invocation_params.dir),
+            ignore=config.getini("norecursedirs"),
+        )
+    return config.stash[suite_key]
+
+
 _tags_key = pytest.StashKey[set[str]]()
 
 
 class SopFile(pytest.File):
     def collect(self) -> Iterator[SopItem]:
-        suite = self.config.stash[suite_key]
+        suite = get_suite(self.config)
         result = suite.result(str(self.path))
         if result.errors:
             raise SopCollectError("\n".join(e.format() for e in result.errors))
@@ -62,7 +90,7 @@ class SopItem(pytest.Item):
         from .runner import Context, Secrets
         from .session import DeviceSession, capabilities
 
-        suite = self.config.stash[suite_key]
+        suite = get_suite(self.config)
         settings = self.config.stash[settings_key]
         device, account = choose(suite.config, self.case)
         app = suite.config.apps.get(self.case.sop.app) if self.case.sop.app else None

@@ -3,21 +3,17 @@
 from __future__ import annotations
 
 import gc
-import os
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from . import hookspecs
-from .actions import build_registry
 from .appium_service import AppiumService, appium_key
-from .collect import SopFile, SopItem, suite_key
+from .collect import SopFile, SopItem, get_suite
 from .config import addoption, resolve, settings_key
-from .errors import SopInvalid
+from .fixtures import sop_account, sop_device, sop_driver, sop_run  # noqa: F401 - fixtures for Python tests
 from .plan import plan_lines
-from .suite import Suite, display_path
-from .suiteconfig import load_config
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
@@ -32,6 +28,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     settings = resolve(config)
     config.stash[settings_key] = settings
+    config.addinivalue_line(
+        "markers", "sop(device={...}, account={...}, app=NAME): what sop_device, sop_account and sop_driver use"
+    )
     config.stash[appium_key] = AppiumService(config)
     if config.pluginmanager.hasplugin("xdist") and not hasattr(config, "workerinput"):
         config.pluginmanager.register(XdistHooks(), "sop-xdist")
@@ -41,21 +40,7 @@ def pytest_configure(config: pytest.Config) -> None:
         # A dry run touches no device, so it has nothing to spread over workers.
         config.option.numprocesses = None
         config.option.dist = "no"
-    try:
-        shown = display_path(settings.config_path, str(config.invocation_params.dir)) if settings.config_path else None
-        suite_config = load_config(settings.config_path, shown)
-    except SopInvalid as e:
-        raise pytest.UsageError(f"invalid suite config:\n{e}") from None
-    registry = build_registry(config.hook.pytest_sop_actions())
-    root = os.path.dirname(settings.config_path) if settings.config_path else str(config.rootpath)
-    config.stash[suite_key] = Suite(
-        suite_config,
-        registry,
-        root,
-        settings.patterns,
-        base=str(config.invocation_params.dir),
-        ignore=config.getini("norecursedirs"),
-    )
+    get_suite(config)  # a bad sop.yaml stops the run here, as a usage error
 
 
 @pytest.hookimpl(trylast=True)
@@ -70,15 +55,14 @@ class XdistHooks:
     def pytest_configure_node(self, node: Any) -> None:
         config = node.config
         settings = config.stash[settings_key]
-        suite = config.stash.get(suite_key, None)
-        if settings.enabled and suite is not None and config.stash[appium_key].wanted(suite.config) == "local":
+        if settings.enabled and config.stash[appium_key].wanted(get_suite(config).config) == "local":
             node.workerinput.update(config.stash[appium_key].worker_input())
 
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> SopFile | None:
-    if suite_key not in parent.config.stash:
+    if not parent.config.stash[settings_key].enabled:
         return None
-    if parent.config.stash[suite_key].matches(file_path.name):
+    if get_suite(parent.config).matches(file_path.name):
         return SopFile.from_parent(parent, path=file_path)
     return None
 
@@ -95,7 +79,7 @@ def pytest_runtestloop(session: pytest.Session) -> bool | None:
     settings = session.config.stash[settings_key]
     if not (settings.enabled and settings.dry_run) or session.config.option.collectonly:
         return None
-    suite = session.config.stash[suite_key]
+    suite = get_suite(session.config)
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     write = reporter.write_line if reporter else print
     cases = [item for item in session.items if isinstance(item, SopItem)]

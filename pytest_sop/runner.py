@@ -423,7 +423,6 @@ def run_case(ctx: Context) -> None:
     attempts = sop.retry.attempts if sop.retry else 1
     for attempt in range(1, attempts + 1):
         ctx.failure = None
-        ctx.vars.clear()
         title = f"attempt {attempt} of {attempts}" if attempts > 1 else None
         try:
             if title:

@@ -1,0 +1,142 @@
+"""Fixtures for Python tests: a device, an account, an Appium driver, and SOP steps run from Python.
+
+Pick what you need with the ``sop`` marker or indirect parameters::
+
+    @pytest.mark.sop(device={"platform": "web"}, account={"role": "publisher"}, app="snapgram")
+    def test_feed(sop_driver, sop_run):
+        sop_run("sign-in")
+        sop_run([{"tap": {"id": "compose"}}, {"wait_for": {"id": "caption"}}])
+        assert sop_driver.find_element("css selector", "#caption").is_displayed()
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
+
+import pytest
+import yaml
+
+from .errors import DeviceError, SopError, SopInvalid
+from .matching import candidate_accounts, candidate_devices, may_use
+from .model import Account, AccountRequirement, Case, Device, DeviceRequirement, InputRow, Sop, SourcePos
+
+if TYPE_CHECKING:
+    from .runner import Context
+
+_context_key: pytest.StashKey[Context] = pytest.StashKey()
+
+
+def _wanted(request: pytest.FixtureRequest, name: str) -> dict[str, Any]:
+    param = getattr(request, "param", None)
+    if isinstance(param, dict) and request.fixturename == f"sop_{name}":
+        return dict(param)
+    marker = request.node.get_closest_marker("sop")
+    return dict(marker.kwargs.get(name, {})) if marker else {}
+
+
+def _tags(value: Any) -> tuple[str, ...]:
+    return (value,) if isinstance(value, str) else tuple(value or ())
+
+
+@pytest.fixture
+def sop_account(request: pytest.FixtureRequest) -> Account | None:
+    """An account from sop.yaml matching ``account={role, tags, id}``; None when none is asked for."""
+    from .collect import get_suite
+
+    wanted = _wanted(request, "account")
+    if not wanted:
+        return None
+    suite = get_suite(request.config)
+    req = AccountRequirement(role=wanted.get("role"), tags=_tags(wanted.get("tags")), id=wanted.get("id"))
+    accounts = candidate_accounts(suite.config, None, req)
+    if not accounts:
+        raise DeviceError("pool", f"no account in sop.yaml matches {req}")
+    return accounts[0]
+
+
+@pytest.fixture
+def sop_device(request: pytest.FixtureRequest, sop_account: Account | None) -> Device:
+    """A device from sop.yaml matching ``device={platform, tags, id}`` that the account may use."""
+    from .collect import get_suite
+
+    wanted = _wanted(request, "device")
+    suite = get_suite(request.config)
+    req = DeviceRequirement(platform=wanted.get("platform"), tags=_tags(wanted.get("tags")), id=wanted.get("id"))
+    devices = [d for d in candidate_devices(suite.config, req) if sop_account is None or may_use(sop_account, d)]
+    if not devices:
+        raise DeviceError(
+            "pool", f"no device in sop.yaml matches {req}" + (f" for {sop_account.id}" if sop_account else "")
+        )
+    return devices[0]
+
+
+@pytest.fixture
+def sop_driver(request: pytest.FixtureRequest, sop_device: Device, sop_account: Account | None) -> Iterator[Any]:
+    """An Appium driver (appium-python-client) on ``sop_device``, quit after the test."""
+    from .appium_service import appium_key
+    from .collect import get_suite
+    from .config import settings_key
+    from .recorders import AllureRecorder
+    from .runner import Context, Secrets
+    from .session import DeviceSession, capabilities
+
+    suite = get_suite(request.config)
+    marker = request.node.get_closest_marker("sop")
+    app_name = marker.kwargs.get("app") if marker else None
+    if app_name is not None and app_name not in suite.config.apps:
+        raise SopError(f"unknown app {app_name!r}; apps in sop.yaml: {', '.join(suite.config.apps) or 'none'}")
+    app = suite.config.apps.get(app_name) if app_name else None
+    secrets = Secrets()
+    endpoint = request.config.stash[appium_key].endpoint(sop_device, suite.config)
+    session = DeviceSession.create(sop_device, app, endpoint, capabilities(sop_device, app, secrets.resolve))
+    sop = Sop(
+        id="python-test",
+        path=str(request.node.path),
+        pos=SourcePos(str(request.node.path), 1, 1),
+        steps=(),
+        app=app_name,
+    )
+    request.node.stash[_context_key] = Context(
+        case=Case(sop, None, None), session=session, device=sop_device, account=sop_account, secrets=secrets,
+        recorder=AllureRecorder(), registry=suite.registry, get_sop=suite.get_sop,
+        evidence=request.config.stash[settings_key].evidence,
+    )  # fmt: skip
+    try:
+        yield session.driver
+    finally:
+        session.quit()
+
+
+@pytest.fixture
+def sop_run(request: pytest.FixtureRequest, sop_driver: Any) -> Callable[..., dict[str, str]]:
+    """Run a SOP by id, or a list of steps written as in a SOP file, on ``sop_driver``'s session.
+
+    Returns the ``vars`` saved so far. A step that fails raises, so the test fails there.
+    """
+    from .collect import get_suite
+    from .runner import run_case
+    from .sopfile import _SopParser
+    from .yamlsafe import load
+
+    ctx = request.node.stash[_context_key]
+    suite = get_suite(request.config)
+
+    def run(what: str | list[Any], inputs: Mapping[str, Any] | None = None) -> dict[str, str]:
+        if isinstance(what, str):
+            sop = suite.get_sop(what)
+            if sop is None:
+                raise SopError(f"no valid SOP with id {what!r} in the suite")
+        else:
+            source = yaml.safe_dump({"id": "python-steps", "steps": what}, sort_keys=False)
+            parsed = _SopParser(load(f"{request.node.nodeid} steps", source), suite.registry).parse()
+            if parsed.errors or parsed.sop is None:
+                raise SopInvalid(parsed.errors)
+            sop = parsed.sop
+        row = InputRow("python", MappingProxyType(dict(inputs or {})), sop.pos) if inputs else None
+        ctx.case = Case(sop, row, None)
+        run_case(ctx)
+        return dict(ctx.vars)
+
+    return run
