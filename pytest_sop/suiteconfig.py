@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 import re
+from dataclasses import replace
 from types import MappingProxyType
 from typing import Any
 
 from .checker import ID_RE, NAME_RE, Checker
+from .discovery import discover_adb
 from .errors import SopInvalid, SopSyntaxError
 from .model import Account, App, Device, Policy, Role, SuiteConfig
 from .yamlsafe import Path_, load, read_file
@@ -30,6 +32,10 @@ def load_config(path: str | None, display: str | None = None) -> SuiteConfig:
     config = parser.config(loaded.data)
     if parser.errors or config is None:
         raise SopInvalid(parser.errors)
+    if "adb" in config.discover:
+        listed = {d.id for d in config.devices}
+        found = [d for d in discover_adb(parser.pos(("devices",))) if d.id not in listed]
+        config = replace(config, devices=config.devices + tuple(found))
     return config
 
 

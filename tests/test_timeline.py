@@ -1,0 +1,400 @@
+"""The device timeline picture, from synthetic Allure result files."""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import subprocess
+import uuid
+import xml.etree.ElementTree as ET
+import zlib
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytest_sop.timeline import (
+    NO_DEVICE,
+    STATUS_COLOURS,
+    build_timeline,
+    format_duration,
+    read_results,
+    write_timeline,
+)
+
+SVG = "{http://www.w3.org/2000/svg}"
+T0 = 1_760_000_000_000  # ms since the epoch
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+def write_result(
+    results: Path,
+    name: str,
+    status: str,
+    start: float,
+    stop: float,
+    *,
+    device: str | None = None,
+    account: str | None = None,
+    message: str | None = None,
+) -> None:
+    """One ``*-result.json`` as allure-pytest writes it; ``start``/``stop`` in seconds after T0."""
+    labels = [{"name": "sop", "value": name.split("[")[0]}, {"name": "host", "value": "ci-runner"}]
+    if device:
+        labels.append({"name": "device", "value": device})
+    if account:
+        labels.append({"name": "account", "value": account})
+    data: dict[str, Any] = {
+        "name": name,
+        "status": status,
+        "uuid": str(uuid.uuid4()),
+        "start": T0 + int(start * 1000),
+        "stop": T0 + int(stop * 1000),
+        "labels": labels,
+    }
+    if message is not None:
+        data["statusDetails"] = {"message": message, "trace": "..."}
+    results.mkdir(parents=True, exist_ok=True)
+    (results / f"{data['uuid']}-result.json").write_text(json.dumps(data), encoding="utf-8")
+
+
+def example_run(results: Path) -> None:
+    write_result(results, "publish-post[cat-publisher-1]", "passed", 0, 42, device="pixel-a", account="publisher-1")
+    write_result(
+        results,
+        "publish-post[dog-publisher-1]",
+        "failed",
+        43,
+        95,
+        device="pixel-a",
+        account="publisher-1",
+        message="pytest_sop.errors.StepFailed: text of {id: caption} is 'Dog'",
+    )
+    write_result(results, "login[eu]", "passed", 96, 99, device="pixel-a", account="publisher-2")
+    write_result(
+        results,
+        "delete-account[a]",
+        "broken",
+        2,
+        30,
+        device="pixel-b",
+        account="admin-1",
+        message="session not created",
+    )
+    write_result(
+        results, "approve-post", "skipped", 31, 48, device="pixel-b", message="Skipped: awaiting approval: caption-ok"
+    )
+    write_result(results, "settings-smoke", "passed", 5, 65, device="iphone-15")
+    write_result(results, "publish-post[not-allowed]", "skipped", 0, 0, message="Skipped: not permitted: role qa")
+
+
+def lanes(svg: str) -> dict[str, list[ET.Element]]:
+    root = ET.fromstring(svg)
+    out: dict[str, list[ET.Element]] = {}
+    for lane in root.iter(f"{SVG}g"):
+        if lane.get("class") == "lane":
+            out[lane.get("data-device", "")] = [g for g in lane.iter(f"{SVG}g") if "bar" in g.get("class", "").split()]
+    return out
+
+
+def bar_rect(bar: ET.Element) -> ET.Element:
+    rect = bar.find(f"{SVG}rect")
+    assert rect is not None
+    return rect
+
+
+def tooltip(bar: ET.Element) -> str:
+    return bar.findtext(f"{SVG}title") or ""
+
+
+def test_one_lane_per_device_and_a_bar_per_case(tmp_path: Path) -> None:
+    example_run(tmp_path)
+    svg = build_timeline(tmp_path)
+    root = ET.fromstring(svg)  # valid XML
+    assert root.tag == f"{SVG}svg"
+    by_lane = lanes(svg)
+    assert list(by_lane) == ["iphone-15", "pixel-a", "pixel-b", NO_DEVICE]  # devices sorted, "no device" last
+    names = {dev: [b.get("data-case") for b in bars] for dev, bars in by_lane.items()}
+    assert names == {
+        "iphone-15": ["settings-smoke"],
+        "pixel-a": ["publish-post[cat-publisher-1]", "publish-post[dog-publisher-1]", "login[eu]"],
+        "pixel-b": ["delete-account[a]", "approve-post"],
+        NO_DEVICE: ["publish-post[not-allowed]"],
+    }
+
+
+def test_bars_are_coloured_by_status(tmp_path: Path) -> None:
+    example_run(tmp_path)
+    bars = [b for bs in lanes(build_timeline(tmp_path)).values() for b in bs]
+    expected = {
+        "publish-post[cat-publisher-1]": "passed",
+        "publish-post[dog-publisher-1]": "failed",
+        "delete-account[a]": "broken",
+        "approve-post": "skipped",
+    }
+    for bar in bars:
+        status = bar.get("data-status")
+        assert bar_rect(bar).get("fill") == STATUS_COLOURS[str(status)][0]
+        if bar.get("data-case") in expected:
+            assert status == expected[str(bar.get("data-case"))]
+    assert STATUS_COLOURS["passed"][0] == "#2f9e44"  # green
+    assert STATUS_COLOURS["failed"][0] == "#e03131"  # red
+    assert STATUS_COLOURS["broken"][0] == "#f59f00"  # amber
+    assert STATUS_COLOURS["skipped"][0] == "#adb5bd"  # grey
+
+
+def test_bars_sit_on_the_time_axis(tmp_path: Path) -> None:
+    example_run(tmp_path)
+    pixel_a = lanes(build_timeline(tmp_path))["pixel-a"]
+    rects = [bar_rect(b) for b in pixel_a]
+    xs = [float(r.get("x", "nan")) for r in rects]
+    widths = [float(r.get("width", "nan")) for r in rects]
+    assert xs == sorted(xs)
+    assert all(x0 + w <= x1 for x0, w, x1 in zip(xs, widths, xs[1:], strict=False))  # one case at a time
+    assert widths[0] / widths[1] == pytest.approx(42 / 52, rel=0.02)  # lengths follow durations
+
+
+def test_tooltips_name_case_account_status_and_duration(tmp_path: Path) -> None:
+    example_run(tmp_path)
+    bar = lanes(build_timeline(tmp_path))["pixel-a"][1]
+    tip = tooltip(bar)
+    assert "publish-post[dog-publisher-1]" in tip
+    assert "account: publisher-1" in tip
+    assert "status: failed" in tip
+    assert "duration: 52.0s" in tip
+    assert "text of {id: caption} is 'Dog'" in tip
+
+
+def bar_labels(svg: str) -> dict[str, tuple[str, str]]:
+    """case -> (label text, where: inside/right/left)."""
+    out = {}
+    for bars in lanes(svg).values():
+        for bar in bars:
+            text = bar.find(f"{SVG}text")
+            if text is None:
+                continue
+            rect = bar_rect(bar)
+            x, x0 = float(text.get("x", "nan")), float(rect.get("x", "nan"))
+            where = (
+                "left"
+                if text.get("text-anchor") == "end"
+                else "inside"
+                if x < x0 + float(rect.get("width", 0))
+                else "right"
+            )
+            out[str(bar.get("data-case"))] = (text.text or "", where)
+    return out
+
+
+def test_case_names_are_written_on_or_next_to_bars(tmp_path: Path) -> None:
+    example_run(tmp_path)
+    labels = bar_labels(build_timeline(tmp_path))
+    assert labels["publish-post[cat-publisher-1]"] == ("publish-post[cat-publisher-1]", "inside")
+    assert labels["publish-post[dog-publisher-1]"] == ("publish-post[dog-publisher-1]", "inside")
+    assert labels["publish-post[not-allowed]"] == ("publish-post[not-allowed]", "right")  # an instant
+    # too short a bar between its neighbour and the end: no room for a name, the tooltip still has it
+    assert "login[eu]" not in labels
+    assert tooltip(lanes(build_timeline(tmp_path))["pixel-a"][2]).startswith("login[eu]\n")
+
+
+def test_long_names_are_cut_short_where_there_is_most_room(tmp_path: Path) -> None:
+    long_name = "very-long-sop-name-for-checking-truncation[row-with-a-long-id-admin-1]"
+    write_result(tmp_path, "a", "passed", 0, 30, device="pixel-a")
+    write_result(tmp_path, long_name, "passed", 30.5, 50, device="pixel-a")
+    write_result(tmp_path, "c", "passed", 50.5, 100, device="pixel-a")
+    text, where = bar_labels(build_timeline(tmp_path))[long_name]
+    assert where == "inside" and text.endswith("…") and long_name.startswith(text[:-1])
+
+
+def test_labels_go_left_when_the_right_is_taken(tmp_path: Path) -> None:
+    write_result(tmp_path, "first-case", "passed", 0, 50, device="pixel-a")
+    write_result(tmp_path, "short-one", "failed", 80, 81, device="pixel-a")
+    write_result(tmp_path, "last-case", "passed", 81.5, 120, device="pixel-a")
+    labels = bar_labels(build_timeline(tmp_path))
+    assert labels["short-one"] == ("short-one", "left")
+    assert labels["first-case"] == ("first-case", "inside")
+
+
+def test_axis_legend_and_summary(tmp_path: Path) -> None:
+    example_run(tmp_path)
+    root = ET.fromstring(build_timeline(tmp_path))
+    ticks = [t.text for t in root.iter(f"{SVG}text") if t.get("class") == "tick"]
+    assert ticks[0] == "0s"
+    assert "1m" in ticks and "30s" in ticks
+    legend = {
+        g.get("data-status"): "".join(g.itertext()) for g in root.iter(f"{SVG}g") if g.get("class") == "legend-item"
+    }
+    assert legend == {"passed": "passed 3", "failed": "failed 1", "broken": "broken 1", "skipped": "skipped 2"}
+    summary = next(t.text for t in root.iter(f"{SVG}text") if t.get("class") == "summary")
+    assert summary is not None and summary.startswith("7 cases on 3 devices")
+    assert "1m 39s" in summary
+
+
+def test_long_runs_get_hour_ticks(tmp_path: Path) -> None:
+    write_result(tmp_path, "soak[1]", "passed", 0, 3 * 3600, device="pixel-a")
+    root = ET.fromstring(build_timeline(tmp_path))
+    ticks = [t.text for t in root.iter(f"{SVG}text") if t.get("class") == "tick"]
+    assert {"1h", "2h", "3h"} <= set(ticks)
+
+
+def test_no_results_gives_a_clear_picture(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    for folder in (tmp_path / "empty", tmp_path / "missing"):
+        svg = build_timeline(folder)
+        root = ET.fromstring(svg)
+        assert lanes(svg) == {}
+        assert any("No cases" in (t.text or "") for t in root.iter(f"{SVG}text"))
+
+
+def test_files_that_are_not_results_are_left_out(tmp_path: Path) -> None:
+    write_result(tmp_path, "ok", "passed", 0, 1, device="pixel-a")
+    (tmp_path / "torn-result.json").write_text('{"name": "half', encoding="utf-8")  # a writer mid-way
+    (tmp_path / "list-result.json").write_text("[]", encoding="utf-8")
+    (tmp_path / "nostart-result.json").write_text('{"name": "never started", "status": "broken"}', encoding="utf-8")
+    (tmp_path / "x-container.json").write_text('{"start": 1, "stop": 2}', encoding="utf-8")
+    (tmp_path / "y-attachment.png").write_bytes(b"\x89PNG")
+    (tmp_path / "categories.json").write_text("[]", encoding="utf-8")
+    assert [r.name for r in read_results(tmp_path)] == ["ok"]
+
+
+def test_plain_python_tests_can_be_left_out(tmp_path: Path) -> None:
+    example_run(tmp_path)
+    plain = {"name": "test_parser", "status": "passed", "start": T0, "stop": T0 + 10, "labels": []}
+    (tmp_path / "plain-result.json").write_text(json.dumps(plain), encoding="utf-8")
+    assert "test_parser" in [r.name for r in read_results(tmp_path)]  # lane "no device"
+    only = [r.name for r in read_results(tmp_path, only_sops=True)]
+    assert "test_parser" not in only and "publish-post[not-allowed]" in only and len(only) == 7
+
+
+def test_odd_values_are_drawn_safely(tmp_path: Path) -> None:
+    write_result(
+        tmp_path,
+        'weird <&> "quoted" [row]',
+        "in-progress",  # not an Allure status
+        0,
+        2,
+        device='dev<&">',
+        message="\x1b[31mred\x1b[0m & <b>",
+    )
+    data = json.loads(next(tmp_path.glob("*-result.json")).read_text())
+    data["stop"] = data["start"] - 5  # stop before start: drawn as an instant
+    next(tmp_path.glob("*-result.json")).write_text(json.dumps(data))
+    svg = build_timeline(tmp_path)
+    by_lane = lanes(svg)
+    (bar,) = by_lane['dev<&">']
+    assert bar.get("data-status") == "unknown"
+    assert bar.get("data-case") == 'weird <&> "quoted" [row]'
+    assert "[31mred" in tooltip(bar) and "\x1b" not in svg
+    assert float(bar_rect(bar).get("width", "0")) >= 3  # an instant is still visible
+
+
+def test_overlapping_cases_without_a_device_get_their_own_rows(tmp_path: Path) -> None:
+    write_result(tmp_path, "a", "skipped", 0, 10)
+    write_result(tmp_path, "b", "skipped", 5, 15)
+    write_result(tmp_path, "c", "skipped", 11, 20)
+    y = {
+        bar.get("data-case"): float(bar_rect(bar).get("y", "nan")) for bar in lanes(build_timeline(tmp_path))[NO_DEVICE]
+    }
+    ya, yb, yc = y["a"], y["b"], y["c"]
+    assert ya != yb  # a and b overlap in time
+    assert yc == ya  # c starts after a ended: back on the first row
+
+
+def test_format_duration() -> None:
+    assert format_duration(850) == "850ms"
+    assert format_duration(12_340) == "12.3s"
+    assert format_duration(125_000) == "2m 05s"
+    assert format_duration(3_725_000) == "1h 02m"
+
+
+def test_write_timeline(tmp_path: Path) -> None:
+    example_run(tmp_path / "allure-results")
+    out = write_timeline(tmp_path / "allure-results", tmp_path / "report" / "device-timeline.svg")
+    assert out == tmp_path / "report" / "device-timeline.svg"
+    assert out.read_text(encoding="utf-8") == build_timeline(tmp_path / "allure-results")
+
+
+# -- looking at it ------------------------------------------------------------------------------
+
+
+def png_pixels(data: bytes) -> tuple[int, int, list[bytes]]:
+    """Decode an 8-bit, non-interlaced RGB/RGBA PNG (what Chromium writes): width, height, rows."""
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    pos, idat, header = 8, b"", b""
+    while pos < len(data):
+        (length,) = struct.unpack(">I", data[pos : pos + 4])
+        kind, body = data[pos + 4 : pos + 8], data[pos + 8 : pos + 8 + length]
+        pos += 12 + length
+        if kind == b"IHDR":
+            header = body
+        elif kind == b"IDAT":
+            idat += body
+    width, height, depth, colour, _, _, interlace = struct.unpack(">IIBBBBB", header)
+    assert depth == 8 and colour in (2, 6) and interlace == 0
+    bpp = 4 if colour == 6 else 3
+    raw = zlib.decompress(idat)
+    stride = width * bpp
+    rows: list[bytes] = []
+    prev = bytearray(stride)
+    for y in range(height):
+        kind, line = raw[y * (stride + 1)], bytearray(raw[y * (stride + 1) + 1 : (y + 1) * (stride + 1)])
+        for i in range(stride):
+            a = line[i - bpp] if i >= bpp else 0
+            b = prev[i]
+            c = prev[i - bpp] if i >= bpp else 0
+            if kind == 1:
+                line[i] = (line[i] + a) & 0xFF
+            elif kind == 2:
+                line[i] = (line[i] + b) & 0xFF
+            elif kind == 3:
+                line[i] = (line[i] + (a + b) // 2) & 0xFF
+            elif kind == 4:
+                p = a + b - c
+                pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
+                line[i] = (line[i] + (a if pa <= pb and pa <= pc else b if pb <= pc else c)) & 0xFF
+        rows.append(bytes(line) if bpp == 3 else _rgb(bytes(line)))
+        prev = line
+    return width, height, rows
+
+
+def _rgb(rgba: bytes) -> bytes:
+    return b"".join(rgba[i : i + 3] for i in range(0, len(rgba), 4))
+
+
+def count_colour(rows: list[bytes], hex_colour: str) -> int:
+    want = bytes.fromhex(hex_colour.lstrip("#"))
+    return sum(row[i : i + 3] == want for row in rows for i in range(0, len(row), 3))
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs /usr/bin/chromium")
+def test_timeline_renders_to_a_real_picture(tmp_path: Path) -> None:
+    example_run(tmp_path / "results")
+    svg = write_timeline(tmp_path / "results", tmp_path / "timeline.svg")
+    png = tmp_path / "timeline.png"
+    subprocess.run(
+        [
+            str(CHROMIUM),
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--no-first-run",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            f"--screenshot={png}",
+            "--window-size=1200,400",
+            svg.as_uri(),
+        ],
+        capture_output=True,
+        timeout=120,
+        check=False,
+        env={**os.environ, "HOME": str(tmp_path)},
+    )
+    assert png.exists(), "chromium wrote no screenshot"
+    data = png.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height, rows = png_pixels(data)
+    assert (width, height) == (1200, 400)
+    # every status on the picture shows as a solid area of its colour, not a blank page
+    for status in ("passed", "failed", "broken", "skipped"):
+        assert count_colour(rows, STATUS_COLOURS[status][0]) > 500, status
