@@ -1,4 +1,4 @@
-"""The ``pytest-sop`` command: lint and schema (more subcommands join as they land)."""
+"""The ``pytest-sop`` command: lint, schema, audit verify (more subcommands join as they land)."""
 
 from __future__ import annotations
 
@@ -90,6 +90,12 @@ def cmd_schema(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    from .audit import audit_main
+
+    return audit_main(args.path)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pytest-sop", description="Run and check standard operating procedures.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -105,6 +111,11 @@ def build_parser() -> argparse.ArgumentParser:
     schema.add_argument("-o", "--output", help="write to this file instead of stdout")
     schema.add_argument("-p", "--plugin", action="append", default=[], metavar="MODULE", help=plugin_help)
     schema.set_defaults(func=cmd_schema)
+    audit = sub.add_parser("audit", help="the audit log: verify its hash chain")
+    audit_sub = audit.add_subparsers(dest="audit_command", required=True)
+    verify = audit_sub.add_parser("verify", help="exit 0 when the chain is intact, 1 naming the first bad line")
+    verify.add_argument("path", help="sop-audit.jsonl")
+    verify.set_defaults(func=cmd_audit_verify)
     return parser
 
 

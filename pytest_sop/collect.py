@@ -4,22 +4,26 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from .actions import build_registry
+from .allure_meta import labels_for
 from .appium_server import session_log
 from .appium_service import appium_key
 from .config import settings_key
 from .errors import AwaitingApproval, SopError, SopInvalid, StepBroken, StepFailed
 from .matching import choose
 from .model import Case
+from .runrecord import open_audit, who_where
 from .suite import Suite, display_path
 from .suiteconfig import load_config
 
 if TYPE_CHECKING:  # Appium and Selenium load only when a case runs, not on every pytest start
-    from .runner import Context
+    from .audit import AuditLog
+    from .runner import Context, Secrets
     from .session import DeviceSession
 
 suite_key = pytest.StashKey[Suite]()
@@ -86,23 +90,60 @@ class SopItem(pytest.Item):
 
     def setup(self) -> None:
         """Choose a device and account, then open the Appium session: trouble here is an error."""
-        from .recorders import AllureRecorder
+        from .recorders import AllureRecorder, AuditRecorder, Recorder, Recorders
         from .runner import Context, Secrets
         from .session import DeviceSession, capabilities
 
         suite = get_suite(self.config)
         settings = self.config.stash[settings_key]
+        self.secrets = secrets = Secrets()
+        self.audit = open_audit(self.config, secrets.mask)
+        sop = self.case.sop
         device, account = choose(suite.config, self.case)
-        app = suite.config.apps.get(self.case.sop.app) if self.case.sop.app else None
-        secrets = Secrets()
+        self.record("lease", device=device.id, account=account.id if account else None)
+        self.allure_labels(device.id, account.id if account else None)
+        app = suite.config.apps.get(sop.app) if sop.app else None
         caps = capabilities(device, app, secrets.resolve)
         endpoint = self.config.stash[appium_key].endpoint(device, suite.config)
         self.device_session = DeviceSession.create(device, app, endpoint, caps)
+        self.record("session", device=device.id, endpoint=endpoint, session=self.device_session.session_id)
+        recorder: Recorder = AllureRecorder()
+        if self.audit is not None:
+            recorder = Recorders(recorder, AuditRecorder(self.audit, self.nodeid))
         self.context = Context(
             case=self.case, session=self.device_session, device=device, account=account, secrets=secrets,
-            recorder=AllureRecorder(), registry=suite.registry, get_sop=suite.get_sop,
-            evidence=settings.evidence,
+            recorder=recorder, registry=suite.registry, get_sop=suite.get_sop, evidence=settings.evidence,
         )  # fmt: skip
+
+    audit: AuditLog | None = None
+    secrets: Secrets | None = None
+
+    def record(self, event: str, **fields: Any) -> None:
+        """An audit line about this case, with who ran it where."""
+        if self.audit is not None:
+            self.audit.append(event, case=self.nodeid, sop=self.case.sop.id, **who_where(self.config), **fields)
+
+    def allure_labels(self, device: str, account: str | None) -> None:
+        from .recorders import AllureRecorder
+
+        sop = self.case.sop
+        operator = self.config.stash[settings_key].operator
+        suite_dir = os.path.dirname(os.path.abspath(get_suite(self.config).config.path or "sop.yaml"))
+        labels = labels_for(self.case, device, account, operator, os.path.basename(suite_dir) or "SOPs")
+        AllureRecorder().describe_case(
+            # allure-pytest adds the tag and framework labels itself, from the marks
+            [(name, value) for name, value in labels if name not in ("tag", "framework")],
+            title=f"{sop.title} [{self.case.case_id}]" if self.case.case_id else sop.title,
+            description=sop.description,
+            link=(Path(sop.path).resolve().as_uri(), f"SOP file {sop.path}"),
+        )
+
+    def record_report(self, report: pytest.TestReport) -> None:
+        """The case's outcome, once per phase that decides it."""
+        if report.when == "call" or report.outcome != "passed":
+            message = report.longreprtext.splitlines()[-1] if report.longreprtext else ""
+            outcome = "error" if report.when != "call" and report.failed else report.outcome
+            self.record("outcome", phase=report.when, outcome=outcome, message=message)
 
     def runtest(self) -> None:
         from .runner import run_case
@@ -132,7 +173,7 @@ class SopItem(pytest.Item):
         from .outcome import describe_failure
 
         err = excinfo.value
-        mask = self.context.secrets.mask if self.context else str
+        mask = self.secrets.mask if self.secrets else str
         if self.context is not None and self.context.failure is not None and isinstance(err, SopError):
             base = str(self.config.invocation_params.dir)
             return mask(describe_failure(self.context.failure, str(err), base))

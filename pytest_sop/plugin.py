@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import os
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from .collect import SopFile, SopItem, get_suite
 from .config import addoption, resolve, settings_key
 from .fixtures import sop_account, sop_device, sop_driver, sop_run  # noqa: F401 - fixtures for Python tests
 from .plan import plan_lines
+from .runrecord import RUN_ID_KEY, audit_path, init_run, run_id_key, write_run_files
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
@@ -40,7 +42,34 @@ def pytest_configure(config: pytest.Config) -> None:
         # A dry run touches no device, so it has nothing to spread over workers.
         config.option.numprocesses = None
         config.option.dist = "no"
+    init_run(config)
     get_suite(config)  # a bad sop.yaml stops the run here, as a usage error
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    outcome = yield
+    if isinstance(item, SopItem):
+        item.record_report(outcome.get_result())
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    config = session.config
+    if config.stash[settings_key].enabled and not config.stash[settings_key].dry_run:
+        service = config.stash[appium_key]
+        config.stash[timeline_key] = write_run_files(config, service.url) or ""
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    timeline = config.stash.get(timeline_key, "")
+    if timeline:
+        terminalreporter.write_line(f"device timeline: {timeline}")
+    path = audit_path(config) if config.stash[settings_key].enabled else None
+    if path and os.path.exists(path):
+        terminalreporter.write_line(f"audit log: {path} (check it with: pytest-sop audit verify {path})")
+
+
+timeline_key = pytest.StashKey[str]()
 
 
 @pytest.hookimpl(trylast=True)
@@ -55,6 +84,7 @@ class XdistHooks:
     def pytest_configure_node(self, node: Any) -> None:
         config = node.config
         settings = config.stash[settings_key]
+        node.workerinput[RUN_ID_KEY] = config.stash[run_id_key]
         if settings.enabled and config.stash[appium_key].wanted(get_suite(config).config) == "local":
             node.workerinput.update(config.stash[appium_key].worker_input())
 

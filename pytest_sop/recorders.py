@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .audit import AuditLog
 
 
 class Recorder:
@@ -36,6 +40,17 @@ class AllureRecorder(Recorder):
     def attach(self, name: str, body: bytes | str, mime: str, extension: str) -> None:
         self._allure.attach(body, name=name, attachment_type=mime, extension=extension)
 
+    def describe_case(
+        self, labels: list[tuple[str, str]], *, title: str, description: str, link: tuple[str, str]
+    ) -> None:
+        dynamic = self._allure.dynamic
+        for name, value in labels:
+            dynamic.label(name, value)
+        dynamic.title(title)
+        if description:
+            dynamic.description(description)
+        dynamic.link(link[0], name=link[1])
+
 
 class Recorders(Recorder):
     """Several sinks as one."""
@@ -53,3 +68,27 @@ class Recorders(Recorder):
     def attach(self, name: str, body: bytes | str, mime: str, extension: str) -> None:
         for sink in self.sinks:
             sink.attach(name, body, mime, extension)
+
+
+class AuditRecorder(Recorder):
+    """Step and evidence events in the hash-chained audit log; evidence by its sha256."""
+
+    def __init__(self, log: AuditLog, case: str) -> None:
+        self.log = log
+        self.case = case
+
+    @contextlib.contextmanager
+    def step(self, title: str, params: dict[str, str] | None = None) -> Iterator[None]:
+        self.log.append("step_start", case=self.case, step=title, params=params or {})
+        status = "failed"
+        try:
+            yield
+            status = "passed"
+        finally:
+            self.log.append("step_end", case=self.case, step=title, status=status)
+
+    def attach(self, name: str, body: bytes | str, mime: str, extension: str) -> None:
+        data = body.encode("utf-8") if isinstance(body, str) else body
+        self.log.append(
+            "evidence", case=self.case, name=name, type=mime, bytes=len(data), sha256=hashlib.sha256(data).hexdigest()
+        )

@@ -1,0 +1,91 @@
+"""The run's record beside the cases: run id, audit log, and the files Allure reads once per run.
+
+The controlling process decides the run id and writes ``environment.properties``,
+``executor.json``, ``categories.json`` and the device timeline; xdist workers only append
+to the audit log and write their own results.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import socket
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from .allure_meta import (
+    categories,
+    collect_environment,
+    environment_properties,
+    executor,
+    write_json_atomic,
+    write_text_atomic,
+)
+from .appium_server import status
+from .audit import AuditLog
+from .config import settings_key
+
+RUN_ID_KEY = "sop_run_id"
+run_id_key = pytest.StashKey[str]()
+TIMELINE = "device-timeline.svg"
+
+
+def init_run(config: pytest.Config) -> None:
+    workerinput = getattr(config, "workerinput", None)
+    config.stash[run_id_key] = (
+        workerinput[RUN_ID_KEY] if workerinput and RUN_ID_KEY in workerinput else uuid.uuid4().hex
+    )
+
+
+def alluredir(config: pytest.Config) -> str | None:
+    value = config.getoption("allure_report_dir", None)
+    return str(value) if value else None
+
+
+def audit_path(config: pytest.Config) -> str | None:
+    """``--sop-audit PATH``, else ``sop-audit.jsonl`` in the alluredir, else no audit log."""
+    settings = config.stash[settings_key]
+    if settings.audit:
+        return os.path.join(str(config.invocation_params.dir), settings.audit)
+    results = alluredir(config)
+    return os.path.join(results, "sop-audit.jsonl") if results else None
+
+
+def open_audit(config: pytest.Config, mask: Callable[[str], str]) -> AuditLog | None:
+    path = audit_path(config)
+    if path is None:
+        return None
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    return AuditLog(path, mask=mask)
+
+
+def who_where(config: pytest.Config) -> dict[str, str]:
+    workerinput = getattr(config, "workerinput", None)
+    return {
+        "run": config.stash[run_id_key],
+        "operator": config.stash[settings_key].operator,
+        "host": socket.gethostname(),
+        "pid": str(os.getpid()),
+        "worker": workerinput.get("workerid", "") if workerinput else "",
+    }
+
+
+def write_run_files(config: pytest.Config, appium_url: str | None) -> str | None:
+    """Allure's run-level files and the timeline; returns the timeline's path."""
+    from .timeline import write_timeline
+
+    results = alluredir(config)
+    if results is None or hasattr(config, "workerinput"):
+        return None
+    Path(results).mkdir(parents=True, exist_ok=True)
+    env = collect_environment(status(appium_url) if appium_url else None, None)
+    env["Host"] = platform.node()
+    write_text_atomic(os.path.join(results, "environment.properties"), environment_properties(env))
+    write_json_atomic(os.path.join(results, "categories.json"), categories())
+    ci = executor(os.environ)
+    if ci is not None:
+        write_json_atomic(os.path.join(results, "executor.json"), ci)
+    return str(write_timeline(results, os.path.join(results, TIMELINE), only_sops=True))
