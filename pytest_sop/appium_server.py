@@ -14,9 +14,11 @@ import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,10 +73,14 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child
 
 @dataclass
 class ManagedAppium:
+    """``mask`` rewrites every log line before it reaches the file (Appium logs request bodies)."""
+
     home: Path
     log_path: Path
     port: int = 0
     process: subprocess.Popen[bytes] | None = None
+    mask: Callable[[str], str] = str
+    _pump: threading.Thread | None = None
 
     @property
     def url(self) -> str:
@@ -87,7 +93,7 @@ class ManagedAppium:
         return [
             node, str(self.home / "node_modules" / "appium" / "index.js"), "server",
             "--address", "127.0.0.1", "--port", str(self.port),
-            "--log", str(self.log_path), "--log-level", "info:debug", "--log-no-colors", "--log-timestamp",
+            "--log-level", "debug", "--log-no-colors", "--log-timestamp",
             "--allow-insecure", "*:session_discovery",
         ]  # fmt: skip
 
@@ -95,16 +101,17 @@ class ManagedAppium:
         self.port = self.port or free_port()
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, "APPIUM_HOME": str(self.home)}
-        out = open(self.log_path.with_suffix(".stdout"), "wb")  # noqa: SIM115 - lives as long as the server
         self.process = subprocess.Popen(
-            self.command(), env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            self.command(), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=True, preexec_fn=_die_with_parent,
         )  # fmt: skip
-        out.close()
+        self._pump = threading.Thread(target=self._write_log, args=(self.process,), daemon=True, name="appium-log")
+        self._pump.start()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                tail = self.log_path.with_suffix(".stdout").read_text(errors="replace")[-2000:]
+                self._pump.join(5)
+                tail = self.log_path.read_text(errors="replace")[-2000:]
                 raise SopError(f"Appium exited with status {self.process.returncode} while starting:\n{tail}")
             value = status(self.url, timeout=1)
             if value and value.get("ready", True):
@@ -112,6 +119,13 @@ class ManagedAppium:
             time.sleep(0.1)
         self.stop()
         raise SopError(f"Appium did not answer {self.url}/status within {timeout:g}s; see {self.log_path}")
+
+    def _write_log(self, proc: subprocess.Popen[bytes]) -> None:
+        assert proc.stdout is not None
+        with open(self.log_path, "w", encoding="utf-8") as log:
+            for raw in proc.stdout:
+                log.write(self.mask(raw.decode("utf-8", "replace")))
+                log.flush()
 
     def stop(self, grace: float = 10.0) -> None:
         proc, self.process = self.process, None
@@ -128,6 +142,8 @@ class ManagedAppium:
         # Anything Appium left in its group (a stuck chromedriver) goes too.
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, signal.SIGKILL)
+        if self._pump is not None:
+            self._pump.join(5)
 
 
 def session_log(log_path: Path, session_id: str) -> str:

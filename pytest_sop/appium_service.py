@@ -46,8 +46,12 @@ class AppiumService:
                     "no Appium install found: run `npm ci` where package.json lists appium, "
                     "or set SOP_APPIUM_HOME to that folder"
                 )
+            from .collect import get_suite
+            from .masking import mask_text, suite_secret_values
+
+            secrets = suite_secret_values(get_suite(self.config).config)
             log_dir = Path(tempfile.mkdtemp(prefix="pytest-sop-appium-"))
-            self.managed = ManagedAppium(home, log_dir / "appium.log")
+            self.managed = ManagedAppium(home, log_dir / "appium.log", mask=lambda line: mask_text(line, secrets))
             self.url = self.managed.start()
             self.log_path = self.managed.log_path
         return self.url

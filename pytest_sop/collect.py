@@ -23,7 +23,8 @@ from .suiteconfig import load_config
 
 if TYPE_CHECKING:  # Appium and Selenium load only when a case runs, not on every pytest start
     from .audit import AuditLog
-    from .runner import Context, Secrets
+    from .masking import Secrets
+    from .runner import Context
     from .session import DeviceSession
 
 suite_key = pytest.StashKey[Suite]()
@@ -90,8 +91,9 @@ class SopItem(pytest.Item):
 
     def setup(self) -> None:
         """Choose a device and account, then open the Appium session: trouble here is an error."""
+        from .masking import Secrets
         from .recorders import AllureRecorder, AuditRecorder, Recorder, Recorders
-        from .runner import Context, Secrets
+        from .runner import Context
         from .session import DeviceSession, capabilities
 
         suite = get_suite(self.config)
@@ -105,7 +107,7 @@ class SopItem(pytest.Item):
         app = suite.config.apps.get(sop.app) if sop.app else None
         caps = capabilities(device, app, secrets.resolve)
         endpoint = self.config.stash[appium_key].endpoint(device, suite.config)
-        self.device_session = DeviceSession.create(device, app, endpoint, caps)
+        self.device_session = DeviceSession.create(device, app, endpoint, caps, secrets.mask)
         self.record("session", device=device.id, endpoint=endpoint, session=self.device_session.session_id)
         recorder: Recorder = AllureRecorder()
         if self.audit is not None:

@@ -78,8 +78,9 @@ def sop_driver(request: pytest.FixtureRequest, sop_device: Device, sop_account: 
     from .appium_service import appium_key
     from .collect import get_suite
     from .config import settings_key
+    from .masking import Secrets
     from .recorders import AllureRecorder
-    from .runner import Context, Secrets
+    from .runner import Context
     from .session import DeviceSession, capabilities
 
     suite = get_suite(request.config)
@@ -90,7 +91,8 @@ def sop_driver(request: pytest.FixtureRequest, sop_device: Device, sop_account: 
     app = suite.config.apps.get(app_name) if app_name else None
     secrets = Secrets()
     endpoint = request.config.stash[appium_key].endpoint(sop_device, suite.config)
-    session = DeviceSession.create(sop_device, app, endpoint, capabilities(sop_device, app, secrets.resolve))
+    caps = capabilities(sop_device, app, secrets.resolve)
+    session = DeviceSession.create(sop_device, app, endpoint, caps, secrets.mask)
     sop = Sop(
         id="python-test",
         path=str(request.node.path),

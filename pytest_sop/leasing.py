@@ -471,10 +471,8 @@ class LeasePool:
             if plan.account is not None and ("account", plan.account.id) not in accounts:
                 accounts.append(("account", plan.account.id))
         candidates = devices + accounts  # each in preference order
-        lines = [
-            f"no device and account free for {requirement} within {timeout:g} s",
-            "candidates:",
-        ]
+        what = "device and account" if accounts else "device"
+        lines = [f"no {what} free for {requirement} within {timeout:g} s", "candidates:"]
         for kind, id in candidates:
             row = _row(self.lock_dir, kind, id, self.host)
             if row.holder is not None:

@@ -14,6 +14,7 @@ from .appium_service import AppiumService, appium_key
 from .collect import SopFile, SopItem, get_suite
 from .config import addoption, resolve, settings_key
 from .fixtures import sop_account, sop_device, sop_driver, sop_run  # noqa: F401 - fixtures for Python tests
+from .masking import guard_library_logs
 from .plan import plan_lines
 from .runrecord import RUN_ID_KEY, audit_path, init_run, run_id_key, write_run_files
 
@@ -43,6 +44,7 @@ def pytest_configure(config: pytest.Config) -> None:
         config.option.numprocesses = None
         config.option.dist = "no"
     init_run(config)
+    guard_library_logs()
     get_suite(config)  # a bad sop.yaml stops the run here, as a usage error
 
 

@@ -6,7 +6,6 @@ goes to a :class:`Recorder`.
 
 from __future__ import annotations
 
-import os
 import re
 import time
 from collections.abc import Callable, Iterable
@@ -18,49 +17,14 @@ from urllib3.exceptions import HTTPError
 
 from .actions import ActionRegistry
 from .errors import AwaitingApproval, SopError, StepBroken, StepFailed
-from .model import Account, Case, Condition, Device, Locator, Secret, Sop, Step, Template, TextMatch
+from .masking import SecretMissing, Secrets
+from .model import Account, Case, Condition, Device, Locator, Sop, Step, Template, TextMatch
 from .plan import describe_params
 from .recorders import Recorder
 from .session import DeviceSession, UnsupportedHere, appium_reason, poll
 from .templates import render
 
 DEFAULT_TIMEOUT = 10.0
-
-
-class SecretMissing(SopError):
-    def __init__(self, name: str) -> None:
-        self.name = name
-        super().__init__(f"environment variable {name} is not set (it holds a secret in sop.yaml)")
-
-
-class Secrets:
-    """Resolves ``{env: NAME}`` at run time and masks every resolved value in text."""
-
-    def __init__(self, environ: Callable[[str], str | None] = os.environ.get) -> None:
-        self._environ = environ
-        self.values: set[str] = set()
-
-    def reveal(self, secret: Secret) -> str:
-        value = self._environ(secret.env)
-        if value is None:
-            raise SecretMissing(secret.env)
-        if value:
-            self.values.add(value)
-        return value
-
-    def resolve(self, value: Any) -> Any:
-        if isinstance(value, Secret):
-            return self.reveal(value)
-        if isinstance(value, dict):
-            return {k: self.resolve(v) for k, v in value.items()}
-        if isinstance(value, list):
-            return [self.resolve(v) for v in value]
-        return value
-
-    def mask(self, text: str) -> str:
-        for value in sorted(self.values, key=len, reverse=True):
-            text = text.replace(value, "***")
-        return text
 
 
 @dataclass

@@ -95,11 +95,14 @@ class DeviceSession:
     kind: str
 
     @classmethod
-    def create(cls, device: Device, app: App | None, endpoint: str, caps: dict[str, Any]) -> DeviceSession:
+    def create(
+        cls, device: Device, app: App | None, endpoint: str, caps: dict[str, Any], mask: Callable[[str], str] = str
+    ) -> DeviceSession:
         try:
             driver = webdriver.Remote(endpoint, options=AppiumOptions().load_capabilities(caps))
         except WebDriverException as e:
-            raise DeviceError(device.id, f"session not created on {endpoint}: {appium_reason(e)}") from None
+            # Appium may echo capabilities, and they may hold secrets.
+            raise DeviceError(device.id, mask(f"session not created on {endpoint}: {appium_reason(e)}")) from None
         except OSError as e:
             raise DeviceError(device.id, f"Appium at {endpoint} cannot be reached: {e}") from None
         return cls(device, app, endpoint, driver, kind_of(caps))

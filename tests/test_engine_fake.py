@@ -95,9 +95,24 @@ def test_missing_element_fails_at_its_line(pytester: pytest.Pytester, appium_url
     )
     (res,) = allure_results(pytester.path / "allure")
     assert res["status"] == "failed"
-    assert any(a["name"] == "screenshot at failure" for a in res["attachments"]) or any(
-        a["name"] == "screenshot at failure" for s in res["steps"] for a in s.get("attachments", [])
-    )
+    attachments = {a["name"]: a for a in res["attachments"]}
+    assert {"screenshot at failure", "page source at failure"} <= set(attachments)
+
+
+def test_failure_evidence_includes_the_sessions_appium_log(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With a managed server, the failed case carries its own slice of Appium's log."""
+    monkeypatch.setenv("SOP_APPIUM_HOME", str(find_appium_home(Path(__file__).parent)))
+    sop = "id: missing\nsteps:\n  - tap: {id: no-such-button}\n    timeout: 0.2\n"
+    pytester.makefile(".yaml", sop=FAKE_CONFIG)
+    (pytester.path / "m.sop.yaml").write_text(sop)
+    result = pytester.runpytest("--sop", "--alluredir", str(pytester.path / "allure"))
+    result.assert_outcomes(failed=1)
+    (res,) = allure_results(pytester.path / "allure")
+    (log,) = [a for a in res["attachments"] if a["name"] == "appium log"]
+    text = (pytester.path / "allure" / log["source"]).read_text()
+    assert "no-such-button" in text
+    tags = {line.split(" - [", 1)[1][:8] for line in text.splitlines() if " - [" in line}
+    assert len(tags) == 1  # one session's lines only
 
 
 def test_wrong_text_shows_both_texts(pytester: pytest.Pytester, appium_url: str) -> None:
