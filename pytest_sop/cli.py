@@ -1,4 +1,4 @@
-"""The ``pytest-sop`` command: lint, schema, audit verify (more subcommands join as they land)."""
+"""The ``pytest-sop`` command: lint, schema, leases, audit verify (more subcommands join as they land)."""
 
 from __future__ import annotations
 
@@ -90,6 +90,21 @@ def cmd_schema(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_leases(args: argparse.Namespace) -> int:
+    from .config import default_lock_dir
+    from .leasing import format_lease_table, lease_table
+
+    config_path = args.config or find_config(".")
+    try:
+        config = load_config(config_path)
+    except SopInvalid as e:
+        print(e)
+        return 1
+    lock_dir = args.lock_dir or default_lock_dir()
+    print(format_lease_table(lease_table(lock_dir, config.devices, config.accounts)))
+    return 0
+
+
 def cmd_audit_verify(args: argparse.Namespace) -> int:
     from .audit import audit_main
 
@@ -111,6 +126,11 @@ def build_parser() -> argparse.ArgumentParser:
     schema.add_argument("-o", "--output", help="write to this file instead of stdout")
     schema.add_argument("-p", "--plugin", action="append", default=[], metavar="MODULE", help=plugin_help)
     schema.set_defaults(func=cmd_schema)
+    leases = sub.add_parser("leases", help="who holds which device and account")
+    leases.add_argument("--config", help="suite config (default: the nearest sop.yaml)")
+    leases.add_argument("--lock-dir", help="lock folder (default: the one pytest uses, ini sop_lock_dir)")
+    leases.set_defaults(func=cmd_leases)
+
     audit = sub.add_parser("audit", help="the audit log: verify its hash chain")
     audit_sub = audit.add_subparsers(dest="audit_command", required=True)
     verify = audit_sub.add_parser("verify", help="exit 0 when the chain is intact, 1 naming the first bad line")

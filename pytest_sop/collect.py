@@ -15,14 +15,15 @@ from .appium_server import session_log
 from .appium_service import appium_key
 from .config import settings_key
 from .errors import AwaitingApproval, SopError, SopInvalid, StepBroken, StepFailed
-from .matching import choose
+from .leasing import pairs_for
 from .model import Case
-from .runrecord import open_audit, who_where
+from .runrecord import last_device_key, lease_pool, open_audit, who_where
 from .suite import Suite, display_path
 from .suiteconfig import load_config
 
 if TYPE_CHECKING:  # Appium and Selenium load only when a case runs, not on every pytest start
     from .audit import AuditLog
+    from .leasing import Lease
     from .masking import Secrets
     from .runner import Context
     from .session import DeviceSession
@@ -94,18 +95,19 @@ class SopItem(pytest.Item):
         from .masking import Secrets
         from .recorders import AllureRecorder, AuditRecorder, Recorder, Recorders
         from .runner import Context
-        from .session import DeviceSession, capabilities
+        from .session import DeviceSession, capabilities, device_position
 
         suite = get_suite(self.config)
         settings = self.config.stash[settings_key]
         self.secrets = secrets = Secrets()
         self.audit = open_audit(self.config, secrets.mask)
         sop = self.case.sop
-        device, account = choose(suite.config, self.case)
-        self.record("lease", device=device.id, account=account.id if account else None)
+        self.lease = self.take_lease()
+        device, account = self.lease.device, self.lease.account
+        self.record("lease", device=device.id, account=account.id if account else None, waited=self.lease.waited)
         self.allure_labels(device.id, account.id if account else None)
         app = suite.config.apps.get(sop.app) if sop.app else None
-        caps = capabilities(device, app, secrets.resolve)
+        caps = capabilities(device, app, secrets.resolve, device_position(suite.config, device))
         endpoint = self.config.stash[appium_key].endpoint(device, suite.config)
         self.device_session = DeviceSession.create(device, app, endpoint, caps, secrets.mask)
         self.record("session", device=device.id, endpoint=endpoint, session=self.device_session.session_id)
@@ -119,6 +121,22 @@ class SopItem(pytest.Item):
 
     audit: AuditLog | None = None
     secrets: Secrets | None = None
+    lease: Lease | None = None
+
+    def take_lease(self) -> Lease:
+        """A device and account held only by this case, preferring this worker's last device."""
+        sop = self.case.sop
+        config = self.config
+        pairs = pairs_for(
+            get_suite(config).config, sop.device, sop.account,
+            account_id=self.case.account_id, prefer_device=config.stash.get(last_device_key, None),
+        )  # fmt: skip
+        requirement = f"device {sop.device or 'any'}" + (f", account {sop.account}" if sop.account else "")
+        lease = lease_pool(config).acquire(
+            pairs, case=self.nodeid, timeout=config.stash[settings_key].lease_timeout, requirement=requirement
+        )
+        config.stash[last_device_key] = lease.device.id
+        return lease
 
     def record(self, event: str, **fields: Any) -> None:
         """An audit line about this case, with who ran it where."""
@@ -168,8 +186,14 @@ class SopItem(pytest.Item):
 
     def teardown(self) -> None:
         session, self.device_session = self.device_session, None
-        if session is not None:
-            session.quit()
+        lease, self.lease = self.lease, None
+        try:
+            if session is not None:
+                session.quit()
+        finally:
+            if lease is not None:
+                lease.release()
+                self.record("release", device=lease.device.id, account=lease.account.id if lease.account else None)
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
         from .outcome import describe_failure

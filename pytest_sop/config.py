@@ -63,6 +63,7 @@ class Settings:
 
 
 settings_key = pytest.StashKey[Settings]()
+WORKER_SETTINGS_KEY = "sop_settings"
 
 
 def addoption(parser: pytest.Parser) -> None:
@@ -123,6 +124,12 @@ def default_lock_dir() -> str:
 
 
 def resolve(config: pytest.Config) -> Settings:
+    workerinput = getattr(config, "workerinput", None) or {}
+    if WORKER_SETTINGS_KEY in workerinput:
+        # The controller's settings win: a worker may infer another rootdir and ini file
+        # (e.g. with ``--alluredir DIR`` written as two words).
+        data = dict(workerinput[WORKER_SETTINGS_KEY])
+        return Settings(**{**data, "patterns": tuple(data["patterns"])})
     values = {opt.ini: _value(config, opt) for opt in OPTIONS}
     root = str(config.rootpath)
     config_path = values["sop_config"]

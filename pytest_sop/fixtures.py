@@ -1,6 +1,7 @@
 """Fixtures for Python tests: a device, an account, an Appium driver, and SOP steps run from Python.
 
-Pick what you need with the ``sop`` marker or indirect parameters::
+Pick what you need with the ``sop`` marker or indirect parameters. The device and account
+are leased like a SOP case's: no other test or case holds them meanwhile. ::
 
     @pytest.mark.sop(device={"platform": "web"}, account={"role": "publisher"}, app="snapgram")
     def test_feed(sop_driver, sop_run):
@@ -18,19 +19,21 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import yaml
 
-from .errors import DeviceError, SopError, SopInvalid
-from .matching import candidate_accounts, candidate_devices, may_use
+from .errors import SopError, SopInvalid
 from .model import Account, AccountRequirement, Case, Device, DeviceRequirement, InputRow, Sop, SourcePos
 
 if TYPE_CHECKING:
+    from .leasing import Lease
     from .runner import Context
 
 _context_key: pytest.StashKey[Context] = pytest.StashKey()
 
 
 def _wanted(request: pytest.FixtureRequest, name: str) -> dict[str, Any]:
-    param = getattr(request, "param", None)
-    if isinstance(param, dict) and request.fixturename == f"sop_{name}":
+    # Indirect parameters of sop_device / sop_account, else the sop marker.
+    callspec = getattr(request.node, "callspec", None)
+    param = callspec.params.get(f"sop_{name}") if callspec else None
+    if isinstance(param, dict):
         return dict(param)
     marker = request.node.get_closest_marker("sop")
     return dict(marker.kwargs.get(name, {})) if marker else {}
@@ -41,35 +44,37 @@ def _tags(value: Any) -> tuple[str, ...]:
 
 
 @pytest.fixture
-def sop_account(request: pytest.FixtureRequest) -> Account | None:
-    """An account from sop.yaml matching ``account={role, tags, id}``; None when none is asked for."""
+def _sop_lease(request: pytest.FixtureRequest) -> Iterator[Lease]:
+    """One lease for the test: the device and the account it asked for, held until it ends."""
     from .collect import get_suite
+    from .config import settings_key
+    from .leasing import pairs_for
+    from .runrecord import lease_pool
 
-    wanted = _wanted(request, "account")
-    if not wanted:
-        return None
-    suite = get_suite(request.config)
-    req = AccountRequirement(role=wanted.get("role"), tags=_tags(wanted.get("tags")), id=wanted.get("id"))
-    accounts = candidate_accounts(suite.config, None, req)
-    if not accounts:
-        raise DeviceError("pool", f"no account in sop.yaml matches {req}")
-    return accounts[0]
+    dev, acc = _wanted(request, "device"), _wanted(request, "account")
+    device_req = DeviceRequirement(platform=dev.get("platform"), tags=_tags(dev.get("tags")), id=dev.get("id"))
+    account_req = (
+        AccountRequirement(role=acc.get("role"), tags=_tags(acc.get("tags")), id=acc.get("id")) if acc else None
+    )
+    pairs = pairs_for(get_suite(request.config).config, device_req, account_req)
+    requirement = f"device {device_req}" + (f", account {account_req}" if account_req else "")
+    timeout = request.config.stash[settings_key].lease_timeout
+    with lease_pool(request.config).acquire(
+        pairs, case=request.node.nodeid, timeout=timeout, requirement=requirement
+    ) as lease:
+        yield lease
 
 
 @pytest.fixture
-def sop_device(request: pytest.FixtureRequest, sop_account: Account | None) -> Device:
-    """A device from sop.yaml matching ``device={platform, tags, id}`` that the account may use."""
-    from .collect import get_suite
+def sop_account(_sop_lease: Lease) -> Account | None:
+    """An account from sop.yaml matching ``account={role, tags, id}``, leased for this test; None if none asked."""
+    return _sop_lease.account
 
-    wanted = _wanted(request, "device")
-    suite = get_suite(request.config)
-    req = DeviceRequirement(platform=wanted.get("platform"), tags=_tags(wanted.get("tags")), id=wanted.get("id"))
-    devices = [d for d in candidate_devices(suite.config, req) if sop_account is None or may_use(sop_account, d)]
-    if not devices:
-        raise DeviceError(
-            "pool", f"no device in sop.yaml matches {req}" + (f" for {sop_account.id}" if sop_account else "")
-        )
-    return devices[0]
+
+@pytest.fixture
+def sop_device(_sop_lease: Lease) -> Device:
+    """A device from sop.yaml matching ``device={platform, tags, id}``, leased for this test."""
+    return _sop_lease.device
 
 
 @pytest.fixture
@@ -81,7 +86,7 @@ def sop_driver(request: pytest.FixtureRequest, sop_device: Device, sop_account: 
     from .masking import Secrets
     from .recorders import AllureRecorder
     from .runner import Context
-    from .session import DeviceSession, capabilities
+    from .session import DeviceSession, capabilities, device_position
 
     suite = get_suite(request.config)
     marker = request.node.get_closest_marker("sop")
@@ -91,7 +96,7 @@ def sop_driver(request: pytest.FixtureRequest, sop_device: Device, sop_account: 
     app = suite.config.apps.get(app_name) if app_name else None
     secrets = Secrets()
     endpoint = request.config.stash[appium_key].endpoint(sop_device, suite.config)
-    caps = capabilities(sop_device, app, secrets.resolve)
+    caps = capabilities(sop_device, app, secrets.resolve, device_position(suite.config, sop_device))
     session = DeviceSession.create(sop_device, app, endpoint, caps, secrets.mask)
     sop = Sop(
         id="python-test",

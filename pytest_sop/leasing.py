@@ -40,8 +40,8 @@ from urllib.parse import quote, unquote
 from filelock import FileLock, Timeout
 
 from .errors import DeviceError, LeaseTimeout
-from .matching import may_use
-from .model import Account, Device
+from .matching import candidate_accounts, candidate_devices, may_use
+from .model import Account, AccountRequirement, Device, DeviceRequirement, SuiteConfig
 
 __all__ = [
     "DEFAULT_POLL_INTERVAL",
@@ -498,3 +498,21 @@ def _unlock_all(locks: Iterable[FileLock]) -> None:
     for lock in reversed(list(locks)):
         with contextlib.suppress(Exception):
             lock.release()
+
+
+def pairs_for(
+    config: SuiteConfig,
+    device: DeviceRequirement | None,
+    account: AccountRequirement | None,
+    *,
+    account_id: str | None = None,
+    prefer_device: str | None = None,
+) -> list[Pair]:
+    """The pairs that can serve a requirement: matching devices, and matching accounts allowed on them."""
+    devices = candidate_devices(config, device)
+    accounts = None
+    if account is not None:
+        accounts = candidate_accounts(config, device, account, devices)
+        if account_id is not None:
+            accounts = [a for a in accounts if a.id == account_id]
+    return candidate_pairs(devices, accounts, prefer_device=prefer_device)

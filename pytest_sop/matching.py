@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from .errors import DeviceError
-from .model import Account, AccountRequirement, Case, Device, DeviceRequirement, SuiteConfig
+from .model import Account, AccountRequirement, Device, DeviceRequirement, SuiteConfig
 
 
 def device_matches(req: DeviceRequirement | None, device: Device) -> bool:
@@ -56,21 +55,3 @@ def candidate_accounts(
     return [
         a for a in config.accounts if account_matches(acc_req, a) and (open_pool or any(may_use(a, d) for d in pool))
     ]
-
-
-def choose(config: SuiteConfig, case: Case) -> tuple[Device, Account | None]:
-    """A (device, account) pair for a case: the first that fits, account affinity honoured."""
-    sop = case.sop
-    devices = candidate_devices(config, sop.device)
-    if sop.account is None:
-        if not devices:
-            raise DeviceError("pool", f"no device matches {sop.device or 'any device'}")
-        return devices[0], None
-    accounts = candidate_accounts(config, sop.device, sop.account, devices)
-    if case.account_id:
-        accounts = [a for a in accounts if a.id == case.account_id]
-    for account in accounts:
-        for device in devices:
-            if may_use(account, device):
-                return device, account
-    raise DeviceError("pool", f"no device for {sop.account} on {sop.device or 'any device'}")

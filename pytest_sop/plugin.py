@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import os
 from pathlib import Path
@@ -12,11 +13,13 @@ import pytest
 from . import hookspecs
 from .appium_service import AppiumService, appium_key
 from .collect import SopFile, SopItem, get_suite
-from .config import addoption, resolve, settings_key
-from .fixtures import sop_account, sop_device, sop_driver, sop_run  # noqa: F401 - fixtures for Python tests
+from .config import WORKER_SETTINGS_KEY, addoption, resolve, settings_key
+from .errors import SopInvalid
+from .fixtures import _sop_lease, sop_account, sop_device, sop_driver, sop_run  # noqa: F401 - fixtures
 from .masking import guard_library_logs
 from .plan import plan_lines
 from .runrecord import RUN_ID_KEY, audit_path, init_run, run_id_key, write_run_files
+from .suiteconfig import load_config
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
@@ -35,6 +38,8 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers", "sop(device={...}, account={...}, app=NAME): what sop_device, sop_account and sop_driver use"
     )
     config.stash[appium_key] = AppiumService(config)
+    init_run(config)
+    guard_library_logs()
     if config.pluginmanager.hasplugin("xdist") and not hasattr(config, "workerinput"):
         config.pluginmanager.register(XdistHooks(), "sop-xdist")
     if not settings.enabled:
@@ -43,8 +48,6 @@ def pytest_configure(config: pytest.Config) -> None:
         # A dry run touches no device, so it has nothing to spread over workers.
         config.option.numprocesses = None
         config.option.dist = "no"
-    init_run(config)
-    guard_library_logs()
     get_suite(config)  # a bad sop.yaml stops the run here, as a usage error
 
 
@@ -87,8 +90,21 @@ class XdistHooks:
         config = node.config
         settings = config.stash[settings_key]
         node.workerinput[RUN_ID_KEY] = config.stash[run_id_key]
+        node.workerinput[WORKER_SETTINGS_KEY] = dataclasses.asdict(settings)
         if settings.enabled and config.stash[appium_key].wanted(get_suite(config).config) == "local":
             node.workerinput.update(config.stash[appium_key].worker_input())
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
+    """``-n auto`` with --sop: one worker per device in the pool."""
+    settings = resolve(config)
+    if not settings.enabled:
+        return None
+    try:
+        return max(1, len(load_config(settings.config_path).devices))
+    except SopInvalid:
+        return None  # reported with its lines once pytest configures
 
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> SopFile | None:

@@ -27,6 +27,7 @@ from .allure_meta import (
 from .appium_server import status
 from .audit import AuditLog
 from .config import settings_key
+from .leasing import LeasePool
 
 RUN_ID_KEY = "sop_run_id"
 run_id_key = pytest.StashKey[str]()
@@ -38,6 +39,19 @@ def init_run(config: pytest.Config) -> None:
     config.stash[run_id_key] = (
         workerinput[RUN_ID_KEY] if workerinput and RUN_ID_KEY in workerinput else uuid.uuid4().hex
     )
+
+
+pool_key = pytest.StashKey["LeasePool"]()
+last_device_key = pytest.StashKey[str]()
+
+
+def lease_pool(config: pytest.Config) -> LeasePool:
+    """This process's lease pool, in the host-wide lock folder."""
+    if pool_key not in config.stash:
+        who = who_where(config)
+        settings = config.stash[settings_key]
+        config.stash[pool_key] = LeasePool(settings.lock_dir, who["run"], who["operator"], who["worker"] or None)
+    return config.stash[pool_key]
 
 
 def alluredir(config: pytest.Config) -> str | None:

@@ -21,9 +21,8 @@ from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webelement import WebElement
 from urllib3.exceptions import HTTPError
 
-from .appium_server import free_port
 from .errors import DeviceError, SopError
-from .model import App, Device, Locator
+from .model import App, Device, Locator, SuiteConfig
 
 DEFAULT_CAPABILITIES = {"appium:newCommandTimeout": 120}
 # Android key codes for press_key; the web maps the same names to Selenium keys.
@@ -71,16 +70,29 @@ def kind_of(caps: Mapping[str, Any]) -> str:
     return "android"
 
 
-def capabilities(device: Device, app: App | None, resolve: Callable[[Any], Any]) -> dict[str, Any]:
-    """App + device + defaults; secrets resolved now, at session time only."""
+def device_position(config: SuiteConfig, device: Device) -> int:
+    ids = [d.id for d in config.devices]
+    return ids.index(device.id) if device.id in ids else len(ids)
+
+
+# Parallel sessions on one host need their own ports; a device's position in the pool picks them,
+# and its lease makes them exclusive. (automation kind, capability) -> first port.
+PORT_BASES = {
+    "android": {"appium:systemPort": 8200, "appium:mjpegServerPort": 7810, "appium:chromedriverPort": 9600},
+    "ios": {"appium:wdaLocalPort": 8100, "appium:mjpegServerPort": 9100},
+    "web": {"appium:chromedriverPort": 9515},
+}
+
+
+def capabilities(device: Device, app: App | None, resolve: Callable[[Any], Any], position: int = 0) -> dict[str, Any]:
+    """App + device + defaults; secrets resolved now, at session time only; ports per device position."""
     caps: dict[str, Any] = dict(DEFAULT_CAPABILITIES)
     if app is not None:
         caps.update(app.capabilities)
     caps.update(device.capabilities)
     caps = {k: resolve(v) for k, v in caps.items()}
-    if kind_of(caps) == "web" and "appium:chromedriverPort" not in caps:
-        # Two Chromium sessions on one chromedriver port kill each other's driver.
-        caps["appium:chromedriverPort"] = free_port()
+    for name, base in PORT_BASES.get(kind_of(caps), {}).items():
+        caps.setdefault(name, base + position)
     return caps
 
 
