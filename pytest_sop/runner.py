@@ -427,5 +427,8 @@ def on_failure(ctx: Context) -> None:
     try:
         _attach_screenshot(ctx, "screenshot at failure")
         _attach_source(ctx, "page source at failure")
+        device_log = ctx.session.device_log()
+        if device_log:
+            ctx.recorder.attach("device log", ctx.secrets.mask(device_log), "text/plain", "log")
     except (WebDriverException, HTTPError, OSError):
         pass  # the device may be what failed; the error already says so

@@ -263,6 +263,13 @@ class DeviceSession:
     def page_source(self) -> str:
         return str(self.driver.page_source)
 
+    def device_log(self, limit: int = 2000) -> str:
+        """The device's own log where the platform has one (logcat on Android), newest lines last."""
+        if self.kind != "android":
+            return ""
+        entries = self.driver.get_log("logcat")[-limit:]
+        return "\n".join(str(e.get("message", "")) for e in entries)
+
 
 def poll(fn: Callable[[], T | None], timeout: float, interval: float = 0.1) -> T | None:
     """Call ``fn`` until it returns something other than None, or the timeout passes."""
