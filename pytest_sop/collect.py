@@ -55,6 +55,8 @@ def get_suite(config: pytest.Config) -> Suite:
 
 
 _tags_key = pytest.StashKey[set[str]]()
+# With --sop-session worker: the session the last case left open, for the next case to reuse.
+kept_session_key = pytest.StashKey["DeviceSession | None"]()
 
 
 class SopFile(pytest.File):
@@ -109,8 +111,19 @@ class SopItem(pytest.Item):
         app = suite.config.apps.get(sop.app) if sop.app else None
         caps = capabilities(device, app, secrets.resolve, device_position(suite.config, device))
         endpoint = self.config.stash[appium_key].endpoint(device, suite.config)
-        self.device_session = DeviceSession.create(device, app, endpoint, caps, secrets.mask)
-        self.record("session", device=device.id, endpoint=endpoint, session=self.device_session.session_id)
+        kept = self.config.stash.get(kept_session_key, None)
+        self.config.stash[kept_session_key] = None
+        if kept is not None and kept.device.id == device.id and kept.app == app and kept.alive():
+            kept.reset_app()
+            self.device_session = kept
+        else:
+            if kept is not None:
+                kept.quit()
+            self.device_session = DeviceSession.create(device, app, endpoint, caps, secrets.mask)
+        reused = self.device_session is kept
+        self.record(
+            "session", device=device.id, endpoint=endpoint, session=self.device_session.session_id, reused=reused
+        )
         recorder: Recorder = AllureRecorder()
         if self.audit is not None:
             recorder = Recorders(recorder, AuditRecorder(self.audit, self.nodeid))
@@ -189,7 +202,10 @@ class SopItem(pytest.Item):
         lease, self.lease = self.lease, None
         try:
             if session is not None:
-                session.quit()
+                if self.config.stash[settings_key].session == "worker" and session.alive():
+                    self.config.stash[kept_session_key] = session  # the next case on this device reuses it
+                else:
+                    session.quit()
         finally:
             if lease is not None:
                 lease.release()

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 EVIDENCE = ("step", "failure", "none")
+SESSION_SCOPES = ("case", "worker")
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,12 @@ OPTIONS = (
     Option("--sop-appium", "Appium server URL, or 'local' to start a managed one (overrides sop.yaml)"),
     Option("--sop-audit", "audit log path (default: sop-audit.jsonl in the alluredir)"),
     Option("--sop-ledger", "run ledger path (default: .sop/ledger.sqlite beside sop.yaml)"),
+    Option(
+        "--sop-session",
+        "a new Appium session per case, or one per worker and device reused across cases of the same app",
+        "case",
+        choices=SESSION_SCOPES,
+    ),
     Option("--sop-dry-run", "print each case's plan instead of running it", False, is_flag=True),
     Option("--sop-due", "deselect cases that passed within their schedule", False, is_flag=True),
 )
@@ -56,6 +63,7 @@ class Settings:
     appium: str | None
     audit: str | None
     ledger: str | None
+    session: str
     dry_run: bool
     due: bool
     patterns: tuple[str, ...]
@@ -152,6 +160,7 @@ def resolve(config: pytest.Config) -> Settings:
         appium=values["sop_appium"],
         audit=values["sop_audit"],
         ledger=values["sop_ledger"],
+        session=values["sop_session"],
         dry_run=values["sop_dry_run"],
         due=values["sop_due"],
         patterns=tuple(config.getini("sop_files")),

@@ -12,7 +12,7 @@ import pytest
 
 from . import hookspecs
 from .appium_service import AppiumService, appium_key
-from .collect import SopFile, SopItem, get_suite
+from .collect import SopFile, SopItem, get_suite, kept_session_key
 from .config import WORKER_SETTINGS_KEY, addoption, resolve, settings_key
 from .errors import SopInvalid
 from .fixtures import _sop_lease, sop_account, sop_device, sop_driver, sop_run  # noqa: F401 - fixtures
@@ -79,6 +79,9 @@ timeline_key = pytest.StashKey[str]()
 
 @pytest.hookimpl(trylast=True)
 def pytest_unconfigure(config: pytest.Config) -> None:
+    kept = config.stash.get(kept_session_key, None)
+    if kept is not None:
+        kept.quit()
     if appium_key in config.stash:
         config.stash[appium_key].stop()
 

@@ -123,6 +123,23 @@ class DeviceSession:
     def session_id(self) -> str:
         return str(self.driver.session_id)
 
+    def alive(self) -> bool:
+        try:
+            self.driver.get_window_rect()
+        except (WebDriverException, OSError, HTTPError):
+            return False
+        return True
+
+    def reset_app(self) -> None:
+        """Between cases that share this session: the app as a new session would find it."""
+        if self.kind == "web":
+            with contextlib.suppress(WebDriverException):
+                self.driver.execute_script("try { localStorage.clear(); sessionStorage.clear(); } catch (e) {}")
+            self.driver.delete_all_cookies()
+            self.driver.get("about:blank")
+        elif self.kind in ("android", "ios"):
+            self.close_app()
+
     def quit(self) -> None:
         # The server may be gone; then nothing else holds the session either.
         with contextlib.suppress(WebDriverException, OSError, HTTPError):

@@ -194,3 +194,16 @@ def test_appium_killed_mid_case_breaks_that_case(pytester: pytest.Pytester, tmp_
     with pytest.raises(OSError):
         open_sessions(url)
     assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text().lower()
+
+
+@pytest.mark.parametrize(("scope", "sessions"), [("case", 3), ("worker", 1)])
+def test_session_scope(pytester: pytest.Pytester, appium_url: str, scope: str, sessions: int) -> None:
+    """--sop-session worker keeps one session per device across cases; case (the default) opens one each."""
+    sop = "id: typed\ninputs: [{id: a}, {id: b}, {id: c}]\nsteps:\n  - type: {into: {id: username}, text: x}\n"
+    audit = pytester.path / "audit.jsonl"
+    result = run_sop(pytester, appium_url, {"t.sop.yaml": sop}, "--sop-session", scope, f"--sop-audit={audit}")
+    result.assert_outcomes(passed=3)
+    events = [json.loads(line) for line in audit.read_text().splitlines()]
+    opened = {e["session"] for e in events if e["event"] == "session"}
+    assert len(opened) == sessions
+    assert [e["reused"] for e in events if e["event"] == "session"] == [False] + [scope == "worker"] * 2
