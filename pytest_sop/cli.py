@@ -1,4 +1,4 @@
-"""The ``pytest-sop`` command: lint, schema, leases, audit verify (more subcommands join as they land)."""
+"""The ``pytest-sop`` command: lint, schema, leases, approve, audit verify (more subcommands join as they land)."""
 
 from __future__ import annotations
 
@@ -105,6 +105,18 @@ def cmd_leases(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_approve(args: argparse.Namespace) -> int:
+    from .approvals import record_decision
+
+    d = record_decision(
+        args.approvals, args.sop, args.checkpoint, by=args.by, approve=not args.reject, note=args.note or "",
+        case=args.case,
+    )  # fmt: skip
+    scope = f"case {d.case}" if d.case else "every case"
+    print(f"{d.decision}: {d.sop} / {d.checkpoint} ({scope}) by {d.by} at {d.at} -> {args.approvals}")
+    return 0
+
+
 def cmd_audit_verify(args: argparse.Namespace) -> int:
     from .audit import audit_main
 
@@ -130,6 +142,16 @@ def build_parser() -> argparse.ArgumentParser:
     leases.add_argument("--config", help="suite config (default: the nearest sop.yaml)")
     leases.add_argument("--lock-dir", help="lock folder (default: the one pytest uses, ini sop_lock_dir)")
     leases.set_defaults(func=cmd_leases)
+
+    approve = sub.add_parser("approve", help="record a decision at a SOP's approval checkpoint")
+    approve.add_argument("sop", help="the SOP id")
+    approve.add_argument("checkpoint", help="the approve step's checkpoint")
+    approve.add_argument("--by", required=True, help="who decides (an operator with the step's role)")
+    approve.add_argument("--case", help="only this case (e.g. cat-publisher-1); default: every case")
+    approve.add_argument("--note", help="why")
+    approve.add_argument("--reject", action="store_true", help="reject instead: the case fails")
+    approve.add_argument("--approvals", default="sop-approvals.yaml", help="approvals file (default: %(default)s)")
+    approve.set_defaults(func=cmd_approve)
 
     audit = sub.add_parser("audit", help="the audit log: verify its hash chain")
     audit_sub = audit.add_subparsers(dest="audit_command", required=True)

@@ -17,6 +17,7 @@ from .config import settings_key
 from .errors import AwaitingApproval, SopError, SopInvalid, StepBroken, StepFailed
 from .leasing import pairs_for
 from .model import Case
+from .policy import allowed_pairs, may_run
 from .runrecord import last_device_key, lease_pool, open_audit, who_where
 from .suite import Suite, display_path
 from .suiteconfig import load_config
@@ -130,6 +131,8 @@ class SopItem(pytest.Item):
         self.context = Context(
             case=self.case, session=self.device_session, device=device, account=account, secrets=secrets,
             recorder=recorder, registry=suite.registry, get_sop=suite.get_sop, evidence=settings.evidence,
+            operator=settings.operator, policy=suite.config.policy,
+            approvals_path=os.path.join(str(self.config.invocation_params.dir), settings.approvals),
         )  # fmt: skip
 
     audit: AuditLog | None = None
@@ -137,13 +140,24 @@ class SopItem(pytest.Item):
     lease: Lease | None = None
 
     def take_lease(self) -> Lease:
-        """A device and account held only by this case, preferring this worker's last device."""
+        """A device and account held only by this case, preferring this worker's last device.
+
+        The policy comes first: a case the operator may not run is skipped before any lease.
+        """
         sop = self.case.sop
         config = self.config
+        policy = get_suite(config).config.policy
+        operator = config.stash[settings_key].operator
+        roles, reason = may_run(policy, operator, sop)
+        if reason:
+            pytest.skip(f"not permitted: {reason}")
         pairs = pairs_for(
             get_suite(config).config, sop.device, sop.account,
             account_id=self.case.account_id, prefer_device=config.stash.get(last_device_key, None),
         )  # fmt: skip
+        pairs = allowed_pairs(policy, roles, pairs)
+        if not pairs:
+            pytest.skip(f"not permitted: {operator!r} may not use the devices and accounts this SOP needs")
         requirement = f"device {sop.device or 'any'}" + (f", account {sop.account}" if sop.account else "")
         lease = lease_pool(config).acquire(
             pairs, case=self.nodeid, timeout=config.stash[settings_key].lease_timeout, requirement=requirement

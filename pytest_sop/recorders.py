@@ -21,6 +21,9 @@ class Recorder:
     def attach(self, name: str, body: bytes | str, mime: str, extension: str) -> None:
         pass
 
+    def event(self, name: str, **fields: Any) -> None:
+        """Something worth a line of its own in the record (an approval, say)."""
+
 
 class AllureRecorder(Recorder):
     """Allure steps and attachments, through allure-pytest's running listener."""
@@ -69,6 +72,10 @@ class Recorders(Recorder):
         for sink in self.sinks:
             sink.attach(name, body, mime, extension)
 
+    def event(self, name: str, **fields: Any) -> None:
+        for sink in self.sinks:
+            sink.event(name, **fields)
+
 
 class AuditRecorder(Recorder):
     """Step and evidence events in the hash-chained audit log; evidence by its sha256."""
@@ -92,3 +99,6 @@ class AuditRecorder(Recorder):
         self.log.append(
             "evidence", case=self.case, name=name, type=mime, bytes=len(data), sha256=hashlib.sha256(data).hexdigest()
         )
+
+    def event(self, name: str, **fields: Any) -> None:
+        self.log.append(name, case=self.case, **fields)

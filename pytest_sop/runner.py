@@ -16,10 +16,12 @@ from selenium.common.exceptions import WebDriverException
 from urllib3.exceptions import HTTPError
 
 from .actions import ActionRegistry
+from .approvals import APPROVED, Decision, find, record_pending
 from .errors import AwaitingApproval, SopError, StepBroken, StepFailed
 from .masking import SecretMissing, Secrets
-from .model import Account, Case, Condition, Device, Locator, Sop, Step, Template, TextMatch
+from .model import Account, Case, Condition, Device, Locator, Policy, Sop, Step, Template, TextMatch
 from .plan import describe_params
+from .policy import may_approve
 from .recorders import Recorder
 from .session import DeviceSession, UnsupportedHere, appium_reason, poll
 from .templates import render
@@ -49,6 +51,9 @@ class Context:
     registry: ActionRegistry
     get_sop: Callable[[str], Sop | None]
     evidence: str = "failure"  # step | failure | none
+    operator: str = ""
+    policy: Policy | None = None
+    approvals_path: str | None = None
     vars: dict[str, str] = field(default_factory=dict)
     failure: Failure | None = None
     optional_failures: list[str] = field(default_factory=list)
@@ -273,8 +278,28 @@ def do_run(ctx: Context, step: Step) -> None:
 
 
 def do_approve(ctx: Context, step: Step) -> None:
-    # Approvals files are read in a later release; until then a checkpoint always waits.
-    raise AwaitingApproval(f"awaiting approval: {step.params['checkpoint']}")
+    """Pass with a decision by someone else who holds the step's role with may_approve (four eyes)."""
+    checkpoint, role = step.params["checkpoint"], step.params["role"]
+    sop_id, case_id = ctx.sop.id, ctx.case.case_id or ctx.case.sop.id
+    path = ctx.approvals_path
+
+    def usable(d: Decision) -> bool:
+        return d.by != ctx.operator and may_approve(ctx.policy, d.by, role)
+
+    decision = find(path, sop_id, checkpoint, case_id, usable=usable) if path else None
+    if decision is None:
+        if path:
+            record_pending(path, sop_id, checkpoint, case_id, ctx.operator)
+        ctx.recorder.event("approval_pending", sop=sop_id, checkpoint=checkpoint, role=role)
+        raise AwaitingApproval(f"awaiting approval: {checkpoint}")
+    said = f"{decision.decision} by {decision.by} at {decision.at}" + (f": {decision.note}" if decision.note else "")
+    ctx.recorder.attach(f"approval {checkpoint}", said, "text/plain", "txt")
+    ctx.recorder.event(
+        "approval", sop=sop_id, checkpoint=checkpoint, decision=decision.decision, by=decision.by,
+        at=decision.at, note=decision.note,
+    )  # fmt: skip
+    if decision.decision != APPROVED:
+        raise StepFailed(f"rejected by {decision.by}: {decision.note}", expected="approved", found=said)
 
 
 CORE: dict[str, Callable[[Context, Step], None]] = {
