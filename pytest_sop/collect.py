@@ -222,8 +222,9 @@ class SopItem(pytest.Item):
                     session.quit()
         finally:
             if lease is not None:
-                lease.release()
+                # Recorded while still held, so the audit log alone proves no two cases overlapped.
                 self.record("release", device=lease.device.id, account=lease.account.id if lease.account else None)
+                lease.release()
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
         from .outcome import describe_failure

@@ -14,11 +14,11 @@ from . import hookspecs
 from .appium_service import AppiumService, appium_key
 from .collect import SopFile, SopItem, get_suite, kept_session_key
 from .config import WORKER_SETTINGS_KEY, addoption, resolve, settings_key
-from .errors import SopInvalid
+from .errors import SopError, SopInvalid
 from .fixtures import _sop_lease, sop_account, sop_device, sop_driver, sop_run  # noqa: F401 - fixtures
 from .masking import guard_library_logs
 from .plan import plan_lines
-from .runrecord import RUN_ID_KEY, audit_path, init_run, run_id_key, write_run_files
+from .runrecord import RUN_ID_KEY, audit_path, init_run, open_audit, run_id_key, who_where, write_run_files
 from .suiteconfig import load_config
 
 
@@ -41,7 +41,7 @@ def pytest_configure(config: pytest.Config) -> None:
     init_run(config)
     guard_library_logs()
     if config.pluginmanager.hasplugin("xdist") and not hasattr(config, "workerinput"):
-        config.pluginmanager.register(XdistHooks(), "sop-xdist")
+        config.pluginmanager.register(XdistHooks(config), "sop-xdist")
     if not settings.enabled:
         return
     if settings.dry_run:
@@ -55,7 +55,12 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
     outcome = yield
     if isinstance(item, SopItem):
-        item.record_report(outcome.get_result())
+        report = outcome.get_result()
+        if call.when != "call" and report.failed and call.excinfo and isinstance(call.excinfo.value, SopError):
+            # pytest shows setup errors as tracebacks of its own internals; a lease timeout or a
+            # session that could not be created is best said in its own words.
+            report.longrepr = item.repr_failure(call.excinfo)
+        item.record_report(report)
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
@@ -88,6 +93,19 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 class XdistHooks:
     """Registered only when xdist is present: hand the managed Appium to workers."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+
+    def pytest_handlecrashitem(self, crashitem: str, report: Any, sched: Any) -> None:
+        """A worker died in a case: the dead worker cannot record its outcome, so the controller does."""
+        if not self.config.stash[settings_key].enabled:
+            return
+        audit = open_audit(self.config, str)
+        if audit is not None:
+            message = str(report.longrepr).splitlines()[-1] if report.longrepr else "worker crashed"
+            audit.append("outcome", case=crashitem, phase="call", outcome="failed", message=message,
+                         **who_where(self.config))  # fmt: skip
 
     def pytest_configure_node(self, node: Any) -> None:
         config = node.config
