@@ -18,7 +18,7 @@ from .errors import AwaitingApproval, SopError, SopInvalid, StepBroken, StepFail
 from .leasing import pairs_for
 from .model import Case
 from .policy import allowed_pairs, may_run
-from .runrecord import last_device_key, lease_pool, open_audit, who_where
+from .runrecord import alluredir, last_device_key, lease_pool, open_audit, who_where
 from .suite import Suite, display_path
 from .suiteconfig import load_config
 
@@ -125,9 +125,11 @@ class SopItem(pytest.Item):
         self.record(
             "session", device=device.id, endpoint=endpoint, session=self.device_session.session_id, reused=reused
         )
-        recorder: Recorder = AllureRecorder()
+        # Allure's steps cost time even when nothing listens: use them only with an alluredir.
+        sinks: list[Recorder] = [AllureRecorder()] if alluredir(self.config) else []
         if self.audit is not None:
-            recorder = Recorders(recorder, AuditRecorder(self.audit, self.nodeid))
+            sinks.append(AuditRecorder(self.audit, self.nodeid))
+        recorder = Recorders(*sinks)
         self.context = Context(
             case=self.case, session=self.device_session, device=device, account=account, secrets=secrets,
             recorder=recorder, registry=suite.registry, get_sop=suite.get_sop, evidence=settings.evidence,

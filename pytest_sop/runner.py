@@ -139,8 +139,10 @@ def _check_text(ctx: Context, match: TextMatch, timeout: float) -> None:
     shown = ctx.shown(match.expected)
     seen: list[str] = []
 
+    by = ctx.by(match.locator)
+
     def ok() -> bool | None:
-        el = ctx.session.visible(ctx.by(match.locator))
+        el = ctx.session.visible(by)
         if el is None:
             return None
         actual = ctx.session.text_of(el)

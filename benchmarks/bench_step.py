@@ -1,0 +1,441 @@
+"""Benchmark: the marginal cost of one SOP step against the same Appium commands sent by hand.
+
+The claim under test (issue 3): with screenshots off (``--sop-evidence none``), the marginal
+cost of one SOP step on Appium's fake driver is within 10% of the same Appium commands sent
+by a plain appium-python-client loop on the same server (median of 3+ rounds, same run).
+
+One managed Appium 3 server (``ManagedAppium``, the fake driver from ``node_modules``) serves
+the whole benchmark. Each round runs four subprocesses, the sides interleaved (A N1, B N1, A N2, B N2; A alternates
+every round, and every other pair of rounds runs backwards):
+
+- ``sop``: ``python -m pytest --sop --sop-appium URL --sop-evidence none -q -p no:cacheprovider``
+  in a fresh subprocess, once on a suite whose one SOP has N1 steps, once with N2 steps;
+- ``plain``: a fresh ``python`` subprocess (this file, ``--plain-loop``) that creates a
+  session the way the plugin does (``webdriver.Remote`` + ``AppiumOptions``, same
+  capabilities), sends each step's commands with appium-python-client, and quits the
+  session; once with N1 steps, once with N2.
+
+Wall time of the whole subprocess is measured. The marginal cost of one step is the slope
+``(T(N2) - T(N1)) / (N2 - N1)``: interpreter start-up, plugin loading, collection of the
+fixed part and session creation cancel out. The steps cycle through a realistic mix, and
+the plain loop sends exactly the commands ``pytest_sop/runner.py`` and ``session.py`` send
+on the fake driver for each (first poll succeeds):
+
+===============================================  ============================================
+SOP step                                         Appium commands
+===============================================  ============================================
+``type: {into: {id: username}, text: user-K}``   find elements, displayed, clear, send keys
+``assert_text: {in: {id: username}, ...}``       find elements, displayed, get text
+``tap: {id: login_button}``                      find elements, displayed, click
+``assert_visible: {id: status_label}``           find elements, displayed
+===============================================  ============================================
+
+Usage::
+
+    python benchmarks/bench_step.py [--n1 20] [--n2 520] [--runs 9] [--write-docs] [--profile]
+
+Exit status: 0 if median(sop slope) / median(plain slope) <= 1.10, 1 if it is above, 2 if the
+benchmark itself broke (a run failed, or sessions were left open on the server).
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import datetime as dt
+import io
+import os
+import platform
+import pstats
+import re
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_DOCS = REPO / "docs" / "benchmarks.md"
+APP = REPO / "tests" / "apps" / "fake_app.xml"
+SECTION_TITLE = "## Step cost: one SOP step vs the same commands from appium-python-client"
+SECTION_RE = re.compile(r"^## Step cost\b.*$", re.MULTILINE)
+COLUMNS = (
+    "Round", "sop N1 (s)", "sop N2 (s)", "plain N1 (s)", "plain N2 (s)", "sop per step (ms)",
+    "plain per step (ms)", "Ratio", "sop CPU per step (ms)", "plain CPU per step (ms)",
+)  # fmt: skip
+HEAD = "| " + " | ".join(COLUMNS) + " |\n|" + "--:|" * len(COLUMNS)
+LIMIT = 1.10
+# The plugin's capabilities for this device: DEFAULT_CAPABILITIES + the device's own.
+CAPABILITIES: dict[str, object] = {
+    "appium:newCommandTimeout": 120,
+    "platformName": "Fake",
+    "appium:automationName": "Fake",
+    "appium:app": str(APP),
+}
+SOP_YAML = f"""\
+devices:
+  - id: bench-fake
+    platform: fake
+    capabilities:
+      platformName: Fake
+      appium:automationName: Fake
+      appium:app: {APP}
+"""
+MIX = ("type", "assert_text", "tap", "assert_visible")
+
+
+def sop_step(i: int) -> str:
+    """The i-th step of the SOP, as YAML."""
+    kind = MIX[i % len(MIX)]
+    k = i // len(MIX)
+    if kind == "type":
+        return f"  - type: {{into: {{id: username}}, text: user-{k}}}\n"
+    if kind == "assert_text":
+        return f"  - assert_text: {{in: {{id: username}}, equals: user-{k}}}\n"
+    if kind == "tap":
+        return "  - tap: {id: login_button}\n"
+    return "  - assert_visible: {id: status_label}\n"
+
+
+def write_suite(folder: Path, steps: int, lock_dir: Path) -> None:
+    folder.mkdir(parents=True)
+    (folder / "pytest.ini").write_text(f"[pytest]\nsop_lock_dir = {lock_dir}\n")
+    (folder / "sop.yaml").write_text(SOP_YAML)
+    body = "".join(sop_step(i) for i in range(steps))
+    (folder / "steps.sop.yaml").write_text(f"id: steps-{steps}\ntitle: {steps} steps\nsteps:\n{body}")
+
+
+# -- the plain client side (runs in its own subprocess) ----------------------------------
+
+
+def plain_loop(url: str, steps: int) -> int:
+    """Create a session like the plugin, send each step's commands, quit. Returns 0 if all held."""
+    from appium import webdriver
+    from appium.options.common import AppiumOptions
+
+    driver = webdriver.Remote(url, options=AppiumOptions().load_capabilities(dict(CAPABILITIES)))
+    try:
+
+        def visible(value: str) -> object:
+            # session.DeviceSession.visible: find elements, the first one displayed
+            for el in driver.find_elements("id", value):
+                if el.is_displayed():
+                    return el
+            raise AssertionError(f"{value} not visible")
+
+        for i in range(steps):
+            kind = MIX[i % len(MIX)]
+            k = i // len(MIX)
+            if kind == "type":
+                el = visible("username")
+                el.clear()  # type: ignore[attr-defined]
+                el.send_keys(f"user-{k}")  # type: ignore[attr-defined]
+            elif kind == "assert_text":
+                el = visible("username")
+                text = str(el.text)  # type: ignore[attr-defined]
+                if text.strip() != f"user-{k}":
+                    raise AssertionError(f"step {i}: text {text!r}")
+            elif kind == "tap":
+                visible("login_button").click()  # type: ignore[attr-defined]
+            else:
+                visible("status_label")
+    finally:
+        driver.quit()
+    print(f"plain: {steps} steps passed")
+    return 0
+
+
+# -- measuring ---------------------------------------------------------------------------
+
+
+@dataclass
+class Side:
+    name: str
+    times: dict[int, list[float]] = field(default_factory=dict)
+    slopes_ms: list[float] = field(default_factory=list)
+    cpu_ms: list[float] = field(default_factory=list)
+
+
+class BenchBroken(RuntimeError):
+    pass
+
+
+def sop_command(url: str) -> list[str]:
+    return [
+        sys.executable, "-m", "pytest", "--sop", "--sop-appium", url, "--sop-evidence", "none",
+        "-q", "-p", "no:cacheprovider",
+    ]  # fmt: skip
+
+
+def run_timed(cmd: list[str], cwd: Path, expect: str) -> float:
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+    env.pop("PYTEST_ADDOPTS", None)
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, check=False)
+    elapsed = time.perf_counter() - start
+    if proc.returncode != 0 or expect not in proc.stdout:
+        tail = proc.stdout[-3000:] + proc.stderr[-3000:]
+        raise BenchBroken(f"{' '.join(cmd)} (in {cwd}) exited {proc.returncode}:\n{tail}")
+    return elapsed
+
+
+def run_side(side: str, url: str, steps: int, suites: dict[int, Path]) -> float:
+    if side == "sop":
+        return run_timed(sop_command(url), suites[steps], "1 passed")
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--plain-loop", url, "--steps", str(steps)]
+    return run_timed(cmd, suites[steps], f"plain: {steps} steps passed")
+
+
+def check_no_sessions(url: str) -> None:
+    from pytest_sop.appium_server import open_sessions
+
+    left = open_sessions(url)
+    if left:
+        raise BenchBroken(f"{len(left)} session(s) left open on {url}")
+
+
+def profile_sop(url: str, suite: Path, top: int = 25) -> str:
+    """cProfile of a whole pytest run on ``suite`` (in this process), the plugin's hotspots first."""
+    import pytest
+
+    prof = cProfile.Profile()
+    cwd = os.getcwd()
+    os.chdir(suite)
+    try:
+        prof.enable()
+        code = pytest.main(["--sop", "--sop-appium", url, "--sop-evidence", "none", "-q", "-p", "no:cacheprovider"])
+        prof.disable()
+    finally:
+        os.chdir(cwd)
+    if code != 0:
+        raise BenchBroken(f"profiled run exited {code}")
+    out = io.StringIO()
+    stats = pstats.Stats(prof, stream=out)
+    stats.sort_stats("cumulative").print_stats(r"pytest_sop", top)
+    stats.sort_stats("tottime").print_stats(top)
+    return out.getvalue()
+
+
+# -- reporting ---------------------------------------------------------------------------
+
+
+def machine() -> str:
+    import appium.version
+    import pytest
+    import selenium
+
+    from pytest_sop import __version__ as plugin_version
+
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return (
+        f"{platform.system()} {platform.release()} ({platform.machine()}), {cpus} CPU(s) available; "
+        f"Python {platform.python_version()}, pytest {pytest.__version__}, pytest-sop {plugin_version}, "
+        f"Appium-Python-Client {appium.version.version}, selenium {selenium.__version__}"
+    )
+
+
+def appium_version(home: Path) -> str:
+    import json
+
+    try:
+        data = json.loads((home / "node_modules" / "appium" / "package.json").read_text())
+        fake = json.loads((home / "node_modules" / "@appium" / "fake-driver" / "package.json").read_text())
+        return f"Appium {data['version']}, fake driver {fake['version']}"
+    except (OSError, ValueError, KeyError):
+        return "Appium (version unknown)"
+
+
+def summary(sop: Side, plain: Side) -> tuple[float, float, float]:
+    s, p = statistics.median(sop.slopes_ms), statistics.median(plain.slopes_ms)
+    return s, p, s / p
+
+
+def render_section(args: argparse.Namespace, sop: Side, plain: Side, server: str) -> str:
+    s, p, ratio = summary(sop, plain)
+    verdict = "PASS" if ratio <= LIMIT else "FAIL"
+    n1, n2 = args.n1, args.n2
+    rows = []
+    for r in range(args.runs):
+        rows.append(
+            f"| {r + 1} | {sop.times[n1][r]:.3f} | {sop.times[n2][r]:.3f} | {plain.times[n1][r]:.3f} | "
+            f"{plain.times[n2][r]:.3f} | {sop.slopes_ms[r]:.2f} | {plain.slopes_ms[r]:.2f} | "
+            f"{sop.slopes_ms[r] / plain.slopes_ms[r]:.3f} | {sop.cpu_ms[r]:.2f} | {plain.cpu_ms[r]:.2f} |"
+        )
+    med = (
+        f"| **Median** | {statistics.median(sop.times[n1]):.3f} | {statistics.median(sop.times[n2]):.3f} | "
+        f"{statistics.median(plain.times[n1]):.3f} | {statistics.median(plain.times[n2]):.3f} | **{s:.2f}** | "
+        f"**{p:.2f}** | **{ratio:.3f}** | {statistics.median(sop.cpu_ms):.2f} | {statistics.median(plain.cpu_ms):.2f} |"
+    )
+    ratios = [a / b for a, b in zip(sop.slopes_ms, plain.slopes_ms, strict=True)]
+    per_round = statistics.median(ratios)
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    today = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    table = "\n".join(rows)
+    return f"""{SECTION_TITLE}
+
+Claim (issue 3): with screenshots off (`--sop-evidence none`), the marginal cost of one SOP
+step on the fake driver is within {LIMIT - 1:.0%} of the same Appium commands sent by a plain
+appium-python-client loop on the same server: ratio of median slopes <= {LIMIT:.2f}.
+
+- Date: {today}
+- Machine: {machine()}; {server}
+- One managed Appium server (`ManagedAppium`, log level debug, as the plugin starts it) for
+  every run. Rounds: {args.runs} measured (+{args.warmup} warm-up, not counted). A round is four
+  runs with the sides interleaved (A N1, B N1, A N2, B N2); which side is A alternates every
+  round, and every other pair of rounds runs the sequence backwards, so load that drifts
+  during a round (the host is shared) falls on both sides alike. Load average at the end: {load}.
+- `sop`: `python -m pytest --sop --sop-appium URL --sop-evidence none -q -p no:cacheprovider` in a
+  fresh subprocess on a suite whose one SOP has N1 = {n1} or N2 = {n2} steps (one case, one session).
+- `plain`: a fresh `python` subprocess that creates the session with `webdriver.Remote` and the
+  same capabilities, sends the same commands per step and quits (`bench_step.py --plain-loop`).
+- Steps cycle through `type` (find elements, displayed, clear, send keys), `assert_text` (find
+  elements, displayed, get text), `tap` (find elements, displayed, click) and `assert_visible`
+  (find elements, displayed): 3 Appium commands per step on average, the commands
+  `pytest_sop/runner.py` sends on the fake driver.
+- Per-step cost = (T(N2) - T(N1)) / (N2 - N1) of whole-process wall times: start-up, plugin
+  loading and session creation cancel out. The CPU columns are the same slope of the client
+  process's own CPU time (user + system, from `getrusage`), which host load barely moves: the
+  Python work each side does per step, not counting Appium's.
+
+{HEAD}
+{table}
+{med}
+
+Verdict: **{verdict}**: median SOP step {s:.2f} ms vs {p:.2f} ms for the same commands from
+appium-python-client, ratio {ratio:.3f} (limit {LIMIT:.2f}); per-round ratios: median
+{per_round:.3f}, range {min(ratios):.3f} to {max(ratios):.3f}.
+
+Reproduce:
+
+```sh
+python benchmarks/bench_step.py --n1 {n1} --n2 {n2} --runs {args.runs} --write-docs
+```
+"""
+
+
+def write_docs(path: Path, section: str) -> None:
+    """Replace this benchmark's ``## `` section in ``path``, keeping every other section."""
+    text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
+    match = SECTION_RE.search(text)
+    if match:
+        following = re.search(r"^## ", text[match.end() :], re.MULTILINE)
+        end = match.end() + following.start() if following else len(text)
+        text = text[: match.start()] + section.rstrip("\n") + ("\n\n" if following else "\n") + text[end:]
+    else:
+        text = text.rstrip("\n") + "\n\n" + section.rstrip("\n") + "\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + f".{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def rusage_children() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def schedule(round_: int, n1: int, n2: int) -> list[tuple[str, int]]:
+    """The round's runs, sides interleaved so that load drifting during a round hits both alike."""
+    first, second = ("sop", "plain") if round_ % 2 == 0 else ("plain", "sop")
+    runs = [(first, n1), (second, n1), (first, n2), (second, n2)]
+    return runs if (round_ // 2) % 2 == 0 else runs[::-1]
+
+
+def measure(args: argparse.Namespace, url: str, suites: dict[int, Path]) -> tuple[Side, Side]:
+    sop, plain = Side("sop"), Side("plain")
+    for s in (sop, plain):
+        s.times = {args.n1: [], args.n2: []}
+    for round_ in range(args.warmup + args.runs):
+        measured = round_ >= args.warmup
+        got: dict[tuple[str, int], float] = {}
+        cpu: dict[tuple[str, int], float] = {}
+        for name, n in schedule(round_, args.n1, args.n2):
+            before = rusage_children()
+            got[name, n] = run_side(name, url, n, suites)
+            cpu[name, n] = rusage_children() - before
+            check_no_sessions(url)
+        if not measured:
+            print("warm-up round: " + ", ".join(f"{k[0]} N={k[1]} {v:.3f}s" for k, v in got.items()), flush=True)
+            continue
+        for side in (sop, plain):
+            for n in (args.n1, args.n2):
+                side.times[n].append(got[side.name, n])
+            delta = args.n2 - args.n1
+            side.slopes_ms.append((got[side.name, args.n2] - got[side.name, args.n1]) / delta * 1000)
+            side.cpu_ms.append((cpu[side.name, args.n2] - cpu[side.name, args.n1]) / delta * 1000)
+        r = round_ - args.warmup + 1
+        n1, n2 = args.n1, args.n2
+        print(
+            f"round {r}: sop {sop.slopes_ms[-1]:.2f} ms/step ({got['sop', n1]:.3f}s / {got['sop', n2]:.3f}s), "
+            f"plain {plain.slopes_ms[-1]:.2f} ms/step ({got['plain', n1]:.3f}s / {got['plain', n2]:.3f}s), "
+            f"ratio {sop.slopes_ms[-1] / plain.slopes_ms[-1]:.3f}; client CPU/step sop {sop.cpu_ms[-1]:.2f} ms, "
+            f"plain {plain.cpu_ms[-1]:.2f} ms; load {os.getloadavg()[0]:.1f}",
+            flush=True,
+        )
+    return sop, plain
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--n1", type=int, default=20, help="steps of the short SOP (default 20)")
+    parser.add_argument("--n2", type=int, default=520, help="steps of the long SOP (default 520)")
+    parser.add_argument("--runs", type=int, default=9, help="measured rounds, at least 3 (default 9)")
+    parser.add_argument("--warmup", type=int, default=1, help="unmeasured rounds first (default 1)")
+    parser.add_argument("--write-docs", action="store_true", help="update this benchmark's section of the docs file")
+    parser.add_argument("--docs", type=Path, default=DEFAULT_DOCS, help=f"docs file (default {DEFAULT_DOCS})")
+    parser.add_argument("--profile", action="store_true", help="also print a cProfile of a pytest run of N2 steps")
+    parser.add_argument("--plain-loop", metavar="URL", help=argparse.SUPPRESS)
+    parser.add_argument("--steps", type=int, default=0, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.plain_loop:
+        return plain_loop(args.plain_loop, args.steps)
+    if args.runs < 3:
+        parser.error("--runs must be at least 3")
+    if not 0 < args.n1 < args.n2:
+        parser.error("need 0 < --n1 < --n2")
+
+    from pytest_sop.appium_server import ManagedAppium, find_appium_home
+
+    home = find_appium_home(REPO)
+    if home is None:
+        print("benchmark broken: no node_modules/appium (run npm ci)", file=sys.stderr)
+        return 2
+    with tempfile.TemporaryDirectory(prefix="bench-step-") as tmp:
+        root = Path(tmp)
+        suites = {n: root / f"suite-{n}" for n in (args.n1, args.n2)}
+        for n, folder in suites.items():
+            write_suite(folder, n, root / "locks")
+        server = ManagedAppium(home=home, log_path=root / "appium.log")
+        try:
+            url = server.start()
+            print(f"Appium at {url}; {appium_version(home)}", flush=True)
+            sop, plain = measure(args, url, suites)
+            profile = ""
+            s, p, ratio = summary(sop, plain)
+            ok = ratio <= LIMIT
+            if args.profile or not ok:
+                profile = profile_sop(url, suites[args.n2])
+        except BenchBroken as e:
+            print(f"benchmark broken: {e}", file=sys.stderr)
+            return 2
+        finally:
+            server.stop()
+
+    print()
+    print(f"machine: {machine()}")
+    print(f"per step (median of {args.runs}): sop {s:.2f} ms, plain appium-python-client {p:.2f} ms")
+    verdict = "PASS" if ok else "FAIL"
+    print(f"VERDICT: {verdict}: ratio {ratio:.3f} (limit {LIMIT:.2f})")
+    if profile:
+        print(f"\ncProfile of `pytest --sop` on {args.n2} steps:\n{profile}")
+    if args.write_docs:
+        write_docs(args.docs, render_section(args, sop, plain, appium_version(home)))
+        print(f"wrote {args.docs}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
