@@ -48,6 +48,24 @@ def find_appium_home(start: Path) -> Path | None:
     return None
 
 
+def installed_drivers(home: Path) -> dict[str, str]:
+    """Appium drivers installed as npm dependencies of ``home``: name -> version (as Appium finds them)."""
+    drivers: dict[str, str] = {}
+    try:
+        deps = json.loads((home / "package.json").read_text()).get("dependencies", {})
+    except (OSError, ValueError):
+        return drivers
+    for dep in deps:
+        try:
+            meta = json.loads((home / "node_modules" / dep / "package.json").read_text())
+        except (OSError, ValueError):
+            continue
+        name = (meta.get("appium") or {}).get("driverName")
+        if name:
+            drivers[str(name)] = str(meta.get("version", "?"))
+    return drivers
+
+
 def status(url: str, timeout: float = 2.0) -> dict[str, object] | None:
     """Appium's ``GET /status`` value, or None when nothing answers."""
     try:

@@ -105,10 +105,11 @@ class SopItem(pytest.Item):
         self.secrets = secrets = Secrets()
         self.audit = open_audit(self.config, secrets.mask)
         sop = self.case.sop
+        self.allure_labels()  # first: a case skipped by policy is labelled too
         self.lease = self.take_lease()
         device, account = self.lease.device, self.lease.account
         self.record("lease", device=device.id, account=account.id if account else None, waited=self.lease.waited)
-        self.allure_labels(device.id, account.id if account else None)
+        AllureRecorder().add_labels([("device", device.id)] + ([("account", account.id)] if account else []))
         app = suite.config.apps.get(sop.app) if sop.app else None
         caps = capabilities(device, app, secrets.resolve, device_position(suite.config, device))
         endpoint = self.config.stash[appium_key].endpoint(device, suite.config)
@@ -172,20 +173,17 @@ class SopItem(pytest.Item):
         if self.audit is not None:
             self.audit.append(event, case=self.nodeid, sop=self.case.sop.id, **who_where(self.config), **fields)
 
-    def allure_labels(self, device: str, account: str | None) -> None:
+    def allure_labels(self) -> None:
         from .recorders import AllureRecorder
 
         sop = self.case.sop
         operator = self.config.stash[settings_key].operator
         suite_dir = os.path.dirname(os.path.abspath(get_suite(self.config).config.path or "sop.yaml"))
-        labels = labels_for(self.case, device, account, operator, os.path.basename(suite_dir) or "SOPs")
-        AllureRecorder().describe_case(
-            # allure-pytest adds the tag and framework labels itself, from the marks
-            [(name, value) for name, value in labels if name not in ("tag", "framework")],
-            title=f"{sop.title} [{self.case.case_id}]" if self.case.case_id else sop.title,
-            description=sop.description,
-            link=(Path(sop.path).resolve().as_uri(), f"SOP file {sop.path}"),
-        )
+        labels = labels_for(self.case, None, None, operator, os.path.basename(suite_dir) or "SOPs")
+        allure = AllureRecorder()
+        # allure-pytest adds the tag and framework labels itself, from the marks
+        allure.add_labels([(name, value) for name, value in labels if name not in ("tag", "framework")])
+        allure.identify_case(self.case.case_id, (Path(sop.path).resolve().as_uri(), f"SOP file {sop.path}"))
 
     def record_report(self, report: pytest.TestReport) -> None:
         """The case's outcome, once per phase that decides it."""
@@ -195,9 +193,13 @@ class SopItem(pytest.Item):
             self.record("outcome", phase=report.when, outcome=outcome, message=message)
 
     def runtest(self) -> None:
+        from .recorders import AllureRecorder
         from .runner import run_case
 
         assert self.context is not None
+        sop = self.case.sop
+        # Set now, not in setup: allure-pytest writes its own description after setup.
+        AllureRecorder().describe("\n\n".join(t for t in (sop.title, sop.description) if t))
         try:
             run_case(self.context)
         except AwaitingApproval as e:

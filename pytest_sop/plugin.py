@@ -40,6 +40,9 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[appium_key] = AppiumService(config)
     init_run(config)
     guard_library_logs()
+    if hasattr(config, "workerinput") and getattr(config.option, "clean_alluredir", False):
+        # The controller cleaned it; a worker (or one xdist starts after a crash) must not.
+        config.option.clean_alluredir = False
     if config.pluginmanager.hasplugin("xdist") and not hasattr(config, "workerinput"):
         config.pluginmanager.register(XdistHooks(config), "sop-xdist")
     if not settings.enabled:
@@ -67,7 +70,8 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     config = session.config
     if config.stash[settings_key].enabled and not config.stash[settings_key].dry_run:
         service = config.stash[appium_key]
-        config.stash[timeline_key] = write_run_files(config, service.url) or ""
+        wanted = service.wanted(get_suite(config).config)
+        config.stash[timeline_key] = write_run_files(config, service.url if wanted == "local" else wanted) or ""
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:

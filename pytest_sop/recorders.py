@@ -43,16 +43,18 @@ class AllureRecorder(Recorder):
     def attach(self, name: str, body: bytes | str, mime: str, extension: str) -> None:
         self._allure.attach(body, name=name, attachment_type=mime, extension=extension)
 
-    def describe_case(
-        self, labels: list[tuple[str, str]], *, title: str, description: str, link: tuple[str, str]
-    ) -> None:
-        dynamic = self._allure.dynamic
+    def add_labels(self, labels: list[tuple[str, str]]) -> None:
         for name, value in labels:
-            dynamic.label(name, value)
-        dynamic.title(title)
-        if description:
-            dynamic.description(description)
-        dynamic.link(link[0], name=link[1])
+            self._allure.dynamic.label(name, value)
+
+    def identify_case(self, case_id: str, link: tuple[str, str]) -> None:
+        """The case id as a parameter (Allure's history id then tells the cases of one SOP apart)."""
+        if case_id:
+            self._allure.dynamic.parameter("case", case_id)
+        self._allure.dynamic.link(link[0], name=link[1])
+
+    def describe(self, text: str) -> None:
+        self._allure.dynamic.description(text)
 
 
 class Recorders(Recorder):

@@ -83,8 +83,8 @@ class Context:
         return render(t, self.lookup, reveal=self.secrets.reveal)
 
     def shown(self, t: Template) -> str:
-        """The value as reports may show it: secrets are ***."""
-        return render(t, self.lookup)
+        """The value as reports may show it: secrets are ***, also when read back from the screen."""
+        return self.secrets.mask(render(t, self.lookup))
 
     def by(self, loc: Locator) -> tuple[str, str]:
         return self.session.by(loc, self.text(loc.value))
@@ -102,7 +102,7 @@ class Context:
             else:
                 params[k] = str(v)
         title = step.name or f"{step.action} {describe_params(step, self.lookup)}".rstrip()
-        return title, params
+        return self.secrets.mask(title), params
 
     @property
     def sop(self) -> Sop:
@@ -445,8 +445,10 @@ def on_failure(ctx: Context) -> None:
     if sop.on_failure:
         with ctx.recorder.step("on_failure"):
             for step in sop.on_failure:
+                title, params = ctx.describe(step)
                 try:
-                    _execute(ctx, step)
+                    with ctx.recorder.step(title, params):
+                        _execute(ctx, step)
                 except SopError as e:
                     ctx.recorder.attach(f"on_failure {step.action} failed", str(e), "text/plain", "txt")
     if ctx.evidence == "none":

@@ -24,7 +24,7 @@ from .allure_meta import (
     write_json_atomic,
     write_text_atomic,
 )
-from .appium_server import status
+from .appium_server import find_appium_home, installed_drivers, status
 from .audit import AuditLog
 from .config import settings_key
 from .leasing import LeasePool
@@ -95,7 +95,8 @@ def write_run_files(config: pytest.Config, appium_url: str | None) -> str | None
     if results is None or hasattr(config, "workerinput"):
         return None
     Path(results).mkdir(parents=True, exist_ok=True)
-    env = collect_environment(status(appium_url) if appium_url else None, None)
+    home = find_appium_home(Path(config.rootpath))
+    env = collect_environment(status(appium_url) if appium_url else None, installed_drivers(home) if home else None)
     env["Host"] = platform.node()
     write_text_atomic(os.path.join(results, "environment.properties"), environment_properties(env))
     write_json_atomic(os.path.join(results, "categories.json"), categories())

@@ -115,8 +115,8 @@ class DeviceSession:
         except WebDriverException as e:
             # Appium may echo capabilities, and they may hold secrets.
             raise DeviceError(device.id, mask(f"session not created on {endpoint}: {appium_reason(e)}")) from None
-        except OSError as e:
-            raise DeviceError(device.id, f"Appium at {endpoint} cannot be reached: {e}") from None
+        except (OSError, HTTPError) as e:
+            raise DeviceError(device.id, mask(f"Appium at {endpoint} cannot be reached: {e}")) from None
         return cls(device, app, endpoint, driver, kind_of(caps))
 
     @property
