@@ -36,6 +36,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from docs_section import write_section
+
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_DOCS = REPO / "docs" / "benchmarks.md"
 SECTION_RE = re.compile(r"^## Collection: [\d,]+ SOP files vs [\d,]+ Python test files[ \t]*$", re.MULTILINE)
@@ -353,22 +355,6 @@ python benchmarks/bench_collect.py --files {files} --runs {runs} --write-docs
 """
 
 
-def write_docs(path: Path, section: str) -> None:
-    """Replace this benchmark's ``## `` section in ``path``, keeping every other section."""
-    text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
-    match = SECTION_RE.search(text)
-    if match:
-        following = re.search(r"^## ", text[match.end() :], re.MULTILINE)
-        end = match.end() + following.start() if following else len(text)
-        text = text[: match.start()] + section.rstrip("\n") + ("\n\n" if following else "\n") + text[end:]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section.rstrip("\n") + "\n"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--files", type=int, default=1000, help="files per side (default 1000)")
@@ -407,7 +393,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{'takes no longer than' if ok else 'takes LONGER than'} collecting {args.files} Python test files"
     )
     if args.write_docs:
-        write_docs(args.docs, render_section(args.files, args.runs, args.warmup, results, s))
+        write_section(args.docs, render_section(args.files, args.runs, args.warmup, results, s), SECTION_RE)
         print(f"wrote {args.docs}")
     return 0 if ok else 1
 

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import filelock
+from docs_section import write_section
 from filelock import FileLock
 
 from pytest_sop import __version__ as plugin_version
@@ -156,22 +157,6 @@ python benchmarks/bench_lease.py --iterations {iterations} --runs {runs} --write
 """
 
 
-def write_docs(path: Path, section: str) -> None:
-    """Replace this benchmark's ``## `` section in ``path``, keeping every other section."""
-    text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
-    match = SECTION_RE.search(text)
-    if match:
-        following = re.search(r"^## ", text[match.end() :], re.MULTILINE)
-        end = match.end() + following.start() if following else len(text)
-        text = text[: match.start()] + section.rstrip("\n") + ("\n\n" if following else "\n") + text[end:]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section.rstrip("\n") + "\n"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + f".{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def filesystem(path: Path) -> str:
     """The mount's filesystem type (Linux), for the record."""
     best, kind = "", "unknown filesystem"
@@ -228,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     verdict = "PASS" if ok else "FAIL"
     print(f"VERDICT: {verdict}: device + account lease median {median_ms:.3f} ms (limit {LIMIT_MS} ms)")
     if args.write_docs:
-        write_docs(args.docs, render_section(args.iterations, args.runs, args.warmup, results, fs))
+        write_section(args.docs, render_section(args.iterations, args.runs, args.warmup, results, fs), SECTION_RE)
         print(f"wrote {args.docs}")
     return 0 if ok else 1
 

@@ -49,6 +49,8 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from docs_section import write_section
+
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_DOCS = REPO / "docs" / "benchmarks.md"
 APP = REPO / "tests" / "apps" / "fake_app.xml"
@@ -303,22 +305,6 @@ python benchmarks/bench_parallel.py --runs {args.runs} --wait {args.wait:g} --se
 """
 
 
-def write_docs(path: Path, section: str) -> None:
-    """Replace this benchmark's ``## `` section in ``path``, keeping every other section."""
-    text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
-    match = SECTION_RE.search(text)
-    if match:
-        following = re.search(r"^## ", text[match.end() :], re.MULTILINE)
-        end = match.end() + following.start() if following else len(text)
-        text = text[: match.start()] + section.rstrip("\n") + ("\n\n" if following else "\n") + text[end:]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section.rstrip("\n") + "\n"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + f".{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--runs", type=int, default=5, help="measured rounds, at least 3 (default 5)")
@@ -367,7 +353,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"with the quickest start-up of any round: wall / ideal = {res.strict_ratio:.3f}")
     print(f"VERDICT: {'PASS' if ok else 'FAIL'}: wall / ideal = {ratio:.3f} (limit {LIMIT})")
     if args.write_docs:
-        write_docs(args.docs, render_section(args, res, appium_version(home)))
+        write_section(args.docs, render_section(args, res, appium_version(home)), SECTION_RE)
         print(f"wrote {args.docs}")
     return 0 if ok else 1
 

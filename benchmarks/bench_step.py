@@ -57,6 +57,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from docs_section import write_section
+
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_DOCS = REPO / "docs" / "benchmarks.md"
 APP = REPO / "tests" / "apps" / "fake_app.xml"
@@ -316,22 +318,6 @@ python benchmarks/bench_step.py --n1 {n1} --n2 {n2} --runs {args.runs} --write-d
 """
 
 
-def write_docs(path: Path, section: str) -> None:
-    """Replace this benchmark's ``## `` section in ``path``, keeping every other section."""
-    text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
-    match = SECTION_RE.search(text)
-    if match:
-        following = re.search(r"^## ", text[match.end() :], re.MULTILINE)
-        end = match.end() + following.start() if following else len(text)
-        text = text[: match.start()] + section.rstrip("\n") + ("\n\n" if following else "\n") + text[end:]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section.rstrip("\n") + "\n"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + f".{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def rusage_children() -> float:
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
@@ -432,7 +418,7 @@ def main(argv: list[str] | None = None) -> int:
     if profile:
         print(f"\ncProfile of `pytest --sop` on {args.n2} steps:\n{profile}")
     if args.write_docs:
-        write_docs(args.docs, render_section(args, sop, plain, appium_version(home)))
+        write_section(args.docs, render_section(args, sop, plain, appium_version(home)), SECTION_RE)
         print(f"wrote {args.docs}")
     return 0 if ok else 1
 
