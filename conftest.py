@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from filelock import FileLock
 
 from pytest_sop.appium_server import ManagedAppium, find_appium_home, open_sessions
 
@@ -28,3 +34,36 @@ def appium_url(appium_server: ManagedAppium) -> Iterator[str]:
     """The shared server's URL; every test must leave no session open on it."""
     yield appium_server.url
     assert open_sessions(appium_server.url) == []
+
+
+@dataclass(frozen=True)
+class ExampleRun:
+    returncode: int
+    output: str
+    results: Path
+
+
+def _run_example_suite(folder: Path) -> ExampleRun:
+    """README command 1's run: the example suite on its two demo phones, one worker per phone."""
+    results = folder / "allure-results"
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "--sop", "-n", "auto", "-p", "no:cacheprovider", f"--alluredir={results}"],
+        cwd=ROOT / "example_suite", capture_output=True, text=True, timeout=1200,
+    )  # fmt: skip
+    (folder / "run.json").write_text(json.dumps({"returncode": run.returncode, "output": run.stdout + run.stderr}))
+    return ExampleRun(run.returncode, run.stdout + run.stderr, results)
+
+
+@pytest.fixture(scope="session")
+def example_run(tmp_path_factory: pytest.TempPathFactory) -> ExampleRun:
+    """The example suite, run once per test run and shared by xdist workers (its demo app has a fixed port)."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return _run_example_suite(tmp_path_factory.mktemp("example"))
+    shared = tmp_path_factory.getbasetemp().parent / "example-run"
+    with FileLock(str(shared) + ".lock"):
+        done = shared / "run.json"
+        if done.exists():
+            data = json.loads(done.read_text())
+            return ExampleRun(data["returncode"], data["output"], shared / "allure-results")
+        shared.mkdir(exist_ok=True)
+        return _run_example_suite(shared)

@@ -426,6 +426,7 @@ def run_case(ctx: Context) -> None:
             if attempt == attempts:
                 raise
             ctx.recorder.attach(f"attempt {attempt} failed", str(e), "text/plain", "txt")
+            ctx.session.reset_app()  # the next attempt starts where a new session would
 
 
 def _run_once(ctx: Context) -> None:

@@ -21,6 +21,7 @@ from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webelement import WebElement
 from urllib3.exceptions import HTTPError
 
+from .appium_server import free_port
 from .errors import DeviceError, SopError
 from .model import App, Device, Locator, SuiteConfig
 
@@ -80,7 +81,6 @@ def device_position(config: SuiteConfig, device: Device) -> int:
 PORT_BASES = {
     "android": {"appium:systemPort": 8200, "appium:mjpegServerPort": 7810, "appium:chromedriverPort": 9600},
     "ios": {"appium:wdaLocalPort": 8100, "appium:mjpegServerPort": 9100},
-    "web": {"appium:chromedriverPort": 9515},
 }
 
 
@@ -93,6 +93,10 @@ def capabilities(device: Device, app: App | None, resolve: Callable[[Any], Any],
     caps = {k: resolve(v) for k, v in caps.items()}
     for name, base in PORT_BASES.get(kind_of(caps), {}).items():
         caps.setdefault(name, base + position)
+    if kind_of(caps) == "web":
+        # An emulated phone is a browser any pool may name: its chromedriver gets a free port,
+        # since Appium ends whatever chromedriver already listens on the one it is given.
+        caps.setdefault("appium:chromedriverPort", free_port())
     return caps
 
 

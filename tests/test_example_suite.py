@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +12,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "example_suite"))
 from demo_app import DemoServer, serve  # noqa: E402
+
+from conftest import ExampleRun  # noqa: E402
 
 CHROMIUM_CONFIG = """\
 apps:
@@ -72,13 +73,9 @@ def test_wrong_text_and_secret_on_chromium(pytester: pytest.Pytester, appium_url
     assert "s3cret-canary-77" not in result.stdout.str()
 
 
-def test_example_suite_passes(tmp_path: Path) -> None:
-    """README command 1's run: the whole example suite, on a real Appium server it manages itself."""
-    result = subprocess.run(
-        [sys.executable, "-m", "pytest", "--sop", "-p", "no:cacheprovider", "--alluredir", str(tmp_path / "allure")],
-        cwd=ROOT / "example_suite", capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
-    assert " 9 passed" in result.stdout
-    statuses = [json.loads(p.read_text())["status"] for p in (tmp_path / "allure").glob("*-result.json")]
+def test_example_suite_passes(example_run: ExampleRun) -> None:
+    """README command 1's run: the whole example suite, on a real Appium server it manages itself, -n auto."""
+    assert example_run.returncode == 0, example_run.output[-5000:]
+    assert " 9 passed" in example_run.output
+    statuses = [json.loads(p.read_text())["status"] for p in example_run.results.glob("*-result.json")]
     assert statuses == ["passed"] * 9

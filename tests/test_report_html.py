@@ -1,0 +1,206 @@
+"""The example suite's Allure 3 report, built with the pinned CLI and read the way a person reads it.
+
+The single-file report is opened from disk in headless Chromium through a real Appium session;
+every check goes through the rendered page (its text, clicks into a case, a loaded image), never
+through the result files' names.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+import yaml
+from appium import webdriver
+from appium.options.common import AppiumOptions
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webelement import WebElement
+
+from pytest_sop.appium_server import ManagedAppium, find_appium_home, free_port, open_sessions
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+from test_example_suite import CHROMIUM_CONFIG  # noqa: E402
+
+from conftest import ExampleRun  # noqa: E402
+
+pytestmark = pytest.mark.appium
+
+T = TypeVar("T")
+EXAMPLE_CASES = 9  # sign-in, sign-out-and-back, compose-validation, scroll-feed, change-settings, 4 x publish-post
+# A section of the results tree that is not expanded has no tree content beside it.
+COLLAPSED = (
+    "//div[@data-testid='tree-section'][not(following-sibling::div[@data-testid='tree-content'])]"
+    "/span[@data-testid='tree-section-title']"
+)
+SIGN_IN_STEPS = [
+    "launch_app",
+    "wait_for {id: username}",
+    "type into={id: username} text='pub?'",
+    "type into={id: password} text='***'",
+    "tap {text: Sign in}",
+    "wait_for {id: whoami}",
+    "assert_text in={id: whoami} equals='pub?'",
+    "done_when visible {id: compose}",
+]
+
+
+def poll(what: str, fn: Callable[[], T | None], timeout: float = 60.0) -> T:
+    """``fn()`` once it is truthy; the SPA renders after the page has loaded, so everything waits."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = fn()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the report did not show {what} within {timeout:g}s")
+        time.sleep(0.25)
+
+
+def build_report(run: ExampleRun, out: Path) -> Path:
+    """The single-file Allure 3 report of the example suite's run."""
+    # A flaky case still belongs in the report; a run that did not get to every case does not.
+    assert run.returncode in (0, 1), run.output[-5000:]
+    assert len(list(run.results.glob("*-result.json"))) == EXAMPLE_CASES, run.output[-3000:]
+    build = subprocess.run(
+        [str(ROOT / "node_modules" / ".bin" / "allure"), "generate", str(run.results), "-o", str(out),
+         "--config", str(ROOT / "example_suite" / "allurerc.json")],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert build.returncode == 0, build.stdout + build.stderr
+    assert [p.name for p in out.glob("*.html")] == ["index.html"]  # one file, openable from disk
+    return out / "index.html"
+
+
+@pytest.fixture(scope="session")
+def report(example_run: ExampleRun, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The report of the shared example run, built once per worker."""
+    return build_report(example_run, tmp_path_factory.mktemp("allure-report"))
+
+
+@pytest.fixture(scope="session")
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """Headless Chromium, desktop-sized, with the capabilities the example tests use on Chromium.
+
+    Its Appium server is its own: the shared one must have no session open between tests."""
+    home = find_appium_home(ROOT)
+    assert home is not None, "Appium is not installed: run `npm ci`"
+    server = ManagedAppium(home, tmp_path_factory.mktemp("report-appium") / "appium.log")
+    server.start()
+    caps = yaml.safe_load(CHROMIUM_CONFIG.format(url="unused"))["devices"][0]["capabilities"]
+    chrome = caps["goog:chromeOptions"]
+    del chrome["mobileEmulation"]
+    chrome["args"] = [*chrome["args"], "--window-size=1400,1000"]
+    caps["appium:chromedriverPort"] = free_port()  # a port of its own: Appium ends any chromedriver on its port
+    try:
+        driver = webdriver.Remote(server.url, options=AppiumOptions().load_capabilities(caps))
+        try:
+            yield driver
+        finally:
+            driver.quit()
+        assert open_sessions(server.url) == []
+    finally:
+        server.stop()
+
+
+def open_report(driver: Any, index: Path) -> None:
+    driver.get("about:blank")
+    driver.get(index.as_uri())
+    poll("its results tree", lambda: driver.find_elements(By.CSS_SELECTOR, "[data-testid=tree-section-title]"))
+
+
+def expand_tree(driver: Any) -> list[WebElement]:
+    """Click every folded section of the results tree open; the case titles it then lists."""
+    for _ in range(10):
+        folded = driver.find_elements(By.XPATH, COLLAPSED)
+        if not folded:
+            break
+        for title in folded:
+            title.click()
+        time.sleep(0.3)
+    return poll("case titles", lambda: driver.find_elements(By.CSS_SELECTOR, "[data-testid=tree-leaf-title]"))
+
+
+def open_case(driver: Any, index: Path, name: Callable[[str], bool]) -> None:
+    open_report(driver, index)
+    leaves = [leaf for leaf in expand_tree(driver) if name(leaf.text)]
+    assert leaves, [leaf.text for leaf in expand_tree(driver)]
+    leaves[0].click()
+    poll("the case's steps", lambda: driver.find_elements(By.CSS_SELECTOR, "[data-testid=test-result-steps-root]"))
+    toggle = driver.find_element(By.CSS_SELECTOR, "[data-testid=test-result-steps-subtree-toggle]")
+    toggle.click()  # unfold every step, nested ones too
+
+
+def step_titles(driver: Any) -> list[str]:
+    return [e.text for e in driver.find_elements(By.CSS_SELECTOR, "[data-testid=test-result-step-title]")]
+
+
+def matches(pattern: list[str], titles: list[str]) -> bool:
+    """``titles`` equals ``pattern`` where ``?`` in the pattern stands for any one character."""
+    return len(pattern) == len(titles) and all(
+        len(p) == len(t) and all(a in ("?", b) for a, b in zip(p, t, strict=True))
+        for p, t in zip(pattern, titles, strict=True)
+    )
+
+
+def test_report_lists_every_example_sop(report: Path, browser: Any) -> None:
+    open_report(browser, report)
+    cases = {leaf.text for leaf in expand_tree(browser)}
+    for name in ("sign-in", "sign-out-and-back", "compose-validation", "scroll-feed", "change-settings"):
+        assert name in cases, cases
+    assert any(case.startswith("publish-post[") for case in cases), cases
+    sections = {e.text for e in browser.find_elements(By.CSS_SELECTOR, "[data-testid=tree-section-title]")}
+    assert {f"{name}.sop.yaml" for name in ("sign-in", "sign-out", "publish-post", "settings")} <= sections
+    # The overview names what the run ran on, from environment.properties.
+    body = browser.find_element(By.TAG_NAME, "body").text
+    assert "pytest-sop" in body and "Appium.server" in body
+
+
+def test_report_lists_every_case_of_a_sop_with_inputs_and_accounts(report: Path, browser: Any) -> None:
+    open_report(browser, report)
+    cases = sorted(leaf.text for leaf in expand_tree(browser))
+    publish = [case for case in cases if case.startswith("publish-post[")]
+    assert publish == [f"publish-post[{row}-publisher-{n}]" for row in ("cat", "sunset") for n in (1, 2)]
+    assert len(cases) == EXAMPLE_CASES
+
+
+def test_report_shows_a_cases_steps_and_labels(report: Path, browser: Any) -> None:
+    open_case(browser, report, lambda name: name == "sign-in")
+
+    def all_steps() -> list[str] | None:
+        titles = step_titles(browser)
+        return titles if len(titles) >= len(SIGN_IN_STEPS) else None
+
+    titles = poll("every step of sign-in", all_steps)
+    assert matches(SIGN_IN_STEPS, titles), titles
+    body = browser.find_element(By.TAG_NAME, "body").text
+    for label in ("sop\nsign-in", "owner\nsocial-ops", "severity\nblocker"):
+        assert label in body, body[:3000]
+    assert "device\n" in body and "account\npublisher-" in body and "SOP file sops/sign-in.sop.yaml" in body
+
+
+def test_report_shows_a_screenshot(report: Path, browser: Any) -> None:
+    """publish-post takes a screenshot named 'posted': opened in the report, it is a loaded picture."""
+    open_case(browser, report, lambda name: name.startswith("publish-post["))
+    poll("the screenshot step", lambda: "screenshot 'posted'" in step_titles(browser))
+    headers = browser.find_elements(By.CSS_SELECTOR, "[data-testid=test-result-attachment-header]")
+    posted = [h for h in headers if "posted" in h.text.split("\n") and "image/png" in h.text]
+    assert posted, [h.text for h in headers]
+    browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", posted[-1])
+    posted[-1].click()
+
+    def loaded() -> list[dict[str, Any]] | None:
+        shown = browser.execute_script(
+            "return [...document.querySelectorAll('[data-testid=test-result-attachment] img')].map(i => "
+            "({src: i.src.slice(0, 5), width: i.naturalWidth, height: i.naturalHeight, done: i.complete}))"
+        )
+        return [img for img in shown if img["done"] and img["width"] > 0] or None
+
+    images = poll("the screenshot, loaded", loaded)
+    assert all(img["src"] in ("blob:", "data:") for img in images), images
+    assert all(img["height"] > img["width"] > 0 for img in images), images  # a phone-shaped screen
