@@ -95,3 +95,9 @@ def test_lint_loads_project_actions_with_plugin(tmp_path: Path) -> None:
         cwd=tmp_path, capture_output=True, text=True, env={"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin"},
     )  # fmt: skip
     assert env_run.returncode == 0, env_run.stdout + env_run.stderr
+
+
+def test_the_schema_the_examples_point_at_is_current() -> None:
+    """Example SOPs name docs/sop.schema.json for their editors; it must match the registry."""
+    committed = json.loads((ROOT / "docs" / "sop.schema.json").read_text())
+    assert committed == build_schema(build_registry()), "run: pytest-sop schema -o docs/sop.schema.json"
