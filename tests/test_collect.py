@@ -142,3 +142,20 @@ def test_project_actions_from_a_hook(pytester: pytest.Pytester) -> None:
     )
     result = pytester.runpytest("--sop", "--collect-only", "-q")
     result.stdout.fnmatch_lines(["s.sop.yaml:5:12: steps[1].shake: expected a whole number, got text"])
+
+
+def test_project_actions_from_an_entry_point(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An installed package's ``pytest_sop.actions`` entry point adds actions without any conftest."""
+    site = pytester.path / "site"
+    (site / "shake_actions").mkdir(parents=True)
+    (site / "shake_actions" / "__init__.py").write_text(
+        "from pytest_sop import ActionSpec\nSHAKE = ActionSpec('shake', 'Shake the phone.')\n"
+    )
+    dist = site / "shake_actions-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: shake-actions\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text("[pytest_sop.actions]\nshake = shake_actions:SHAKE\n")
+    write_suite(pytester, {"s.sop.yaml": "id: shaker\nallowed_actions: [shake]\nsteps: [shake]\n"})
+    monkeypatch.setenv("PYTHONPATH", str(site))
+    result = pytester.runpytest_subprocess("--sop", "--collect-only", "-q")
+    result.stdout.fnmatch_lines(["s.sop.yaml::shaker", "1 test collected*"])

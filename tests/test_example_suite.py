@@ -77,5 +77,6 @@ def test_example_suite_passes(example_run: ExampleRun) -> None:
     """README command 1's run: the whole example suite, on a real Appium server it manages itself, -n auto."""
     assert example_run.returncode == 0, example_run.output[-5000:]
     assert " 9 passed" in example_run.output
+    assert "created: 2/2 workers" in example_run.output  # -n auto: one worker per demo phone
     statuses = [json.loads(p.read_text())["status"] for p in example_run.results.glob("*-result.json")]
     assert statuses == ["passed"] * 9
