@@ -76,7 +76,17 @@ def test_wrong_text_and_secret_on_chromium(pytester: pytest.Pytester, appium_url
 def test_example_suite_passes(example_run: ExampleRun) -> None:
     """README command 1's run: the whole example suite, on a real Appium server it manages itself, -n auto."""
     assert example_run.returncode == 0, example_run.output[-5000:]
-    assert " 9 passed" in example_run.output
+    assert " 10 passed" in example_run.output
     assert "created: 2/2 workers" in example_run.output  # -n auto: one worker per demo phone
     statuses = [json.loads(p.read_text())["status"] for p in example_run.results.glob("*-result.json")]
-    assert statuses == ["passed"] * 9
+    assert statuses == ["passed"] * 10
+
+
+def test_example_suite_checkpoint_used_the_leads_approval(example_run: ExampleRun) -> None:
+    """review-post passed its approve step on demo-lead's decision, and the audit log says so."""
+    events = [json.loads(line) for line in (example_run.results / "sop-audit.jsonl").read_text().splitlines()]
+    approvals = [e for e in events if e["event"] == "approval"]
+    assert [(e["sop"], e["checkpoint"], e["decision"], e["by"]) for e in approvals] == [
+        ("review-post", "announcement-ok", "approved", "demo-lead")
+    ]
+    assert {e["operator"] for e in events if e["event"] == "lease"} == {"demo-operator"}

@@ -32,7 +32,7 @@ from conftest import ExampleRun  # noqa: E402
 pytestmark = pytest.mark.appium
 
 T = TypeVar("T")
-EXAMPLE_CASES = 9  # sign-in, sign-out-and-back, compose-validation, scroll-feed, change-settings, 4 x publish-post
+EXAMPLE_CASES = 10  # sign-in, sign-out-and-back, compose-validation, scroll-feed, change-settings, review-post, 4 x publish-post
 # A section of the results tree that is not expanded has no tree content beside it.
 COLLAPSED = (
     "//div[@data-testid='tree-section'][not(following-sibling::div[@data-testid='tree-content'])]"
