@@ -231,23 +231,18 @@ def do_save_text(ctx: Context, step: Step) -> None:
 
 
 def do_scroll_to(ctx: Context, step: Step) -> None:
+    """Bring an element into view: scrolled to directly on the web, swiped towards on a phone."""
     loc = step.params["locator"]
     by = ctx.by(loc)
     deadline = time.monotonic() + _timeout(step)
-    while True:
-        if ctx.session.visible(by) is not None:
-            found = ctx.session.find_all(by)
-            if ctx.session.kind == "web" and found:
-                ctx.session.scroll_into_view(found[0])
-            return
+    while ctx.session.visible(by) is None:
+        if time.monotonic() > deadline:
+            _wait_visible(ctx, loc, 0)  # fails, naming what is on screen instead
         found = ctx.session.find_all(by)
         if found and ctx.session.kind == "web":
             ctx.session.scroll_into_view(found[0])
         else:
             ctx.session.swipe("up")
-        if time.monotonic() > deadline:
-            _wait_visible(ctx, loc, 0)
-            return
 
 
 def do_wait(ctx: Context, step: Step) -> None:
