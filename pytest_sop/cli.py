@@ -1,4 +1,4 @@
-"""The ``pytest-sop`` command: lint, schema, leases, approve, audit verify (more subcommands join as they land)."""
+"""The ``pytest-sop`` command: lint, schema, leases, approve, exceptions, audit verify."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import sys
 from collections.abc import Sequence
 
 from .actions import build_registry
-from .errors import SopInvalid
+from .errors import SopError, SopInvalid
 from .schema import build_schema
 from .suite import Suite
 from .suiteconfig import load_config
@@ -117,6 +117,37 @@ def cmd_approve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ledger(args: argparse.Namespace) -> str:
+    if args.ledger:
+        return str(args.ledger)
+    config = find_config(".")
+    return os.path.join(os.path.dirname(config) if config else ".", ".sop", "ledger.sqlite")
+
+
+def cmd_exceptions_list(args: argparse.Namespace) -> int:
+    from .ledger import Ledger, format_exceptions
+
+    path = _ledger(args)
+    if not os.path.exists(path):
+        print(f"no ledger at {path}: nothing has run yet", file=sys.stderr)
+        records = []
+    else:
+        records = Ledger(path, create=False).exceptions(open_only=args.open, escalated_only=args.escalated)
+    if args.json:
+        print(json.dumps([r.to_json() for r in records], indent=2))
+    else:
+        print(format_exceptions(records))
+    return 0
+
+
+def cmd_exceptions_resolve(args: argparse.Namespace) -> int:
+    from .ledger import Ledger
+
+    record = Ledger(_ledger(args), create=False).resolve(args.id, by=args.by, note=args.note)
+    print(f"resolved exception {record.id} ({record.case}) by {record.resolved_by}: {record.resolved_note}")
+    return 0
+
+
 def cmd_audit_verify(args: argparse.Namespace) -> int:
     from .audit import audit_main
 
@@ -153,6 +184,22 @@ def build_parser() -> argparse.ArgumentParser:
     approve.add_argument("--approvals", default="sop-approvals.yaml", help="approvals file (default: %(default)s)")
     approve.set_defaults(func=cmd_approve)
 
+    exceptions = sub.add_parser("exceptions", help="the exception queue from the run ledger")
+    exc_sub = exceptions.add_subparsers(dest="exceptions_command", required=True)
+    listing = exc_sub.add_parser("list", help="failed, broken and awaiting cases, with counts and escalation")
+    which = listing.add_mutually_exclusive_group()
+    which.add_argument("--open", action="store_true", help="only open or escalated ones")
+    which.add_argument("--escalated", action="store_true", help="only escalated ones")
+    listing.add_argument("--json", action="store_true", help="a JSON list of objects")
+    resolve = exc_sub.add_parser("resolve", help="close an exception (a recurrence re-opens it)")
+    resolve.add_argument("id", type=int)
+    resolve.add_argument("--by", required=True)
+    resolve.add_argument("--note", required=True)
+    for p in (listing, resolve):
+        p.add_argument("--ledger", help="default: .sop/ledger.sqlite beside the nearest sop.yaml")
+    listing.set_defaults(func=cmd_exceptions_list)
+    resolve.set_defaults(func=cmd_exceptions_resolve)
+
     audit = sub.add_parser("audit", help="the audit log: verify its hash chain")
     audit_sub = audit.add_subparsers(dest="audit_command", required=True)
     verify = audit_sub.add_parser("verify", help="exit 0 when the chain is intact, 1 naming the first bad line")
@@ -163,4 +210,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return int(args.func(args))
+    try:
+        return int(args.func(args))
+    except SopError as e:
+        print(f"pytest-sop: {e}", file=sys.stderr)
+        return 1

@@ -18,7 +18,7 @@ from .errors import AwaitingApproval, SopError, SopInvalid, StepBroken, StepFail
 from .leasing import pairs_for
 from .model import Case
 from .policy import allowed_pairs, may_run
-from .runrecord import alluredir, last_device_key, lease_pool, open_audit, who_where
+from .runrecord import alluredir, last_device_key, lease_pool, ledger_outcome, ledger_path, open_audit, who_where
 from .suite import Suite, display_path
 from .suiteconfig import load_config
 
@@ -185,12 +185,36 @@ class SopItem(pytest.Item):
         allure.add_labels([(name, value) for name, value in labels if name not in ("tag", "framework")])
         allure.identify_case(self.case.case_id, (Path(sop.path).resolve().as_uri(), f"SOP file {sop.path}"))
 
-    def record_report(self, report: pytest.TestReport) -> None:
-        """The case's outcome, once per phase that decides it."""
+    def record_report(self, report: pytest.TestReport, call: pytest.CallInfo[None]) -> None:
+        """The case's outcome, once per phase that decides it: audit log, then run ledger."""
         if report.when == "call" or report.outcome != "passed":
             message = report.longreprtext.splitlines()[-1] if report.longreprtext else ""
             outcome = "error" if report.when != "call" and report.failed else report.outcome
             self.record("outcome", phase=report.when, outcome=outcome, message=message)
+        assertion = call.excinfo is not None and isinstance(call.excinfo.value, AssertionError)
+        ledger_says = ledger_outcome(report, assertion)
+        if ledger_says is None or (report.when == "teardown" and ledger_says != "broken"):
+            return
+        self.record_in_ledger(ledger_says, report.longreprtext.splitlines()[-1] if report.longreprtext else "")
+
+    def record_in_ledger(self, outcome: str, message: str) -> None:
+        from .ledger import Ledger
+        from .recorders import AllureRecorder
+
+        sop = self.case.sop
+        lease = self.lease
+        who = who_where(self.config)
+        record = Ledger(ledger_path(self.config)).record_outcome(
+            case=self.nodeid, sop=sop.id, owner=sop.owner, escalate_to=sop.escalate_to, outcome=outcome,
+            message=self.secrets.mask(message) if self.secrets else message, evidence=alluredir(self.config),
+            run_id=who["run"], operator=who["operator"], device=lease.device.id if lease else None,
+            account=lease.account.id if lease and lease.account else None,
+            escalate_after=int(self.config.getini("sop_escalate_after")),
+        )  # fmt: skip
+        if record is not None and "escalated" in record.changes:
+            self.record("escalated", exception=record.id, to=record.escalated_to, count=record.failures_in_row)
+        if record is not None and record.escalated_to:
+            AllureRecorder().add_labels([("escalated_to", record.escalated_to)])
 
     def runtest(self) -> None:
         from .recorders import AllureRecorder

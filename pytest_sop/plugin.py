@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import gc
 import os
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ from .errors import SopError, SopInvalid
 from .fixtures import _sop_lease, sop_account, sop_device, sop_driver, sop_run  # noqa: F401 - fixtures
 from .masking import guard_library_logs
 from .plan import plan_lines
-from .runrecord import RUN_ID_KEY, audit_path, init_run, open_audit, run_id_key, who_where, write_run_files
+from .runrecord import RUN_ID_KEY, audit_path, init_run, ledger_path, open_audit, run_id_key, who_where, write_run_files
 from .suiteconfig import load_config
 
 
@@ -63,7 +64,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
             # pytest shows setup errors as tracebacks of its own internals; a lease timeout or a
             # session that could not be created is best said in its own words.
             report.longrepr = item.repr_failure(call.excinfo)
-        item.record_report(report)
+        item.record_report(report, call)
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
@@ -105,11 +106,19 @@ class XdistHooks:
         """A worker died in a case: the dead worker cannot record its outcome, so the controller does."""
         if not self.config.stash[settings_key].enabled:
             return
+        message = str(report.longrepr).splitlines()[-1] if report.longrepr else "worker crashed"
         audit = open_audit(self.config, str)
         if audit is not None:
-            message = str(report.longrepr).splitlines()[-1] if report.longrepr else "worker crashed"
             audit.append("outcome", case=crashitem, phase="call", outcome="failed", message=message,
                          **who_where(self.config))  # fmt: skip
+        from .ledger import Ledger
+
+        sop = crashitem.split("::")[-1].split("[")[0]
+        who = who_where(self.config)
+        Ledger(ledger_path(self.config)).record_outcome(
+            case=crashitem, sop=sop, owner=None, escalate_to=None, outcome="broken", message=message,
+            evidence=None, run_id=who["run"], operator=who["operator"], device=None, account=None,
+        )  # fmt: skip
 
     def pytest_configure_node(self, node: Any) -> None:
         config = node.config
@@ -138,6 +147,28 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> SopFile | 
     if get_suite(parent.config).matches(file_path.name):
         return SopFile.from_parent(parent, path=file_path)
     return None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """``--sop-due``: leave out cases that passed more recently than their SOP's schedule."""
+    settings = config.stash[settings_key]
+    if not (settings.enabled and settings.due):
+        return
+    from .ledger import Ledger
+
+    path = ledger_path(config)
+    if not os.path.exists(path):
+        return  # nothing has run yet: everything is due
+    scheduled = [i for i in items if isinstance(i, SopItem) and i.case.sop.schedule is not None]
+    passes = Ledger(path).last_passes(i.nodeid for i in scheduled)
+    now = datetime.now(UTC)
+    recent = {
+        i.nodeid for i in scheduled
+        if i.nodeid in passes and (now - passes[i.nodeid]).total_seconds() < (i.case.sop.schedule or 0)
+    }  # fmt: skip
+    if recent:
+        config.hook.pytest_deselected(items=[i for i in items if i.nodeid in recent])
+        items[:] = [i for i in items if i.nodeid not in recent]
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:

@@ -54,6 +54,24 @@ def lease_pool(config: pytest.Config) -> LeasePool:
     return config.stash[pool_key]
 
 
+def ledger_path(config: pytest.Config) -> str:
+    """``--sop-ledger PATH``, else ``.sop/ledger.sqlite`` beside sop.yaml (or in the rootdir)."""
+    settings = config.stash[settings_key]
+    if settings.ledger:
+        return os.path.join(str(config.invocation_params.dir), settings.ledger)
+    home = os.path.dirname(settings.config_path) if settings.config_path else str(config.rootpath)
+    return os.path.join(home, ".sop", "ledger.sqlite")
+
+
+def ledger_outcome(report: pytest.TestReport, assertion: bool) -> str | None:
+    """What a report means for the ledger: None when the phase decides nothing."""
+    if report.passed:
+        return "passed" if report.when == "call" else None
+    if report.skipped:
+        return "awaiting" if "awaiting approval:" in str(report.longrepr) else "skipped"
+    return "failed" if report.when == "call" and assertion else "broken"
+
+
 def alluredir(config: pytest.Config) -> str | None:
     value = config.getoption("allure_report_dir", None)
     return str(value) if value else None

@@ -1,0 +1,594 @@
+"""The run ledger: every case outcome in one SQLite file, and the exceptions (open problems) they raise.
+
+Tables (schema version :data:`SCHEMA_VERSION`, kept in ``PRAGMA user_version``):
+
+- ``runs``: one row per recorded outcome (case, sop, outcome, message, evidence, run_id, operator,
+  device, account, at).
+- ``exceptions``: at most one row per case; see :class:`ExceptionRecord`.
+- ``exception_events``: the history of every exception: ``opened``, ``recurred``, ``escalated``,
+  ``resolved``, ``reopened``, each with its time, who (the operator of the run, or the resolver)
+  and what (the message, the escalation target, the resolution note).
+
+Rules (:meth:`Ledger.record_outcome`):
+
+- ``failed``, ``broken`` and ``awaiting`` open the case's exception, or count one more occurrence
+  on it (``count``, ``last_seen``, ``last_error``; ``evidence`` when one is given).
+- Only ``failed`` and ``broken`` count toward escalation (``failures_in_row``): awaiting approval
+  is not a failure, so it neither counts nor breaks the row. ``passed`` resets the row to 0 but
+  does not resolve the exception; a person does that (:meth:`Ledger.resolve`).
+- At ``escalate_after`` failures in a row an ``open`` exception becomes ``escalated``, to
+  ``escalate_to``, else the owner, else ``"unassigned"``. It stays escalated until resolved.
+- An occurrence after the exception was resolved re-opens the same id: status ``open``,
+  ``count`` restarts at 1, ``first_seen`` is the reopen time, escalation and resolution are
+  cleared (the earlier life stays in ``exception_events``).
+- ``skipped`` only records the run.
+
+Times are stored as UTC text with microseconds and a ``Z`` (so they sort as text); naive
+datetimes are refused. Every call opens its own short-lived connection (WAL mode, a busy timeout,
+writes in ``BEGIN IMMEDIATE``), so pytest-xdist workers and concurrent runs can share one file and
+forked processes never share a connection. Messages are stored exactly as passed: the caller masks them.
+
+This module is engine code: it imports the standard library only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from .errors import SopError
+
+__all__ = [
+    "OUTCOMES",
+    "SCHEMA_VERSION",
+    "ExceptionEvent",
+    "ExceptionRecord",
+    "Ledger",
+    "LedgerError",
+    "RunRecord",
+    "format_exceptions",
+]
+
+SCHEMA_VERSION = 1
+OUTCOMES = frozenset({"passed", "failed", "broken", "skipped", "awaiting"})
+STATUSES = frozenset({"open", "escalated", "resolved"})
+_OPENING = frozenset({"failed", "broken", "awaiting"})
+_FAILING = frozenset({"failed", "broken"})
+_TS_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+UNASSIGNED = "unassigned"
+
+_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS runs (
+        id INTEGER PRIMARY KEY,
+        case_id TEXT NOT NULL,
+        sop TEXT NOT NULL,
+        outcome TEXT NOT NULL CHECK (outcome IN ('passed', 'failed', 'broken', 'skipped', 'awaiting')),
+        message TEXT NOT NULL,
+        evidence TEXT,
+        run_id TEXT NOT NULL,
+        operator TEXT NOT NULL,
+        device TEXT,
+        account TEXT,
+        at TEXT NOT NULL
+    )""",
+    "CREATE INDEX IF NOT EXISTS runs_by_case ON runs (case_id, outcome, at)",
+    """CREATE TABLE IF NOT EXISTS exceptions (
+        id INTEGER PRIMARY KEY,
+        case_id TEXT NOT NULL UNIQUE,
+        sop TEXT NOT NULL,
+        owner TEXT,
+        status TEXT NOT NULL CHECK (status IN ('open', 'escalated', 'resolved')),
+        first_seen TEXT NOT NULL,
+        last_seen TEXT NOT NULL,
+        count INTEGER NOT NULL,
+        failures_in_row INTEGER NOT NULL,
+        last_error TEXT NOT NULL,
+        evidence TEXT,
+        escalated_to TEXT,
+        escalated_at TEXT,
+        resolved_by TEXT,
+        resolved_note TEXT,
+        resolved_at TEXT
+    )""",
+    "CREATE INDEX IF NOT EXISTS exceptions_by_last_seen ON exceptions (last_seen)",
+    """CREATE TABLE IF NOT EXISTS exception_events (
+        id INTEGER PRIMARY KEY,
+        exception_id INTEGER NOT NULL REFERENCES exceptions (id),
+        at TEXT NOT NULL,
+        kind TEXT NOT NULL CHECK (kind IN ('opened', 'recurred', 'escalated', 'resolved', 'reopened')),
+        actor TEXT NOT NULL,
+        run_id TEXT,
+        detail TEXT NOT NULL
+    )""",
+    "CREATE INDEX IF NOT EXISTS exception_events_by_exception ON exception_events (exception_id, id)",
+)
+
+_EXC_COLUMNS = (
+    "id, case_id, sop, owner, status, first_seen, last_seen, count, failures_in_row, last_error, evidence, "
+    "escalated_to, escalated_at, resolved_by, resolved_note, resolved_at"
+)
+
+
+class LedgerError(SopError):
+    """The ledger cannot be used: not a database, made by a newer pytest-sop, missing, or an unknown exception id."""
+
+
+def _stamp(at: datetime) -> str:
+    if at.tzinfo is None or at.utcoffset() is None:
+        raise ValueError(f"ledger times must be timezone-aware, got naive {at.isoformat()}")
+    return at.astimezone(UTC).strftime(_TS_FORMAT)
+
+
+def _parse(text: str) -> datetime:
+    return datetime.strptime(text, _TS_FORMAT).replace(tzinfo=UTC)
+
+
+def _parse_opt(text: str | None) -> datetime | None:
+    return None if text is None else _parse(text)
+
+
+def _iso(at: datetime | None) -> str | None:
+    return None if at is None else at.strftime(_TS_FORMAT)
+
+
+@dataclass(frozen=True)
+class ExceptionRecord:
+    """One case's exception. ``count`` counts occurrences (failed, broken, awaiting) since it was (re)opened;
+    ``failures_in_row`` counts consecutive failed/broken runs (reset by a pass).
+
+    ``changes`` lists what the call that returned this record did to it, in order (``opened``, ``recurred``,
+    ``reopened``, ``escalated``, ``resolved``; ``reset`` when a pass cleared ``failures_in_row``), so the
+    caller can report an escalation once. It is empty on records read back, and not part of :meth:`to_json`
+    or of equality.
+    """
+
+    id: int
+    case: str
+    sop: str
+    owner: str | None
+    status: str
+    first_seen: datetime
+    last_seen: datetime
+    count: int
+    failures_in_row: int
+    last_error: str
+    evidence: str | None
+    escalated_to: str | None
+    escalated_at: datetime | None
+    resolved_by: str | None
+    resolved_note: str | None
+    resolved_at: datetime | None
+    changes: tuple[str, ...] = field(default=(), compare=False)
+
+    @property
+    def is_open(self) -> bool:
+        """Open or escalated: not yet resolved."""
+        return self.status != "resolved"
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict of every stored field; times as UTC text with a ``Z``."""
+        return {
+            "id": self.id,
+            "case": self.case,
+            "sop": self.sop,
+            "owner": self.owner,
+            "status": self.status,
+            "first_seen": _iso(self.first_seen),
+            "last_seen": _iso(self.last_seen),
+            "count": self.count,
+            "failures_in_row": self.failures_in_row,
+            "last_error": self.last_error,
+            "evidence": self.evidence,
+            "escalated_to": self.escalated_to,
+            "escalated_at": _iso(self.escalated_at),
+            "resolved_by": self.resolved_by,
+            "resolved_note": self.resolved_note,
+            "resolved_at": _iso(self.resolved_at),
+        }
+
+    @classmethod
+    def _from_row(cls, row: Sequence[Any], changes: tuple[str, ...] = ()) -> ExceptionRecord:
+        return cls(
+            id=row[0],
+            case=row[1],
+            sop=row[2],
+            owner=row[3],
+            status=row[4],
+            first_seen=_parse(row[5]),
+            last_seen=_parse(row[6]),
+            count=row[7],
+            failures_in_row=row[8],
+            last_error=row[9],
+            evidence=row[10],
+            escalated_to=row[11],
+            escalated_at=_parse_opt(row[12]),
+            resolved_by=row[13],
+            resolved_note=row[14],
+            resolved_at=_parse_opt(row[15]),
+            changes=changes,
+        )
+
+
+@dataclass(frozen=True)
+class ExceptionEvent:
+    """One step in an exception's history. ``actor`` is the run's operator, or who resolved it."""
+
+    exception_id: int
+    at: datetime
+    kind: str
+    actor: str
+    run_id: str | None
+    detail: str
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One recorded outcome."""
+
+    case: str
+    sop: str
+    outcome: str
+    message: str
+    evidence: str | None
+    run_id: str
+    operator: str
+    device: str | None
+    account: str | None
+    at: datetime
+
+
+class Ledger:
+    """The run ledger at ``path``. Holds no connection, so it may be pickled or inherited by a fork.
+
+    With ``create`` (the default) the file and its parent folders are made when missing; without it a
+    missing file is a :class:`LedgerError` (for commands that only read an existing ledger).
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, create: bool = True, busy_timeout: float = 30.0) -> None:
+        self.path = Path(path)
+        self.busy_timeout = busy_timeout
+        if not create and not self.path.is_file():
+            raise LedgerError(f"{self.path}: no run ledger here")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._init()
+
+    # --- connections --------------------------------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None)
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
+            conn.execute("PRAGMA synchronous = NORMAL")
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            raise LedgerError(f"{self.path}: not a run ledger ({exc})") from None
+        return conn
+
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[sqlite3.Connection]:
+        conn = self._connect()
+        try:
+            yield conn
+        except sqlite3.DatabaseError as exc:
+            raise LedgerError(f"{self.path}: {exc}") from exc
+        finally:
+            conn.close()
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction on a fresh connection: BEGIN IMMEDIATE takes the write lock up front
+        (waiting up to the busy timeout), so no reader-turned-writer can deadlock and fail at once."""
+        conn = self._connect()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.rollback()
+                raise
+            conn.commit()
+        except sqlite3.DatabaseError as exc:
+            raise LedgerError(f"{self.path}: {exc}") from exc
+        finally:
+            conn.close()
+
+    def _init(self) -> None:
+        with self._writing() as conn:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise LedgerError(
+                    f"{self.path}: ledger schema version {version} is newer than this pytest-sop "
+                    f"understands ({SCHEMA_VERSION}); upgrade pytest-sop"
+                )
+            if version < SCHEMA_VERSION:
+                for statement in _SCHEMA:
+                    conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        self._use_wal()
+
+    def _use_wal(self) -> None:
+        """Switch the file to WAL (a persistent setting). Several processes may try at once on a new file:
+        the switch needs the file to itself, so a busy answer is retried until the busy timeout."""
+        deadline = time.monotonic() + self.busy_timeout
+        with self._reading() as conn:
+            while True:
+                try:
+                    if str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower() == "wal":
+                        return
+                    # Answers the mode now in force: a file system without WAL support keeps its old mode,
+                    # and the busy timeout alone then keeps the writers safe (one at a time).
+                    conn.execute("PRAGMA journal_mode = WAL").fetchone()
+                    return
+                except sqlite3.OperationalError as exc:
+                    if "locked" not in str(exc) and "busy" not in str(exc):
+                        raise
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.01)
+
+    # --- writing --------------------------------------------------------------------------------
+
+    def record_outcome(
+        self,
+        *,
+        case: str,
+        sop: str,
+        owner: str | None,
+        escalate_to: str | None,
+        outcome: str,
+        message: str,
+        evidence: str | None,
+        run_id: str,
+        operator: str,
+        device: str | None,
+        account: str | None,
+        at: datetime | None = None,
+        escalate_after: int = 3,
+    ) -> ExceptionRecord | None:
+        """Record one case outcome; open, count, escalate or re-open its exception (see the module doc).
+
+        Returns the exception this call touched (for ``passed``: the unresolved one whose row it reset),
+        or None. Raises ValueError for an unknown outcome, ``escalate_after < 1`` or a naive ``at``.
+        """
+        if outcome not in OUTCOMES:
+            raise ValueError(f"unknown outcome {outcome!r}; expected one of {', '.join(sorted(OUTCOMES))}")
+        if escalate_after < 1:
+            raise ValueError(f"escalate_after must be at least 1, got {escalate_after}")
+        ts = _stamp(at if at is not None else datetime.now(UTC))
+        with self._writing() as conn:
+            conn.execute(
+                "INSERT INTO runs (case_id, sop, outcome, message, evidence, run_id, operator, device, account, at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (case, sop, outcome, message, evidence, run_id, operator, device, account, ts),
+            )
+            if outcome == "skipped":
+                return None
+            row = conn.execute(f"SELECT {_EXC_COLUMNS} FROM exceptions WHERE case_id = ?", (case,)).fetchone()
+            if outcome == "passed":
+                return self._passed(conn, row)
+            failing = outcome in _FAILING
+            changes: list[str] = []
+
+            def event(exc_id: int, kind: str, detail: str) -> None:
+                changes.append(kind)
+                conn.execute(
+                    "INSERT INTO exception_events (exception_id, at, kind, actor, run_id, detail)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    (exc_id, ts, kind, operator, run_id, detail),
+                )
+
+            what = f"{outcome}: {message}"
+            if row is None:
+                cur = conn.execute(
+                    "INSERT INTO exceptions (case_id, sop, owner, status, first_seen, last_seen, count,"
+                    " failures_in_row, last_error, evidence) VALUES (?, ?, ?, 'open', ?, ?, 1, ?, ?, ?)",
+                    (case, sop, owner, ts, ts, int(failing), message, evidence),
+                )
+                exc_id = cur.lastrowid
+                assert exc_id is not None
+                event(exc_id, "opened", what)
+            elif row[4] == "resolved":
+                exc_id = row[0]
+                conn.execute(
+                    "UPDATE exceptions SET sop = ?, owner = ?, status = 'open', first_seen = ?, last_seen = ?,"
+                    " count = 1, failures_in_row = ?, last_error = ?, evidence = ?, escalated_to = NULL,"
+                    " escalated_at = NULL, resolved_by = NULL, resolved_note = NULL, resolved_at = NULL"
+                    " WHERE id = ?",
+                    (sop, owner, ts, ts, int(failing), message, evidence, exc_id),
+                )
+                event(exc_id, "reopened", what)
+            else:
+                exc_id = row[0]
+                conn.execute(
+                    "UPDATE exceptions SET sop = ?, owner = ?, last_seen = MAX(last_seen, ?), count = count + 1,"
+                    " failures_in_row = failures_in_row + ?, last_error = ?, evidence = COALESCE(?, evidence)"
+                    " WHERE id = ?",
+                    (sop, owner, ts, int(failing), message, evidence, exc_id),
+                )
+                event(exc_id, "recurred", what)
+            status, in_row = conn.execute(
+                "SELECT status, failures_in_row FROM exceptions WHERE id = ?", (exc_id,)
+            ).fetchone()
+            if failing and status == "open" and in_row >= escalate_after:
+                target = escalate_to or owner or UNASSIGNED
+                conn.execute(
+                    "UPDATE exceptions SET status = 'escalated', escalated_to = ?, escalated_at = ? WHERE id = ?",
+                    (target, ts, exc_id),
+                )
+                event(exc_id, "escalated", f"to {target} after {in_row} failures in a row")
+            return self._get(conn, exc_id, tuple(changes))
+
+    def _passed(self, conn: sqlite3.Connection, row: Sequence[Any] | None) -> ExceptionRecord | None:
+        if row is None or row[4] == "resolved":
+            return None
+        exc_id: int = row[0]
+        if row[8] == 0:
+            return ExceptionRecord._from_row(row)
+        conn.execute("UPDATE exceptions SET failures_in_row = 0 WHERE id = ?", (exc_id,))
+        return self._get(conn, exc_id, ("reset",))
+
+    def resolve(self, exception_id: int, *, by: str, note: str, at: datetime | None = None) -> ExceptionRecord:
+        """Mark an exception resolved by ``by`` with ``note``. LedgerError (a SopError) for an unknown id,
+        one already resolved, or a blank ``by``."""
+        if not by.strip():
+            raise LedgerError("resolving an exception needs the name of who resolved it (--by)")
+        ts = _stamp(at if at is not None else datetime.now(UTC))
+        with self._writing() as conn:
+            row = conn.execute("SELECT status, resolved_by, resolved_at FROM exceptions WHERE id = ?", (exception_id,))
+            found = row.fetchone()
+            if found is None:
+                raise LedgerError(f"{self.path}: no exception with id {exception_id}")
+            if found[0] == "resolved":
+                raise LedgerError(f"exception {exception_id} is already resolved (by {found[1]} at {found[2]})")
+            conn.execute(
+                "UPDATE exceptions SET status = 'resolved', failures_in_row = 0, resolved_by = ?, resolved_note = ?,"
+                " resolved_at = ? WHERE id = ?",
+                (by, note, ts, exception_id),
+            )
+            conn.execute(
+                "INSERT INTO exception_events (exception_id, at, kind, actor, run_id, detail)"
+                " VALUES (?, ?, 'resolved', ?, NULL, ?)",
+                (exception_id, ts, by, note),
+            )
+            return self._get(conn, exception_id, ("resolved",))
+
+    # --- reading --------------------------------------------------------------------------------
+
+    @staticmethod
+    def _get(conn: sqlite3.Connection, exc_id: int, changes: tuple[str, ...] = ()) -> ExceptionRecord:
+        row = conn.execute(f"SELECT {_EXC_COLUMNS} FROM exceptions WHERE id = ?", (exc_id,)).fetchone()
+        return ExceptionRecord._from_row(row, changes)
+
+    def get(self, exception_id: int) -> ExceptionRecord:
+        """One exception by id; LedgerError when there is none."""
+        with self._reading() as conn:
+            row = conn.execute(f"SELECT {_EXC_COLUMNS} FROM exceptions WHERE id = ?", (exception_id,)).fetchone()
+        if row is None:
+            raise LedgerError(f"{self.path}: no exception with id {exception_id}")
+        return ExceptionRecord._from_row(row)
+
+    def exceptions(
+        self, *, status: str | None = None, open_only: bool = False, escalated_only: bool = False
+    ) -> list[ExceptionRecord]:
+        """Exceptions, most recently seen first. ``status`` picks one status; ``open_only`` the unresolved
+        (open or escalated, as ``--open``); ``escalated_only`` the escalated (as ``--escalated``)."""
+        if status is not None and status not in STATUSES:
+            raise ValueError(f"unknown exception status {status!r}; expected one of {', '.join(sorted(STATUSES))}")
+        if sum((status is not None, open_only, escalated_only)) > 1:
+            raise ValueError("choose one of status, open_only and escalated_only")
+        wanted: tuple[str, ...] = tuple(sorted(STATUSES))
+        if status is not None:
+            wanted = (status,)
+        elif open_only:
+            wanted = ("open", "escalated")
+        elif escalated_only:
+            wanted = ("escalated",)
+        marks = ", ".join("?" * len(wanted))
+        with self._reading() as conn:
+            rows = conn.execute(
+                f"SELECT {_EXC_COLUMNS} FROM exceptions WHERE status IN ({marks}) ORDER BY last_seen DESC, id DESC",
+                wanted,
+            ).fetchall()
+        return [ExceptionRecord._from_row(row) for row in rows]
+
+    def history(self, exception_id: int) -> list[ExceptionEvent]:
+        """An exception's events, oldest first (empty for an unknown id)."""
+        with self._reading() as conn:
+            rows = conn.execute(
+                "SELECT exception_id, at, kind, actor, run_id, detail FROM exception_events"
+                " WHERE exception_id = ? ORDER BY id",
+                (exception_id,),
+            ).fetchall()
+        return [ExceptionEvent(r[0], _parse(r[1]), r[2], r[3], r[4], r[5]) for r in rows]
+
+    def runs(self, *, case: str | None = None, run_id: str | None = None) -> list[RunRecord]:
+        """Recorded outcomes in the order they were written, optionally of one case and/or one run."""
+        where: list[str] = []
+        args: list[str] = []
+        if case is not None:
+            where.append("case_id = ?")
+            args.append(case)
+        if run_id is not None:
+            where.append("run_id = ?")
+            args.append(run_id)
+        clause = f" WHERE {' AND '.join(where)}" if where else ""
+        with self._reading() as conn:
+            rows = conn.execute(
+                "SELECT case_id, sop, outcome, message, evidence, run_id, operator, device, account, at"
+                f" FROM runs{clause} ORDER BY id",
+                args,
+            ).fetchall()
+        return [RunRecord(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], _parse(r[9])) for r in rows]
+
+    def last_passed(self, case: str) -> datetime | None:
+        """When ``case`` last passed, or None if it never did."""
+        with self._reading() as conn:
+            row = conn.execute("SELECT MAX(at) FROM runs WHERE case_id = ? AND outcome = 'passed'", (case,)).fetchone()
+        return _parse_opt(row[0])
+
+    def last_passes(self, cases: Iterable[str] | None = None) -> dict[str, datetime]:
+        """When each case last passed (all cases, or those given), in one query; cases that never passed are absent."""
+        with self._reading() as conn:
+            rows = conn.execute(
+                "SELECT case_id, MAX(at) FROM runs WHERE outcome = 'passed' GROUP BY case_id"
+            ).fetchall()
+        found = {case: _parse(at) for case, at in rows}
+        if cases is None:
+            return found
+        return {case: found[case] for case in cases if case in found}
+
+    def due(self, case: str, every_seconds: float | None, now: datetime | None = None) -> bool:
+        """Whether ``case`` should run under a schedule of ``every_seconds``: it has no schedule (None),
+        never passed, or last passed at least that long before ``now``."""
+        if every_seconds is None:
+            return True
+        if now is None:
+            now = datetime.now(UTC)
+        _stamp(now)  # refuses a naive now
+        last = self.last_passed(case)
+        return last is None or now - last >= timedelta(seconds=every_seconds)
+
+
+# --- the terminal table -------------------------------------------------------------------------
+
+_ERROR_WIDTH = 60
+
+
+def _one_line(text: str, width: int) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= width else flat[: width - 1] + "…"
+
+
+def format_exceptions(records: Iterable[ExceptionRecord], *, error_width: int = _ERROR_WIDTH) -> str:
+    """A table for the terminal: id, status, case, count, last seen (UTC), escalated to, last error (one line,
+    cut to ``error_width`` characters). ``"no exceptions"`` when there are none."""
+    header = ("ID", "STATUS", "CASE", "COUNT", "LAST SEEN", "ESCALATED TO", "LAST ERROR")
+    rows = [
+        (
+            str(r.id),
+            r.status,
+            r.case,
+            str(r.count),
+            r.last_seen.strftime("%Y-%m-%d %H:%M:%SZ"),
+            r.escalated_to or "-",
+            _one_line(r.last_error, error_width),
+        )
+        for r in records
+    ]
+    if not rows:
+        return "no exceptions"
+    widths = [max(len(row[i]) for row in (header, *rows)) for i in range(len(header))]
+    right = {0, 3}  # numbers line up on the right
+
+    def line(cells: Sequence[str]) -> str:
+        parts = [c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))]
+        return "  ".join(parts).rstrip()
+
+    return "\n".join(line(row) for row in (header, *rows))
