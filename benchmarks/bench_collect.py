@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
-import platform
 import re
 import shutil
 import statistics
@@ -36,7 +35,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from docs_section import write_section
+from common import machine, write_section
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_DOCS = REPO / "docs" / "benchmarks.md"
@@ -297,14 +296,6 @@ def plugin_version() -> str:
         return version("pytest-sop")
     except Exception:
         return "unknown"
-
-
-def machine() -> str:
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return (
-        f"{platform.system()} {platform.release()} ({platform.machine()}), {cpus} CPU(s) available; "
-        f"Python {platform.python_version()}, pytest {pytest_version()}, pytest-sop {plugin_version()}"
-    )
 
 
 def render_section(files: int, runs: int, warmup: int, results: list[Run], s: Summary) -> str:

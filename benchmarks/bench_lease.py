@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import os
-import platform
 import re
 import statistics
 import sys
@@ -36,11 +34,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import filelock
-from docs_section import write_section
+from common import machine, write_section
 from filelock import FileLock
 
-from pytest_sop import __version__ as plugin_version
 from pytest_sop.leasing import LeasePool
 from pytest_sop.model import Account, Device, Secret, SourcePos
 
@@ -101,14 +97,6 @@ def sides(lock_dir: Path) -> list[Side]:
         Side("lease: device", lease_device, [], []),
         Side(CLAIM, lease_pair, [], []),
     ]
-
-
-def machine() -> str:
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return (
-        f"{platform.system()} {platform.release()} ({platform.machine()}), {cpus} CPU(s) available; "
-        f"Python {platform.python_version()}, filelock {filelock.__version__}, pytest-sop {plugin_version}"
-    )
 
 
 def render_section(iterations: int, runs: int, warmup: int, results: list[Side], fs: str) -> str:

@@ -38,7 +38,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
-import platform
 import re
 import statistics
 import subprocess
@@ -49,7 +48,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from docs_section import write_section
+from common import appium_version, machine, write_section
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_DOCS = REPO / "docs" / "benchmarks.md"
@@ -216,32 +215,6 @@ def measure(args: argparse.Namespace, suite: Path, url: str | None) -> Results:
 
 
 # -- reporting ---------------------------------------------------------------------------
-
-
-def machine() -> str:
-    from importlib.metadata import version
-
-    import pytest
-
-    from pytest_sop import __version__ as plugin_version
-
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return (
-        f"{platform.system()} {platform.release()} ({platform.machine()}), {cpus} CPU(s) available; "
-        f"Python {platform.python_version()}, pytest {pytest.__version__}, pytest-xdist {version('pytest-xdist')}, "
-        f"pytest-sop {plugin_version}"
-    )
-
-
-def appium_version(home: Path) -> str:
-    import json
-
-    try:
-        data = json.loads((home / "node_modules" / "appium" / "package.json").read_text())
-        fake = json.loads((home / "node_modules" / "@appium" / "fake-driver" / "package.json").read_text())
-        return f"Appium {data['version']}, fake driver {fake['version']}"
-    except (OSError, ValueError, KeyError):
-        return "Appium (version unknown)"
 
 
 def render_section(args: argparse.Namespace, res: Results, versions: str) -> str:

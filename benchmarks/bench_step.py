@@ -45,7 +45,6 @@ import cProfile
 import datetime as dt
 import io
 import os
-import platform
 import pstats
 import re
 import resource
@@ -57,7 +56,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from docs_section import write_section
+from common import appium_version, machine, write_section
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_DOCS = REPO / "docs" / "benchmarks.md"
@@ -222,32 +221,6 @@ def profile_sop(url: str, suite: Path, top: int = 25) -> str:
 
 
 # -- reporting ---------------------------------------------------------------------------
-
-
-def machine() -> str:
-    import appium.version
-    import pytest
-    import selenium
-
-    from pytest_sop import __version__ as plugin_version
-
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return (
-        f"{platform.system()} {platform.release()} ({platform.machine()}), {cpus} CPU(s) available; "
-        f"Python {platform.python_version()}, pytest {pytest.__version__}, pytest-sop {plugin_version}, "
-        f"Appium-Python-Client {appium.version.version}, selenium {selenium.__version__}"
-    )
-
-
-def appium_version(home: Path) -> str:
-    import json
-
-    try:
-        data = json.loads((home / "node_modules" / "appium" / "package.json").read_text())
-        fake = json.loads((home / "node_modules" / "@appium" / "fake-driver" / "package.json").read_text())
-        return f"Appium {data['version']}, fake driver {fake['version']}"
-    except (OSError, ValueError, KeyError):
-        return "Appium (version unknown)"
 
 
 def summary(sop: Side, plain: Side) -> tuple[float, float, float]:
