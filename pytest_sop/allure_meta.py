@@ -7,7 +7,6 @@ when to call them and where the files go; :func:`write_json_atomic` and
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import platform
@@ -58,27 +57,6 @@ def labels_for(case: Case, device_id: str | None, account_id: str | None, operat
         labels.append((LabelType.STORY, case.case_id))
     labels.append((LabelType.FRAMEWORK, FRAMEWORK))
     return labels
-
-
-def _md5(*parts: str) -> str:
-    # NUL cannot occur in an id, so ("a-b", "") and ("a", "b") never hash alike.
-    return hashlib.md5("\0".join(parts).encode("utf-8"), usedforsecurity=False).hexdigest()
-
-
-def history_id(case: Case) -> str:
-    """Allure's ``historyId``: the same for a case on every run and every device, so trends and
-    retries line up. It names the SOP, the input row and the pinned account, each on its own (the
-    joined case id could not tell row ``a-b`` from row ``a`` with account ``b``)."""
-    row = case.inputs.id if case.inputs else ""
-    return _md5(FRAMEWORK, "case", case.sop.id, row, case.account_id or "")
-
-
-def test_case_id(case: Case) -> str:
-    """Allure's ``testCaseId``: the SOP itself, shared by all its cases (rows and accounts)."""
-    return _md5(FRAMEWORK, "sop", case.sop.id)
-
-
-test_case_id.__test__ = False  # type: ignore[attr-defined]  # not a test, whatever pytest's name rules say
 
 
 # -- categories.json ------------------------------------------------------------------------

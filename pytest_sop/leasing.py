@@ -289,10 +289,6 @@ class Lease:
     def released(self) -> bool:
         return not self._locks
 
-    @property
-    def lock_files(self) -> tuple[Path, ...]:
-        return tuple(Path(lock.lock_file) for _, lock in self._locks)
-
     def release(self) -> None:
         """Clear the holder records and unlock, last taken first. Calling it again does nothing."""
         with self._mutex:

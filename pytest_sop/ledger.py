@@ -167,11 +167,6 @@ class ExceptionRecord:
     resolved_at: datetime | None
     changes: tuple[str, ...] = field(default=(), compare=False)
 
-    @property
-    def is_open(self) -> bool:
-        """Open or escalated: not yet resolved."""
-        return self.status != "resolved"
-
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict of every stored field; times as UTC text with a ``Z``."""
         return {

@@ -337,7 +337,7 @@ class _SopParser(Checker):
             if params is None:
                 continue
             if kind == "text":
-                match = _text_match(params)
+                match = text_match(params)
                 out.append(Condition("text", match.locator, match, self.pos(p)))
             else:
                 out.append(Condition(kind, params["locator"], None, self.pos(p)))
@@ -356,11 +356,9 @@ class _SopParser(Checker):
                     self.error(path, f"${{inputs.{name}}} is missing from input row(s): {', '.join(missing)}")
 
 
-def _text_match(params: Mapping[str, Any]) -> TextMatch:
+def text_match(params: Mapping[str, Any]) -> TextMatch:
     how: Literal["equals", "contains", "matches"] = next(h for h in ("equals", "contains", "matches") if h in params)
     return TextMatch(params["in"], how, params[how])
 
-
-text_match = _text_match
 
 __all__ = ["ID_RE", "ParsedSop", "parse_sop_file", "text_match"]

@@ -97,17 +97,11 @@ class Suite:
             self._by_id.setdefault(sop_id, []).append(parsed)
         return parsed
 
-    def sops(self) -> list[Sop]:
-        return [p.sop for p in self._index().values() if p.sop and not p.errors]
-
     def get_sop(self, sop_id: str) -> Sop | None:
         """The valid SOP with that id, if exactly one file defines it."""
         self._index()
         found = self._by_id.get(sop_id, [])
         return found[0].sop if len(found) == 1 and not found[0].errors else None
-
-    def paths(self) -> list[str]:
-        return list(self._index())
 
     def result(self, path: str) -> FileResult:
         abspath = os.path.abspath(path)

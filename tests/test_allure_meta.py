@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ast
-import hashlib
 import json
 import os
 import re
@@ -19,13 +18,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import pytest_sop
-from pytest_sop import allure_meta
 from pytest_sop.allure_meta import (
     categories,
     collect_environment,
     environment_properties,
     executor,
-    history_id,
     labels_for,
     write_json_atomic,
     write_text_atomic,
@@ -99,50 +96,6 @@ def test_labels_hold_ids_only_never_input_values() -> None:
     case = make_case(FULL_SOP, row="cat", caption="hunter2-caption")
     flat = json.dumps(labels_for(case, "pixel-a", "publisher-1", "alice", "social"))
     assert "hunter2" not in flat
-
-
-# -- history id -----------------------------------------------------------------------------
-
-
-def test_history_id_is_the_same_on_every_device_and_run() -> None:
-    run1 = make_case(FULL_SOP, row="cat", account="publisher-1")
-    run2 = make_case(make_sop(title="renamed", owner="x", tags=("t",)), row="cat", account="publisher-1")
-    on_a = labels_for(run1, "pixel-a", "publisher-1", "alice", "s")
-    on_b = labels_for(run2, "pixel-b", "publisher-1", "bob", "s")
-    assert on_a != on_b
-    assert history_id(run1) == history_id(run2)
-
-
-def test_history_id_is_pinned_so_trends_survive_upgrades() -> None:
-    # A changed formula would cut every suite's history: change this value only on purpose.
-    case = make_case(FULL_SOP, row="cat", account="publisher-1")
-    assert history_id(case) == hashlib.md5(b"pytest-sop\0case\0publish-post\0cat\0publisher-1").hexdigest()
-    assert history_id(case) == "6896e00c6b2678aa50023ef31c0877f1"
-
-
-def test_history_id_tells_cases_apart() -> None:
-    ids = [
-        history_id(make_case(make_sop("publish-post"))),
-        history_id(make_case(make_sop("publish-post"), row="cat")),
-        history_id(make_case(make_sop("publish-post"), row="dog")),
-        history_id(make_case(make_sop("publish-post"), row="cat", account="publisher-1")),
-        history_id(make_case(make_sop("publish-post"), row="cat", account="publisher-2")),
-        history_id(make_case(make_sop("publish-post"), account="publisher-1")),
-        history_id(make_case(make_sop("delete-post"), row="cat")),
-        # same joined case id "a-b", different cases
-        history_id(make_case(make_sop("x"), row="a-b")),
-        history_id(make_case(make_sop("x"), row="a", account="b")),
-    ]
-    assert len(set(ids)) == len(ids)
-    assert all(re.fullmatch(r"[0-9a-f]{32}", i) for i in ids)
-
-
-def test_test_case_id_names_the_sop_whatever_the_row() -> None:
-    sop = make_sop("publish-post")
-    cat, dog = make_case(sop, row="cat"), make_case(sop, row="dog", account="p")
-    assert allure_meta.test_case_id(cat) == allure_meta.test_case_id(dog)
-    assert allure_meta.test_case_id(cat) != allure_meta.test_case_id(make_case(make_sop("other")))
-    assert allure_meta.test_case_id(cat) != history_id(cat)
 
 
 # -- categories -------------------------------------------------------------------------------
