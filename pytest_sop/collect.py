@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,12 +14,13 @@ from .actions import build_registry
 from .allure_meta import labels_for
 from .appium_server import session_log
 from .appium_service import appium_key
+from .caserecord import CaseRecord
 from .config import settings_key
 from .errors import AwaitingApproval, SopError, SopInvalid, StepBroken, StepFailed
 from .leasing import pairs_for
 from .model import Case
 from .policy import allowed_pairs, may_run
-from .runrecord import alluredir, last_device_key, lease_pool, ledger_outcome, ledger_path, open_audit, who_where
+from .runrecord import alluredir, last_device_key, lease_pool
 from .suite import Suite, display_path
 from .suiteconfig import load_config
 
@@ -95,6 +97,26 @@ class SopItem(pytest.Item):
 
     def setup(self) -> None:
         """Choose a device and account, then open the Appium session: trouble here is an error."""
+        with self.interruptible("setup"):
+            self._setup()
+
+    @contextlib.contextmanager
+    def interruptible(self, phase: str) -> Iterator[None]:
+        """Ctrl-C, ``pytest.exit`` or a dying interpreter mid-case: pytest reports nothing, so record it here.
+
+        The device is given back at once (session ended, then the lease), not at the end of the session.
+        """
+        try:
+            yield
+        except (KeyboardInterrupt, SystemExit, pytest.exit.Exception) as e:
+            try:
+                if self.case_record is not None:
+                    self.case_record.interrupted(phase, e)
+            finally:
+                self.teardown()
+            raise
+
+    def _setup(self) -> None:
         from .masking import Secrets
         from .recorders import AllureRecorder, AuditRecorder, Recorder, Recorders
         from .runner import Context
@@ -103,12 +125,15 @@ class SopItem(pytest.Item):
         suite = get_suite(self.config)
         settings = self.config.stash[settings_key]
         self.secrets = secrets = Secrets()
-        self.audit = open_audit(self.config, secrets.mask)
         sop = self.case.sop
+        self.case_record = CaseRecord(
+            self.config, self.nodeid, sop.id, owner=sop.owner, escalate_to=sop.escalate_to, mask=secrets.mask
+        )
+        self.audit = self.case_record.audit
         self.allure_labels()  # first: a case skipped by policy is labelled too
-        self.lease = self.take_lease()
-        device, account = self.lease.device, self.lease.account
-        self.record("lease", device=device.id, account=account.id if account else None, waited=self.lease.waited)
+        lease = self.take_lease()
+        self.case_record.leased(lease)
+        device, account = lease.device, lease.account
         AllureRecorder().add_labels([("device", device.id)] + ([("account", account.id)] if account else []))
         app = suite.config.apps.get(sop.app) if sop.app else None
         caps = capabilities(device, app, secrets.resolve, device_position(suite.config, device))
@@ -140,7 +165,11 @@ class SopItem(pytest.Item):
 
     audit: AuditLog | None = None
     secrets: Secrets | None = None
-    lease: Lease | None = None
+    case_record: CaseRecord | None = None
+
+    @property
+    def lease(self) -> Lease | None:
+        return self.case_record.lease if self.case_record else None
 
     def take_lease(self) -> Lease:
         """A device and account held only by this case, preferring this worker's last device.
@@ -170,8 +199,8 @@ class SopItem(pytest.Item):
 
     def record(self, event: str, **fields: Any) -> None:
         """An audit line about this case, with who ran it where."""
-        if self.audit is not None:
-            self.audit.append(event, case=self.nodeid, sop=self.case.sop.id, **who_where(self.config), **fields)
+        if self.case_record is not None:
+            self.case_record.event(event, **fields)
 
     def allure_labels(self) -> None:
         from .recorders import AllureRecorder
@@ -187,34 +216,10 @@ class SopItem(pytest.Item):
 
     def record_report(self, report: pytest.TestReport, call: pytest.CallInfo[None]) -> None:
         """The case's outcome, once per phase that decides it: audit log, then run ledger."""
-        if report.when == "call" or report.outcome != "passed":
-            message = report.longreprtext.splitlines()[-1] if report.longreprtext else ""
-            outcome = "error" if report.when != "call" and report.failed else report.outcome
-            self.record("outcome", phase=report.when, outcome=outcome, message=message)
-        assertion = call.excinfo is not None and isinstance(call.excinfo.value, AssertionError)
-        ledger_says = ledger_outcome(report, assertion)
-        if ledger_says is None or (report.when == "teardown" and ledger_says != "broken"):
-            return
-        self.record_in_ledger(ledger_says, report.longreprtext.splitlines()[-1] if report.longreprtext else "")
-
-    def record_in_ledger(self, outcome: str, message: str) -> None:
-        from .ledger import Ledger
-        from .recorders import AllureRecorder
-
-        sop = self.case.sop
-        lease = self.lease
-        who = who_where(self.config)
-        record = Ledger(ledger_path(self.config)).record_outcome(
-            case=self.nodeid, sop=sop.id, owner=sop.owner, escalate_to=sop.escalate_to, outcome=outcome,
-            message=self.secrets.mask(message) if self.secrets else message, evidence=alluredir(self.config),
-            run_id=who["run"], operator=who["operator"], device=lease.device.id if lease else None,
-            account=lease.account.id if lease and lease.account else None,
-            escalate_after=int(self.config.getini("sop_escalate_after")),
-        )  # fmt: skip
-        if record is not None and "escalated" in record.changes:
-            self.record("escalated", exception=record.id, to=record.escalated_to, count=record.failures_in_row)
-        if record is not None and record.escalated_to:
-            AllureRecorder().add_labels([("escalated_to", record.escalated_to)])
+        if self.case_record is None:  # setup stopped before the record existed
+            self.case_record = CaseRecord(self.config, self.nodeid, self.case.sop.id, owner=self.case.sop.owner,
+                                          escalate_to=self.case.sop.escalate_to)  # fmt: skip
+        self.case_record.report(report, call)
 
     def runtest(self) -> None:
         from .recorders import AllureRecorder
@@ -225,7 +230,8 @@ class SopItem(pytest.Item):
         # Set now, not in setup: allure-pytest writes its own description after setup.
         AllureRecorder().describe("\n\n".join(t for t in (sop.title, sop.description) if t))
         try:
-            run_case(self.context)
+            with self.interruptible("call"):
+                run_case(self.context)
         except AwaitingApproval as e:
             pytest.skip(str(e))
         except (StepFailed, StepBroken):
@@ -241,7 +247,6 @@ class SopItem(pytest.Item):
 
     def teardown(self) -> None:
         session, self.device_session = self.device_session, None
-        lease, self.lease = self.lease, None
         try:
             if session is not None:
                 if self.config.stash[settings_key].session == "worker" and session.alive():
@@ -249,10 +254,8 @@ class SopItem(pytest.Item):
                 else:
                     session.quit()
         finally:
-            if lease is not None:
-                # Recorded while still held, so the audit log alone proves no two cases overlapped.
-                self.record("release", device=lease.device.id, account=lease.account.id if lease.account else None)
-                lease.release()
+            if self.case_record is not None:
+                self.case_record.release()
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
         from .outcome import describe_failure

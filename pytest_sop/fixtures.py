@@ -12,6 +12,7 @@ are leased like a SOP case's: no other test or case holds them meanwhile. ::
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator, Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
@@ -24,9 +25,11 @@ from .model import Account, AccountRequirement, Case, Device, DeviceRequirement,
 
 if TYPE_CHECKING:
     from .leasing import Lease
+    from .masking import Secrets
     from .runner import Context
 
 _context_key: pytest.StashKey[Context] = pytest.StashKey()
+_secrets_key: pytest.StashKey[Secrets] = pytest.StashKey()
 
 
 def _wanted(request: pytest.FixtureRequest, name: str) -> dict[str, Any]:
@@ -45,24 +48,47 @@ def _tags(value: Any) -> tuple[str, ...]:
 
 @pytest.fixture
 def _sop_lease(request: pytest.FixtureRequest) -> Iterator[Lease]:
-    """One lease for the test: the device and the account it asked for, held until it ends."""
+    """One lease for the test: the device and the account it asked for, held until it ends.
+
+    The policy applies as to a SOP case: an operator it does not name, or a device or account
+    none of their roles may use, skips the test before any lease. The lease, its release and
+    the test's outcome go into the audit log and the run ledger.
+    """
+    from .caserecord import CaseRecord, record_key
     from .collect import get_suite
     from .config import settings_key
     from .leasing import pairs_for
+    from .masking import Secrets
+    from .policy import allowed_pairs, roles_of
     from .runrecord import lease_pool
 
+    config = request.config
+    node = request.node
+    secrets = node.stash[_secrets_key] = Secrets()
+    record = node.stash[record_key] = CaseRecord(config, node.nodeid, node.nodeid, mask=secrets.mask)
+    suite = get_suite(config)
+    policy = suite.config.policy
+    operator = config.stash[settings_key].operator
+    roles = roles_of(policy, operator) if policy is not None else []
+    if policy is not None and not roles:
+        pytest.skip(f"not permitted: operator {operator!r} is not in the policy")
     dev, acc = _wanted(request, "device"), _wanted(request, "account")
     device_req = DeviceRequirement(platform=dev.get("platform"), tags=_tags(dev.get("tags")), id=dev.get("id"))
     account_req = (
         AccountRequirement(role=acc.get("role"), tags=_tags(acc.get("tags")), id=acc.get("id")) if acc else None
     )
-    pairs = pairs_for(get_suite(request.config).config, device_req, account_req)
+    pairs = pairs_for(suite.config, device_req, account_req)
+    allowed = allowed_pairs(policy, roles, pairs)
+    if pairs and not allowed:
+        pytest.skip(f"not permitted: {operator!r} may not use the devices and accounts this test asks for")
     requirement = f"device {device_req}" + (f", account {account_req}" if account_req else "")
-    timeout = request.config.stash[settings_key].lease_timeout
-    with lease_pool(request.config).acquire(
-        pairs, case=request.node.nodeid, timeout=timeout, requirement=requirement
-    ) as lease:
-        yield lease
+    timeout = config.stash[settings_key].lease_timeout
+    record.leased(lease_pool(config).acquire(allowed, case=node.nodeid, timeout=timeout, requirement=requirement))
+    try:
+        assert record.lease is not None
+        yield record.lease
+    finally:
+        record.release()
 
 
 @pytest.fixture
@@ -81,10 +107,10 @@ def sop_device(_sop_lease: Lease) -> Device:
 def sop_driver(request: pytest.FixtureRequest, sop_device: Device, sop_account: Account | None) -> Iterator[Any]:
     """An Appium driver (appium-python-client) on ``sop_device``, quit after the test."""
     from .appium_service import appium_key
+    from .caserecord import record_key
     from .collect import get_suite
     from .config import settings_key
-    from .masking import Secrets
-    from .recorders import AllureRecorder
+    from .recorders import AllureRecorder, AuditRecorder, Recorder, Recorders
     from .runner import Context
     from .session import DeviceSession, capabilities, device_position
 
@@ -94,7 +120,7 @@ def sop_driver(request: pytest.FixtureRequest, sop_device: Device, sop_account: 
     if app_name is not None and app_name not in suite.config.apps:
         raise SopError(f"unknown app {app_name!r}; apps in sop.yaml: {', '.join(suite.config.apps) or 'none'}")
     app = suite.config.apps.get(app_name) if app_name else None
-    secrets = Secrets()
+    secrets = request.node.stash[_secrets_key]
     endpoint = request.config.stash[appium_key].endpoint(sop_device, suite.config)
     caps = capabilities(sop_device, app, secrets.resolve, device_position(suite.config, sop_device))
     session = DeviceSession.create(sop_device, app, endpoint, caps, secrets.mask)
@@ -105,10 +131,17 @@ def sop_driver(request: pytest.FixtureRequest, sop_device: Device, sop_account: 
         steps=(),
         app=app_name,
     )
+    settings = request.config.stash[settings_key]
+    record = request.node.stash[record_key]
+    record.event("session", device=sop_device.id, endpoint=endpoint, session=session.session_id, reused=False)
+    sinks: list[Recorder] = [AllureRecorder()]
+    if record.audit is not None:
+        sinks.append(AuditRecorder(record.audit, request.node.nodeid))
     request.node.stash[_context_key] = Context(
         case=Case(sop, None, None), session=session, device=sop_device, account=sop_account, secrets=secrets,
-        recorder=AllureRecorder(), registry=suite.registry, get_sop=suite.get_sop,
-        evidence=request.config.stash[settings_key].evidence,
+        recorder=Recorders(*sinks), registry=suite.registry, get_sop=suite.get_sop, evidence=settings.evidence,
+        operator=settings.operator, policy=suite.config.policy,
+        approvals_path=os.path.join(str(request.config.invocation_params.dir), settings.approvals),
     )  # fmt: skip
     try:
         yield session.driver

@@ -328,6 +328,13 @@ class Ledger:
                         raise
                     time.sleep(0.01)
 
+    def check(self) -> None:
+        """Raise :class:`LedgerError` unless SQLite finds the file intact (``PRAGMA quick_check``)."""
+        with self._reading() as conn:
+            problems = [str(row[0]) for row in conn.execute("PRAGMA quick_check").fetchall()]
+        if problems != ["ok"]:
+            raise LedgerError(f"{self.path}: the ledger is damaged: {'; '.join(problems[:3])}")
+
     # --- writing --------------------------------------------------------------------------------
 
     def record_outcome(

@@ -13,13 +13,25 @@ import pytest
 
 from . import hookspecs
 from .appium_service import AppiumService, appium_key
+from .caserecord import record_key
 from .collect import SopFile, SopItem, get_suite, kept_session_key
 from .config import WORKER_SETTINGS_KEY, addoption, resolve, settings_key
 from .errors import SopError, SopInvalid
 from .fixtures import _sop_lease, sop_account, sop_device, sop_driver, sop_run  # noqa: F401 - fixtures
 from .masking import guard_library_logs
 from .plan import plan_lines
-from .runrecord import RUN_ID_KEY, audit_path, init_run, ledger_path, open_audit, run_id_key, who_where, write_run_files
+from .runrecord import (
+    RUN_ID_KEY,
+    alluredir,
+    audit_path,
+    check_records,
+    init_run,
+    ledger_path,
+    open_audit,
+    run_id_key,
+    who_where,
+    write_run_files,
+)
 from .suiteconfig import load_config
 
 
@@ -44,6 +56,7 @@ def pytest_configure(config: pytest.Config) -> None:
     if hasattr(config, "workerinput") and getattr(config.option, "clean_alluredir", False):
         # The controller cleaned it; a worker (or one xdist starts after a crash) must not.
         config.option.clean_alluredir = False
+    keep_audit_history(config)
     if config.pluginmanager.hasplugin("xdist") and not hasattr(config, "workerinput"):
         config.pluginmanager.register(XdistHooks(config), "sop-xdist")
     if not settings.enabled:
@@ -53,6 +66,22 @@ def pytest_configure(config: pytest.Config) -> None:
         config.option.numprocesses = None
         config.option.dist = "no"
     get_suite(config)  # a bad sop.yaml stops the run here, as a usage error
+    if not (hasattr(config, "workerinput") or config.option.collectonly or settings.dry_run):
+        check_records(config)
+
+
+def keep_audit_history(config: pytest.Config) -> None:
+    """``--clean-alluredir`` deletes the alluredir before anything runs: never with the audit history in it."""
+    if hasattr(config, "workerinput") or not getattr(config.option, "clean_alluredir", False):
+        return
+    results, audit = alluredir(config), audit_path(config)
+    if results is None or audit is None or not os.path.exists(audit):
+        return
+    if os.path.commonpath([os.path.abspath(results), os.path.abspath(audit)]) == os.path.abspath(results):
+        raise pytest.UsageError(
+            f"--clean-alluredir would delete the audit history in {audit}: keep the audit log elsewhere "
+            "(--sop-audit PATH, and move the old log there), or clean the report folder yourself"
+        )
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -65,6 +94,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
             # session that could not be created is best said in its own words.
             report.longrepr = item.repr_failure(call.excinfo)
         item.record_report(report, call)
+    elif record_key in item.stash:  # a Python test that leased through the sop_* fixtures
+        item.stash[record_key].report(outcome.get_result(), call)
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
@@ -129,9 +160,13 @@ class XdistHooks:
             node.workerinput.update(config.stash[appium_key].worker_input())
 
 
-@pytest.hookimpl(optionalhook=True)
+@pytest.hookimpl(optionalhook=True, tryfirst=True)
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
-    """``-n auto`` with --sop: one worker per device in the pool."""
+    """``-n auto`` with --sop: one worker per device in the pool.
+
+    ``tryfirst``: xdist's own implementation (the CPU count) answers this first-result hook
+    otherwise, whichever plugin happens to load first.
+    """
     settings = resolve(config)
     if not settings.enabled:
         return None

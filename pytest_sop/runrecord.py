@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import platform
 import socket
+import sqlite3
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -27,6 +28,7 @@ from .allure_meta import (
 from .appium_server import find_appium_home, installed_drivers, status
 from .audit import AuditLog
 from .config import settings_key
+from .errors import SopError
 from .leasing import LeasePool
 
 RUN_ID_KEY = "sop_run_id"
@@ -92,6 +94,48 @@ def open_audit(config: pytest.Config, mask: Callable[[str], str]) -> AuditLog | 
         return None
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     return AuditLog(path, mask=mask)
+
+
+def check_records(config: pytest.Config) -> None:
+    """Before the first lease: the ledger, the audit log and the approvals file must be readable,
+    intact and writable, so no case drives a phone whose outcome could not be recorded.
+
+    :raises pytest.UsageError: naming the file and what is wrong with it.
+    """
+    from .approvals import decisions
+    from .audit import VerifyResult, verify
+    from .ledger import Ledger
+
+    settings = config.stash[settings_key]
+    problems: list[str] = []
+    path = ledger_path(config)
+    try:
+        Ledger(path).check()
+    except (SopError, OSError, sqlite3.Error) as e:
+        problems.append(f"run ledger {path}: {e}")
+    audit = audit_path(config)
+    if audit is not None and os.path.lexists(audit):
+        try:
+            result = verify(audit)
+        except OSError as e:
+            result = VerifyResult(False, None, f"cannot be read: {e.strerror}")
+        if not result.ok:
+            where = f" (line {result.line})" if result.line else ""
+            problems.append(
+                f"audit log {audit}{where}: {result.reason}; check it with `pytest-sop audit verify {audit}`"
+            )
+        else:
+            try:
+                os.close(os.open(audit, os.O_WRONLY | os.O_APPEND))
+            except OSError as e:
+                problems.append(f"audit log {audit} cannot be written: {e.strerror}")
+    approvals = os.path.join(str(config.invocation_params.dir), settings.approvals)
+    try:
+        decisions(approvals)
+    except (SopError, OSError) as e:
+        problems.append(f"approvals file {approvals}: {e}")
+    if problems:
+        raise pytest.UsageError("nothing was run, the run's records are not usable:\n  " + "\n  ".join(problems))
 
 
 def who_where(config: pytest.Config) -> dict[str, str]:

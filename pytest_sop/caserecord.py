@@ -1,0 +1,124 @@
+"""What one case leaves in the audit log and the run ledger, whoever ran it.
+
+A SOP case and a Python test that leases through the ``sop_*`` fixtures are recorded alike:
+the lease, the release, and one outcome per phase that decides it. Recording never turns a
+case's outcome into an internal error: a record that cannot be written fails the case, with
+the reason, and the lease is still released.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from .runrecord import alluredir, ledger_outcome, ledger_path, open_audit, who_where
+
+if TYPE_CHECKING:
+    from .audit import AuditLog
+    from .leasing import Lease
+
+record_key = pytest.StashKey["CaseRecord"]()
+
+
+class CaseRecord:
+    """The audit and ledger record of one case (``nodeid``), for SOP ``sop`` (a Python test: its node id)."""
+
+    def __init__(
+        self,
+        config: pytest.Config,
+        nodeid: str,
+        sop: str,
+        *,
+        owner: str | None = None,
+        escalate_to: str | None = None,
+        mask: Any = str,
+    ) -> None:
+        self.config = config
+        self.nodeid = nodeid
+        self.sop = sop
+        self.owner = owner
+        self.escalate_to = escalate_to
+        self.mask = mask
+        self.audit: AuditLog | None = open_audit(config, mask)
+        self.lease: Lease | None = None
+        self.decided = False  # an outcome that decides the case was recorded
+
+    def event(self, event: str, **fields: Any) -> None:
+        """An audit line about this case, with who ran it where."""
+        if self.audit is not None:
+            self.audit.append(event, case=self.nodeid, sop=self.sop, **who_where(self.config), **fields)
+
+    def leased(self, lease: Lease) -> None:
+        self.lease = lease
+        account = lease.account.id if lease.account else None
+        self.event("lease", device=lease.device.id, account=account, waited=lease.waited)
+
+    def release(self) -> None:
+        """Recorded while still held (the audit log alone proves no two cases overlapped), released whatever happens."""
+        lease, self.lease = self.lease, None
+        if lease is None:
+            return
+        try:
+            self.event("release", device=lease.device.id, account=lease.account.id if lease.account else None)
+        finally:
+            lease.release()
+
+    def report(self, report: pytest.TestReport, call: pytest.CallInfo[None]) -> None:
+        """The outcome of one phase: an audit line when it says something, a ledger row when it decides the case.
+
+        A record that cannot be written makes the report failed, naming why: a case whose
+        outcome is not on record must not pass.
+        """
+        try:
+            self._report(report, call)
+        except Exception as e:  # the audit log or ledger failed: say so on the case, not as INTERNALERROR
+            report.outcome = "failed"
+            report.longrepr = self.mask(f"{report.longreprtext}\nthe case's record could not be written: {e}".strip())
+
+    def _report(self, report: pytest.TestReport, call: pytest.CallInfo[None]) -> None:
+        text = self.mask(report.longreprtext) if report.longreprtext else ""
+        last = text.splitlines()[-1] if text else ""
+        assertion = call.excinfo is not None and isinstance(call.excinfo.value, AssertionError)
+        says = ledger_outcome(report, assertion)
+        unaudited: Exception | None = None
+        if report.when == "call" or report.outcome != "passed":
+            outcome = "error" if report.when != "call" and report.failed else report.outcome
+            try:
+                self.event("outcome", phase=report.when, outcome=outcome, message=last)
+            except Exception as e:  # the ledger still hears of the case, as broken
+                unaudited = e
+                says, last = "broken", f"the audit log could not be written: {e}"
+        if says is not None and (report.when != "teardown" or says == "broken"):
+            self.ledger(says, last)
+        if unaudited is not None:
+            raise unaudited
+
+    def interrupted(self, phase: str, error: BaseException) -> None:
+        """Ctrl-C or an internal error in the middle of the case: pytest writes no report, so this is its outcome."""
+        if self.decided:
+            return
+        message = self.mask(f"{type(error).__name__}: {error}".rstrip(": ").strip())
+        try:
+            self.event("outcome", phase=phase, outcome="interrupted", message=message)
+        finally:
+            self.ledger("broken", f"interrupted in {phase}: {message}")
+
+    def ledger(self, outcome: str, message: str) -> None:
+        from .ledger import Ledger
+        from .recorders import AllureRecorder
+
+        lease = self.lease
+        who = who_where(self.config)
+        self.decided = True
+        record = Ledger(ledger_path(self.config)).record_outcome(
+            case=self.nodeid, sop=self.sop, owner=self.owner, escalate_to=self.escalate_to, outcome=outcome,
+            message=self.mask(message), evidence=alluredir(self.config),
+            run_id=who["run"], operator=who["operator"], device=lease.device.id if lease else None,
+            account=lease.account.id if lease and lease.account else None,
+            escalate_after=int(self.config.getini("sop_escalate_after")),
+        )  # fmt: skip
+        if record is not None and "escalated" in record.changes:
+            self.event("escalated", exception=record.id, to=record.escalated_to, count=record.failures_in_row)
+        if record is not None and record.escalated_to:
+            AllureRecorder().add_labels([("escalated_to", record.escalated_to)])
