@@ -203,3 +203,34 @@ def test_ctrl_c_mid_case_records_the_outcome_and_releases_the_device(tmp_path: P
     assert [e["event"] for e in events][-2:] == ["outcome", "release"]
     assert ledger_rows(tmp_path / ".sop" / "ledger.sqlite") == [("slow.sop.yaml::slow", "broken")]
     assert verify(audit).ok
+
+
+DAMAGE_AUDIT = """
+from pytest_sop import ActionSpec
+
+
+def damage(ctx) -> None:
+    # An internal failure in the middle of a case: the audit log's head stops matching.
+    with open(ctx.recorder.sinks[-1].log.head_path, "w") as head:
+        head.write("garbage")
+
+
+def pytest_sop_actions():
+    return [ActionSpec("damage_audit", "Break the audit log's head file.", shape="none", run=damage)]
+"""
+
+
+def test_an_internal_error_mid_case_fails_it_and_still_records_and_releases(tmp_path: Path, appium_url: str) -> None:
+    sops = {"conftest.py": DAMAGE_AUDIT, "hurt.sop.yaml": "id: hurt\nsteps:\n  - damage_audit\n  - note: after\n"}
+    write_suite(tmp_path, "devices:\n" + fake_device("phone-a"), sops)
+    proc = run(tmp_path, appium_url, f"--sop-audit={tmp_path / 'audit.jsonl'}")
+    out = proc.stdout + proc.stderr
+    assert "INTERNALERROR" not in out and proc.returncode == pytest.ExitCode.TESTS_FAILED, out
+    assert "passed" not in out.splitlines()[-1], out
+    assert ("hurt.sop.yaml::hurt", "broken") in ledger_rows(tmp_path / ".sop" / "ledger.sqlite"), out
+    # The phone is free again: another run takes it without waiting.
+    (tmp_path / "hurt.sop.yaml").unlink()
+    (tmp_path / "conftest.py").unlink()
+    write_suite(tmp_path, "devices:\n" + fake_device("phone-a"), NOTE_SOP)
+    again = run(tmp_path, appium_url, f"--sop-audit={tmp_path / 'audit-2.jsonl'}", "--sop-lease-timeout=0")
+    assert again.returncode == 0, again.stdout + again.stderr
