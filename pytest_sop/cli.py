@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from .actions import build_registry
 from .errors import SopError, SopInvalid
 from .schema import build_schema
-from .suite import Suite
+from .suite import Suite, display_path
 from .suiteconfig import load_config
 
 
@@ -21,7 +21,8 @@ def find_config(start: str) -> str | None:
     folder = os.path.abspath(start if os.path.isdir(start) else os.path.dirname(start) or ".")
     while True:
         candidate = os.path.join(folder, "sop.yaml")
-        if os.path.isfile(candidate):
+        # exists, not isfile: a FIFO or unreadable sop.yaml is reported, never passed over.
+        if os.path.exists(candidate):
             return candidate
         parent = os.path.dirname(folder)
         if parent == folder:
@@ -44,7 +45,7 @@ def cmd_lint(args: argparse.Namespace) -> int:
     paths = args.paths or ["."]
     config_path = args.config or find_config(paths[0])
     try:
-        config = load_config(config_path)
+        config = load_config(config_path, display_path(config_path, os.getcwd()) if config_path else None)
     except SopInvalid as e:
         print(e, file=sys.stdout)
         return 1
@@ -91,7 +92,11 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 
 def cmd_leases(args: argparse.Namespace) -> int:
-    from .config import default_lock_dir
+    from pathlib import Path
+
+    import pytest
+
+    from .config import lock_dir_setting, suite_ini_lock_dir
     from .leasing import format_lease_table, lease_table
 
     config_path = args.config or find_config(".")
@@ -100,7 +105,13 @@ def cmd_leases(args: argparse.Namespace) -> int:
     except SopInvalid as e:
         print(e)
         return 1
-    lock_dir = args.lock_dir or default_lock_dir()
+    # The settings pytest would use: the suite's ini found from sop.yaml's folder (or here).
+    start = Path(os.path.dirname(os.path.abspath(config_path)) if config_path else os.getcwd())
+    try:
+        lock_dir = lock_dir_setting(args.lock_dir, *suite_ini_lock_dir(start), Path.cwd())
+    except pytest.UsageError as e:
+        print(f"pytest-sop: {e}", file=sys.stderr)
+        return 1
     print(format_lease_table(lease_table(lock_dir, config.devices, config.accounts)))
     return 0
 
@@ -171,7 +182,9 @@ def build_parser() -> argparse.ArgumentParser:
     schema.set_defaults(func=cmd_schema)
     leases = sub.add_parser("leases", help="who holds which device and account")
     leases.add_argument("--config", help="suite config (default: the nearest sop.yaml)")
-    leases.add_argument("--lock-dir", help="lock folder (default: the one pytest uses, ini sop_lock_dir)")
+    leases.add_argument(
+        "--lock-dir", help="lock folder (default: the one pytest uses: ini sop_lock_dir, else /tmp/pytest-sop-locks)"
+    )
     leases.set_defaults(func=cmd_leases)
 
     approve = sub.add_parser("approve", help="record a decision at a SOP's approval checkpoint")

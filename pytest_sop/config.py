@@ -1,17 +1,44 @@
 """Options and ini keys from one table -> a frozen :class:`Settings` in ``config.stash``.
 
-Each option ``--sop-x-y`` is also the ini key ``sop_x_y``; the command line wins.
+Each option ``--sop-x-y`` is also the ini key ``sop_x_y``; the command line wins. A bad
+value (a number that is not finite or out of range included) is a usage error naming
+where it came from. The lock folder is decided by :func:`lock_dir_setting`, which
+``pytest-sop leases`` shares.
 """
 
 from __future__ import annotations
 
 import getpass
+import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
+
+from .leasing import DEFAULT_LOCK_DIR, LockDirError, check_lock_dir
+
+#: The longest a case may wait for a device or account: a day.
+MAX_LEASE_TIMEOUT = 86400.0
+MAX_ESCALATE_AFTER = 1000
+
+
+def _seconds(raw: str) -> float:
+    """Seconds from 0 to MAX_LEASE_TIMEOUT; ValueError for anything else (nan and inf too)."""
+    value = float(raw)
+    if not (math.isfinite(value) and 0 <= value <= MAX_LEASE_TIMEOUT):
+        raise ValueError(raw)
+    return value
+
+
+def _whole(raw: str, low: int, high: int) -> int:
+    value = int(raw)
+    if not low <= value <= high:
+        raise ValueError(raw)
+    return value
+
 
 EVIDENCE = ("step", "failure", "none")
 SESSION_SCOPES = ("case", "worker")
@@ -25,6 +52,7 @@ class Option:
     type: Callable[[str], Any] = str
     choices: tuple[str, ...] | None = None
     is_flag: bool = False
+    expected: str = ""  # what ``type`` accepts, in words, for errors
 
     @property
     def ini(self) -> str:
@@ -37,7 +65,13 @@ OPTIONS = (
     Option("--sop-operator", "who runs this (default: env SOP_OPERATOR, then the CI actor, then the OS user)"),
     Option("--sop-approvals", "approvals file (default: sop-approvals.yaml)", "sop-approvals.yaml"),
     Option("--sop-evidence", "screenshots after every step, on failure only, or none", "failure", choices=EVIDENCE),
-    Option("--sop-lease-timeout", "seconds to wait for a device or account", 300.0, type=float),
+    Option(
+        "--sop-lease-timeout",
+        "seconds to wait for a device or account",
+        300.0,
+        type=_seconds,
+        expected=f"seconds from 0 to {MAX_LEASE_TIMEOUT:g}",
+    ),
     Option("--sop-appium", "Appium server URL, or 'local' to start a managed one (overrides sop.yaml)"),
     Option("--sop-audit", "audit log path (default: sop-audit.jsonl in the alluredir)"),
     Option("--sop-ledger", "run ledger path (default: .sop/ledger.sqlite beside sop.yaml)"),
@@ -111,7 +145,8 @@ def _value(config: pytest.Config, opt: Option) -> Any:
     try:
         return opt.type(raw)
     except ValueError:
-        raise pytest.UsageError(f"{source}: expected a {opt.type.__name__}, got {raw!r}") from None
+        expected = opt.expected or f"a {opt.type.__name__}"
+        raise pytest.UsageError(f"{source}: expected {expected}, got {raw!r}") from None
 
 
 def default_operator() -> str:
@@ -125,10 +160,36 @@ def default_operator() -> str:
 
 
 def default_lock_dir() -> str:
-    import tempfile
+    """The host's one lock folder: the same for every user and every TMPDIR."""
+    return DEFAULT_LOCK_DIR
 
-    user = getpass.getuser() if hasattr(os, "getuid") else "user"
-    return os.path.join(tempfile.gettempdir(), f"pytest-sop-{user}", "locks")
+
+def lock_dir_setting(flag: str | None, ini_value: str | None, inipath: Path | None, cwd: Path) -> str:
+    """The lock folder, for pytest and ``pytest-sop leases`` alike.
+
+    ``flag`` (``--lock-dir``, relative to ``cwd``) wins; then ini ``sop_lock_dir``, relative
+    to the folder of the ini file it is in (``inipath``); else :func:`default_lock_dir`.
+    """
+    if flag:
+        return os.path.join(cwd, flag)
+    if ini_value:
+        return os.path.join(inipath.parent if inipath else cwd, ini_value)
+    return default_lock_dir()
+
+
+def suite_ini_lock_dir(start: Path) -> tuple[str | None, Path | None]:
+    """Ini ``sop_lock_dir`` and the ini file, found from ``start`` upwards as pytest finds its ini.
+
+    pytest.ini, .pytest.ini, pyproject.toml ([tool.pytest.ini_options]), tox.ini ([pytest])
+    or setup.cfg ([tool:pytest]): pytest's own search, so both always agree.
+    """
+    from _pytest.config.findpaths import locate_config
+
+    found = locate_config(start, [])
+    inipath, values = found[1], found[2]
+    value: object = values.get("sop_lock_dir")
+    value = getattr(value, "value", value)  # pytest >= 9 wraps values
+    return (str(value) if value else None), inipath
 
 
 def resolve(config: pytest.Config) -> Settings:
@@ -148,8 +209,19 @@ def resolve(config: pytest.Config) -> Settings:
         config_path = os.path.join(str(config.invocation_params.dir), config_path)
         if not os.path.exists(config_path):
             raise pytest.UsageError(f"--sop-config: {config_path} does not exist")
-    if values["sop_lease_timeout"] < 0:
-        raise pytest.UsageError(f"--sop-lease-timeout: expected seconds >= 0, got {values['sop_lease_timeout']}")
+    escalate_after = config.getini("sop_escalate_after")
+    try:
+        _whole(escalate_after, 1, MAX_ESCALATE_AFTER)
+    except ValueError:
+        raise pytest.UsageError(
+            f"ini sop_escalate_after: expected a whole number from 1 to {MAX_ESCALATE_AFTER}, got {escalate_after!r}"
+        ) from None
+    lock_dir = lock_dir_setting(None, config.getini("sop_lock_dir"), config.inipath, config.invocation_params.dir)
+    if values["sop"] and not values["sop_dry_run"]:
+        try:
+            check_lock_dir(lock_dir)  # before any case: an unsafe folder stops the run here
+        except LockDirError as e:
+            raise pytest.UsageError(str(e)) from None
     return Settings(
         enabled=values["sop"],
         config_path=config_path,
@@ -164,5 +236,5 @@ def resolve(config: pytest.Config) -> Settings:
         dry_run=values["sop_dry_run"],
         due=values["sop_due"],
         patterns=tuple(config.getini("sop_files")),
-        lock_dir=config.getini("sop_lock_dir") or default_lock_dir(),
+        lock_dir=lock_dir,
     )

@@ -1,15 +1,33 @@
 """Exclusive leases on devices and accounts, shared by every pytest process of a host.
 
-Each device and each account has one lock file in a lock folder (``device-<id>.lock``,
-``account-<id>.lock``), locked with filelock's :class:`~filelock.FileLock` (``flock`` on
-Unix), so the kernel frees a lease the moment its holder dies, however it dies. Lock files
-are never deleted: every process always locks the same inode.
+The lock folder is one per host: ``/tmp/pytest-sop-locks`` (:data:`DEFAULT_LOCK_DIR`)
+unless ini ``sop_lock_dir`` names another; it does not depend on ``USER`` or ``TMPDIR``,
+so every user and every run of the host leases from the same locks. A folder we create
+gets mode ``01777`` (set explicitly, whatever the umask: sticky and world-writable like
+``/tmp``, so every user may add lock files and none may remove another's). Before use
+the folder is checked with ``lstat``: a real directory (not a symlink), owned by root or
+by the current user, and sticky if group or others may write it. Anything else is refused
+with :class:`LockDirError` naming the folder, its owner and mode, and the fix (ini
+``sop_lock_dir``, or ``sudo install -d -m 1777 -o root PATH``). On a host with several
+users an admin creates the shared folder once that way; a folder created by one ordinary
+user is trusted by that user only.
 
-Beside each lock, a holder record (``device-<id>.holder.json``) says who holds it: run id,
-host, pid, xdist worker, case, operator and since when. It is written (tmp + rename) once
-the lock is held and removed before the lock is released. It carries ids only, never an
-account's fields. A record left behind by a dead process is harmless: the lock, not the
-record, decides who holds a device, and :func:`lease_table` shows such a device as free.
+Each device and each account has one lock file in the folder (``device-<id>.lock``,
+``account-<id>.lock``), opened by this module itself relative to the folder's descriptor
+with ``O_RDWR|O_CREAT|O_NOFOLLOW`` (never ``O_TRUNC``), made ``0666`` when we create it
+so other users lock the same inode, and locked with ``flock(LOCK_EX|LOCK_NB)``: the
+kernel frees a lease the moment its holder dies, however it dies. Lock files are never
+deleted. A lock file that cannot be used safely (a symlink, a hard link, a fifo, a
+directory, another user's private file) is skipped like a busy one and named in the
+timeout message, so it does not stop other devices from being leased.
+
+The holder record (run id, host, pid, xdist worker, case, operator, since) is written
+into the lock file itself while its lock is held, and cleared before unlocking: no
+separate file, so nothing is ever written through a planted link, and in a sticky folder
+no other user can replace it. It carries ids only, never an account's fields. The record
+is a claim, not proof: :func:`lease_table` and timeout messages take the holder's pid
+from the kernel (``/proc/locks``) and show that pid and its user when the record does not
+agree; a record left by a dead process is ignored.
 
 A case takes a (device, account) pair from a list of acceptable pairs in preference order
 (:func:`candidate_pairs` builds it). :meth:`LeasePool.acquire` never waits while holding a
@@ -23,11 +41,15 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import errno
+import fcntl
 import json
 import math
 import os
+import pwd
 import random
 import socket
+import stat
 import threading
 import time
 from collections.abc import Iterable, Sequence
@@ -37,21 +59,22 @@ from types import TracebackType
 from typing import Any, Literal, Self
 from urllib.parse import quote, unquote
 
-from filelock import FileLock, Timeout
-
-from .errors import DeviceError, LeaseTimeout
+from .errors import DeviceError, LeaseTimeout, SopError
 from .matching import candidate_accounts, candidate_devices, may_use
 from .model import Account, AccountRequirement, Device, DeviceRequirement, SuiteConfig
 
 __all__ = [
+    "DEFAULT_LOCK_DIR",
     "DEFAULT_POLL_INTERVAL",
     "Holder",
     "Kind",
     "Lease",
     "LeasePool",
+    "LockDirError",
     "Pair",
     "Row",
     "candidate_pairs",
+    "check_lock_dir",
     "format_lease_table",
     "holder_path",
     "lease_table",
@@ -62,12 +85,24 @@ __all__ = [
 Kind = Literal["device", "account"]
 Pair = tuple[Device, Account | None]
 
+#: The host's one lock folder when ini ``sop_lock_dir`` names none.
+DEFAULT_LOCK_DIR = "/tmp/pytest-sop-locks"
+
 #: Seconds between two rounds of tries while waiting: a lock freed by a dead holder is
 #: taken by a waiter well within a second.
 DEFAULT_POLL_INTERVAL = 0.025
 
 _LOCK_SUFFIX = ".lock"
-_HOLDER_SUFFIX = ".holder.json"
+_RECORD_LIMIT = 64 * 1024  # a record is a few hundred bytes; never read a planted giant
+_OPEN = os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY  # NONBLOCK: a fifo never hangs us
+_FIX = (
+    "use a folder only you (or root) control: set ini sop_lock_dir to one, "
+    "or have an admin create the shared one: sudo install -d -m 1777 -o root {path}"
+)
+
+
+class LockDirError(SopError):
+    """The lock folder is unsafe (someone else could swap or plant locks) or cannot be made."""
 
 
 def lock_name(kind: Kind, id: str) -> str:
@@ -80,15 +115,181 @@ def lock_path(lock_dir: str | os.PathLike[str], kind: Kind, id: str) -> Path:
 
 
 def holder_path(lock_dir: str | os.PathLike[str], kind: Kind, id: str) -> Path:
-    return Path(lock_dir) / (lock_name(kind, id) + _HOLDER_SUFFIX)
+    """Where the holder record is: in the lock file itself."""
+    return lock_path(lock_dir, kind, id)
 
 
-def _new_lock(path: Path) -> FileLock:
-    # A fresh instance per hold: its own descriptor, so two holds in one process (threads,
-    # two pools) exclude each other in the kernel just as two processes do. Not thread-local,
-    # so a lease may be released from another thread than the one that took it.
-    # ``preserve_lock_file`` keeps the file in place and refuses the soft (non-kernel) fallback.
-    return FileLock(path, thread_local=False, preserve_lock_file=True)
+def _user(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid {uid}"
+
+
+def _owner(st: os.stat_result) -> str:
+    return f"owner {_user(st.st_uid)}, mode {stat.S_IMODE(st.st_mode):04o}"
+
+
+def _why_unsafe(path: str, st: os.stat_result) -> str | None:
+    """Why a lock folder must not be trusted, or ``None`` when it may be."""
+    if stat.S_ISLNK(st.st_mode):
+        try:
+            target = os.readlink(path)
+        except OSError:
+            target = "?"
+        return f"it is a symbolic link (to {target}), which whoever made it can point anywhere"
+    if not stat.S_ISDIR(st.st_mode):
+        return "it is not a directory"
+    me = os.geteuid()
+    if st.st_uid not in (0, me):
+        return f"it is owned by {_user(st.st_uid)} (uid {st.st_uid}), neither root nor you ({_user(me)})"
+    mode = stat.S_IMODE(st.st_mode)
+    if mode & (stat.S_IWGRP | stat.S_IWOTH) and not mode & stat.S_ISVTX:
+        return (
+            f"group or others may write it (mode {mode:04o}) without the sticky bit, so anyone could replace lock files"
+        )
+    return None
+
+
+def _refuse(path: str, st: os.stat_result, why: str) -> LockDirError:
+    return LockDirError(f"lock folder {path} ({_owner(st)}) is unsafe: {why}; {_FIX.format(path=path)}")
+
+
+def _open_dir(path: str) -> int | None:
+    """A descriptor of a trusted lock folder, ``None`` when it does not exist; LockDirError when unsafe."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise LockDirError(f"lock folder {path} cannot be used: {e.strerror}; {_FIX.format(path=path)}") from None
+    why = _why_unsafe(path, st)
+    if why is not None:
+        raise _refuse(path, st, why)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as e:
+        raise LockDirError(f"lock folder {path} cannot be opened: {e.strerror}; {_FIX.format(path=path)}") from None
+    # What we opened is what we checked: not swapped for another folder in between.
+    fst = os.fstat(fd)
+    if (fst.st_dev, fst.st_ino) != (st.st_dev, st.st_ino):
+        os.close(fd)
+        raise LockDirError(f"lock folder {path} was replaced while being checked; {_FIX.format(path=path)}")
+    return fd
+
+
+def check_lock_dir(lock_dir: str | os.PathLike[str], *, create: bool = True) -> None:
+    """Make the lock folder (mode 01777) if missing, and check it may be trusted.
+
+    :raises LockDirError: it is unsafe (a symlink, not a directory, owned by someone else,
+        writable by others without the sticky bit) or cannot be made; the message names
+        the folder, its owner and mode, why, and the fix.
+    """
+    fd = _prepare(os.path.abspath(lock_dir), create=create)
+    if fd is not None:
+        os.close(fd)
+
+
+def _prepare(path: str, *, create: bool) -> int | None:
+    fd = _open_dir(path)
+    if fd is not None or not create:
+        return fd
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        pass  # another process made it first: checked below like any folder
+    except OSError as e:
+        raise LockDirError(f"lock folder {path} cannot be created: {e.strerror}; {_FIX.format(path=path)}") from None
+    else:
+        # 0700 until now, so nobody could plant anything; chmod, not the mode argument, so
+        # the umask does not matter.
+        os.chmod(path, 0o1777, follow_symlinks=False)
+    return _open_dir(path)
+
+
+class _Unusable(Exception):
+    """A lock file we must not use; the message says which and why."""
+
+
+def _describe_file(dir_fd: int, path: Path, why: str) -> str:
+    try:
+        owner = f" ({_owner(os.lstat(path.name, dir_fd=dir_fd))})"
+    except OSError:
+        owner = ""
+    return f"lock file {path}{owner} cannot be used: {why}"
+
+
+_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a fifo"), (stat.S_ISSOCK, "a socket"),
+          (stat.S_ISCHR, "a device"), (stat.S_ISBLK, "a device"))  # fmt: skip
+
+
+def _open_lock(dir_fd: int, path: Path, *, create: bool) -> tuple[int, bool] | None:
+    """(descriptor, writable) of a lock file in the folder ``dir_fd``; ``None`` if missing and not ``create``.
+
+    Never truncates, never follows a symlink, refuses anything but a regular file with one
+    name (a hard link could be another user's file). A file we may not write (another
+    user's ``0644``) is still locked, read-only; our record then goes unwritten.
+
+    :raises _Unusable: naming the file, its owner and mode, and what is wrong.
+    """
+    name, writable, created = path.name, True, False
+    try:
+        try:
+            fd = os.open(name, os.O_RDWR | _OPEN, dir_fd=dir_fd)
+        except FileNotFoundError:
+            if not create:
+                return None
+            try:
+                fd = os.open(name, os.O_RDWR | os.O_CREAT | os.O_EXCL | _OPEN, 0o666, dir_fd=dir_fd)
+                created = True
+            except FileExistsError:
+                fd = os.open(name, os.O_RDWR | _OPEN, dir_fd=dir_fd)
+        except PermissionError:
+            fd, writable = os.open(name, os.O_RDONLY | _OPEN, dir_fd=dir_fd), False
+    except OSError as e:
+        problem = {
+            errno.ELOOP: "it is a symbolic link",
+            errno.EISDIR: "it is a directory",
+            errno.EACCES: "permission denied",
+            errno.EPERM: "permission denied",
+            errno.ENXIO: "it is a socket or a device",
+        }.get(e.errno or 0, e.strerror or str(e))
+        raise _Unusable(_describe_file(dir_fd, path, problem)) from None
+    try:
+        st = os.fstat(fd)
+        why = next((what for test, what in _KINDS if test(st.st_mode)), None)
+        if why is None and not stat.S_ISREG(st.st_mode):
+            why = "not a regular file"
+        if why is not None:
+            raise _Unusable(_describe_file(dir_fd, path, f"it is {why}" if why.startswith("a ") else why))
+        if st.st_nlink != 1:
+            raise _Unusable(_describe_file(dir_fd, path, f"it is a hard link ({st.st_nlink} names) to another file"))
+        if created:
+            os.fchmod(fd, 0o666)  # every user locks this inode, whatever our umask
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, writable
+
+
+def _lock(fd: int) -> bool:
+    """Take the kernel lock without waiting: False when someone holds it."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+def _unlock(fd: int, writable: bool) -> None:
+    try:
+        if writable:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, 0)  # the record goes first: once unlocked, the next holder writes its own
+        fcntl.flock(fd, fcntl.LOCK_UN)  # explicit: a forked child sharing fd must not keep it
+    finally:
+        os.close(fd)
 
 
 @dataclass(frozen=True)
@@ -135,23 +336,12 @@ class Holder:
         return cls(kind, id_, run_id, host, pid, worker, case, operator, since)
 
 
-def _read_holder(path: Path) -> Holder | None:
+def _read_record(fd: int) -> Holder | None:
     try:
-        return Holder.from_json(json.loads(path.read_bytes()))
+        data = os.pread(fd, _RECORD_LIMIT, 0)
+        return Holder.from_json(json.loads(data)) if data else None
     except (OSError, ValueError):
         return None
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    # Only the lock holder writes this record, so a per-process tmp name cannot collide.
-    # No fsync: after a crash the record is stale anyway, and the lock says who holds what.
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        os.write(fd, data)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
 
 
 def _pid_alive(pid: int) -> bool:
@@ -165,96 +355,167 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        stat_line = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return True  # no procfs: trust the signal probe
-    return stat[stat.rfind(")") + 2 :][:1] not in ("Z", "X")
+    return stat_line[stat_line.rfind(")") + 2 :][:1] not in ("Z", "X")
 
 
-def _probe(path: Path) -> bool | None:
-    """Is this lock held right now? ``None`` when it cannot be tried (e.g. no permission)."""
-    if not path.exists():
-        return False
-    lock = _new_lock(path)
+def _pid_user(pid: int) -> str | None:
     try:
-        lock.acquire(blocking=False)
-    except Timeout:
-        return True
+        return _user(os.stat(f"/proc/{pid}").st_uid)
     except OSError:
         return None
-    lock.release()
-    return False
+
+
+_Inode = tuple[int, int, int]  # (major, minor, inode), as /proc/locks names a file
+
+
+def _flock_holders() -> dict[_Inode, int] | None:
+    """The pid holding each exclusive ``flock`` of this host, by inode; ``None`` without ``/proc/locks``.
+
+    Only processes this pid namespace can see are listed: a lock missing here may still be held.
+    """
+    try:
+        with open("/proc/locks", "rb") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    holders: dict[_Inode, int] = {}
+    for line in lines:
+        # "1: FLOCK  ADVISORY  WRITE 1234 fe:00:2163558 0 EOF"; waiters have "->" in 2nd place
+        parts = line.split()
+        if len(parts) < 6 or parts[1] != b"FLOCK" or parts[3] != b"WRITE":
+            continue
+        try:
+            major, minor, inode = parts[5].split(b":")
+            holders[(int(major, 16), int(minor, 16), int(inode))] = int(parts[4])
+        except ValueError:
+            continue
+    return holders
 
 
 @dataclass(frozen=True)
 class Row:
-    """One line of the lease table: a device or an account, free or held by whom."""
+    """One line of the lease table: a device or an account, free, held by whom, or unusable."""
 
     kind: Kind
     id: str
-    state: Literal["free", "held"]
-    holder: Holder | None  # None when free, or when held by a process that has not written its record yet
+    state: Literal["free", "held", "unusable"]
+    holder: Holder | None  # its record, when the kernel agrees it is the holder's (or cannot say)
+    pid: int | None = None  # the holder's pid, from the kernel when it can tell
+    user: str | None = None  # the holder process's user, from the kernel
+    problem: str | None = None  # why the lock file cannot be used
 
     @property
     def held(self) -> bool:
         return self.state == "held"
 
 
-def _row(lock_dir: Path, kind: Kind, id: str, host: str) -> Row:
-    record = _read_holder(holder_path(lock_dir, kind, id))
-    if record is not None and (record.kind, record.id) != (kind, id):
-        record = None
-    stale = record is not None and record.host == host and not _pid_alive(record.pid)
-    held = _probe(lock_path(lock_dir, kind, id))
-    if held is None:  # cannot try the lock: go by the record alone
-        held = record is not None and not stale
-    if not held:
+def _row(dir_fd: int, lock_dir: Path, kind: Kind, id: str, host: str, kernel: dict[_Inode, int] | None) -> Row:
+    path = lock_path(lock_dir, kind, id)
+    try:
+        opened = _open_lock(dir_fd, path, create=False)
+    except _Unusable as e:
+        return Row(kind, id, "unusable", None, problem=str(e))
+    if opened is None:
         return Row(kind, id, "free", None)
-    return Row(kind, id, "held", None if stale else record)
+    fd = opened[0]
+    try:
+        st = os.fstat(fd)
+        record = _read_record(fd)
+        if record is not None and (record.kind, record.id) != (kind, id):
+            record = None
+        pid = (kernel or {}).get((os.major(st.st_dev), os.minor(st.st_dev), st.st_ino), 0)
+        if pid <= 0:  # the kernel cannot name a holder here: try the lock itself (shared, so briefly)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                pass
+            except OSError as e:
+                return Row(kind, id, "unusable", None, problem=_describe_file(dir_fd, path, e.strerror or str(e)))
+            else:
+                return Row(kind, id, "free", None)
+    finally:
+        os.close(fd)
+    if pid > 0:
+        # The kernel's word wins: a record anyone could have written names its holder only if it agrees.
+        agrees = record is not None and record.host == host and record.pid == pid
+        return Row(kind, id, "held", record if agrees else None, pid, _pid_user(pid))
+    if record is not None and record.host == host and not _pid_alive(record.pid):
+        record = None  # left by a dead process
+    return Row(kind, id, "held", record, record.pid if record else None)
+
+
+def _rows(dir_fd: int, lock_dir: Path, wanted: Iterable[tuple[Kind, str]]) -> list[Row]:
+    host, kernel = socket.gethostname(), _flock_holders()
+    return [_row(dir_fd, lock_dir, kind, id, host, kernel) for kind, id in wanted]
 
 
 def lease_table(lock_dir: str | os.PathLike[str], devices: Iterable[Device], accounts: Iterable[Account]) -> list[Row]:
-    """Every device and account, free or held by whom; devices and accounts first, in config order.
+    """Every device and account, free, held by whom or unusable; devices and accounts first, in config order.
 
     Locks found in the folder for ids that are not configured (devices found at run time,
     another suite's config) are listed after them when they are held. The folder is only
     read: nothing is created, and a record left by a dead process shows as free.
+
+    :raises LockDirError: the folder is unsafe (see :func:`check_lock_dir`).
     """
     root = Path(lock_dir)
-    host = socket.gethostname()
     wanted: list[tuple[Kind, str]] = [("device", d.id) for d in devices] + [("account", a.id) for a in accounts]
-    rows = [_row(root, kind, id, host) for kind, id in wanted]
-    known = set(wanted)
-    extra: list[tuple[Kind, str]] = []
-    with contextlib.suppress(OSError):
-        for entry in os.scandir(root):
-            if not entry.name.endswith(_LOCK_SUFFIX):
+    dir_fd = _open_dir(os.path.abspath(root))
+    if dir_fd is None:
+        return [Row(kind, id, "free", None) for kind, id in wanted]
+    try:
+        known = set(wanted)
+        extra: set[tuple[Kind, str]] = set()
+        for name in os.listdir(dir_fd):
+            if not name.endswith(_LOCK_SUFFIX):
                 continue
-            kind_s, sep, quoted = entry.name[: -len(_LOCK_SUFFIX)].partition("-")
+            kind_s, sep, quoted = name[: -len(_LOCK_SUFFIX)].partition("-")
             if sep and kind_s in ("device", "account"):
                 key: tuple[Kind, str] = ("device" if kind_s == "device" else "account", unquote(quoted))
                 if key not in known:
-                    extra.append(key)
-    for kind, id in sorted(extra):
-        row = _row(root, kind, id, host)
-        if row.held:
-            rows.append(row)
-    return rows
+                    extra.add(key)
+        rows = _rows(dir_fd, root, [*wanted, *sorted(extra)])
+    finally:
+        os.close(dir_fd)
+    return rows[: len(wanted)] + [r for r in rows[len(wanted) :] if r.held]
 
 
 def format_lease_table(rows: Sequence[Row]) -> str:
-    """A plain-text table, one line per device or account, for ``pytest-sop leases``."""
-    header = ("KIND", "ID", "STATE", "CASE", "OPERATOR", "PID", "HOST", "WORKER", "SINCE")
+    """A plain-text table, one line per device or account, for ``pytest-sop leases``; then what is unusable."""
+    header = ("KIND", "ID", "STATE", "CASE", "OPERATOR", "PID", "USER", "HOST", "WORKER", "SINCE")
     lines: list[tuple[str, ...]] = [header]
     for r in rows:
         h = r.holder
-        if h is None:
-            rest = ("?" if r.held else "-",) + ("-",) * 5
+        pid, user = str(r.pid) if r.pid else "-", r.user or "-"
+        if h is not None:
+            rest = (h.case, h.operator, pid, user, h.host, h.worker or "-", h.since)
+        elif r.held:
+            rest = ("?", "-", pid, user, "-", "-", "-")
         else:
-            rest = (h.case, h.operator, str(h.pid), h.host, h.worker or "-", h.since)
+            rest = ("-",) * 7
         lines.append((r.kind, r.id, r.state, *rest))
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip() for line in lines)
+    table = [("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip()) for line in lines]
+    return "\n".join(table + [f"{r.kind} {r.id}: {r.problem}" for r in rows if r.problem])
+
+
+def _state(row: Row) -> str:
+    """A row in the words of a timeout message."""
+    if row.problem is not None:
+        return row.problem
+    if not row.held:
+        return "free now"
+    if row.holder is not None:
+        return f"held by {row.holder.describe()}"
+    if row.pid is not None:
+        return f"held by pid {row.pid} (user {row.user or '?'}), whose holder record is missing or not its own"
+    return "held (holder not recorded yet)"
+
+
+_Held = tuple[int, bool]  # (lock file descriptor, writable)
 
 
 class Lease:
@@ -267,7 +528,7 @@ class Lease:
         *,
         case: str,
         requirement: str,
-        locks: Sequence[tuple[Path, FileLock]],
+        locks: Sequence[_Held],
         acquired_at: float,
         waited: float,
         since: str,
@@ -282,7 +543,7 @@ class Lease:
         self.waited = waited
         #: UTC ISO 8601 time when it was taken, as in the holder records.
         self.since = since
-        self._locks = list(locks)  # (holder record path, lock), in the order taken
+        self._locks = list(locks)  # in the order taken
         self._mutex = threading.Lock()
 
     @property
@@ -293,19 +554,12 @@ class Lease:
         """Clear the holder records and unlock, last taken first. Calling it again does nothing."""
         with self._mutex:
             locks, self._locks = self._locks, []
-        errors: list[BaseException] = []
-        for record, lock in reversed(locks):
+        errors: list[OSError] = []
+        for fd, writable in reversed(locks):
             try:
-                # The record goes first: once unlocked, the next holder writes its own.
-                with contextlib.suppress(FileNotFoundError):
-                    record.unlink()
+                _unlock(fd, writable)
             except OSError as e:
                 errors.append(e)
-            finally:
-                try:
-                    lock.release()
-                except Exception as e:
-                    errors.append(e)
         if errors:
             raise errors[0]
 
@@ -353,10 +607,14 @@ class _Plan:
 class LeasePool:
     """Takes leases in one lock folder on behalf of one run (one pytest process).
 
-    ``lock_dir`` is shared by every run of the host (the caller decides where; it is
-    created if missing). ``run_id``, ``operator`` and ``worker`` (the xdist worker id, or
-    ``None``) go into every holder record. A pool holds no open files between leases and
-    may be used from several threads.
+    ``lock_dir`` is shared by every run of the host (the caller decides where, usually
+    :data:`DEFAULT_LOCK_DIR`); it is created if missing and checked before use
+    (:func:`check_lock_dir`). ``run_id``, ``operator`` and ``worker`` (the xdist worker id,
+    or ``None``) go into every holder record. A pool keeps the folder open (so it keeps
+    using the folder it checked) but no lock file between leases, and may be used from
+    several threads.
+
+    :raises LockDirError: the folder is unsafe or cannot be made.
     """
 
     def __init__(
@@ -376,7 +634,13 @@ class LeasePool:
         self.worker = worker
         self.poll_interval = poll_interval
         self.host = socket.gethostname()
-        self.lock_dir.mkdir(parents=True, exist_ok=True)
+        fd = _prepare(os.path.abspath(self.lock_dir), create=True)
+        assert fd is not None  # made above, or refused
+        self._dir_fd = fd
+
+    def __del__(self) -> None:
+        with contextlib.suppress(AttributeError, OSError):
+            os.close(self._dir_fd)
 
     def acquire(self, pairs: Sequence[Pair], *, case: str, timeout: float, requirement: str) -> Lease:
         """Lease the first whole pair of ``pairs`` that is free, waiting up to ``timeout`` seconds.
@@ -387,16 +651,19 @@ class LeasePool:
         asked for, in words) name the lease in holder records and errors.
 
         :raises LeaseTimeout: no pair became free in time; the message names the
-            requirement, the candidates and who holds them.
+            requirement, the candidates and who holds them (or why a lock file is unusable).
         :raises DeviceError: ``pairs`` is empty.
+        :raises ValueError: ``timeout`` is not a number.
         """
+        if math.isnan(timeout):
+            raise ValueError(f"timeout: expected seconds, got {timeout}")
         if not pairs:
             raise DeviceError("pool", f"no device and account can serve {requirement}")
         plans = [_plan(device, account) for device, account in pairs]
         start = time.monotonic()
         deadline = math.inf if timeout < 0 else start + timeout
         while True:
-            busy: set[str] = set()
+            busy: set[str] = set()  # busy or unusable this round
             for plan in plans:
                 if any(name in busy for _, _, name in plan.locks):
                     continue
@@ -409,50 +676,58 @@ class LeasePool:
             # A little jitter keeps waiters of one device from polling in lockstep.
             time.sleep(min(self.poll_interval * random.uniform(0.5, 1.0), deadline - now))
 
-    def _try(self, plan: _Plan, busy: set[str]) -> list[tuple[Kind, str, FileLock]] | None:
+    def _try(self, plan: _Plan, busy: set[str]) -> list[tuple[Kind, str, int, bool]] | None:
         """Every lock of a plan without waiting, or none: a partial hold is dropped at once."""
-        held: list[tuple[Kind, str, FileLock]] = []
+        held: list[tuple[Kind, str, int, bool]] = []
         try:
             for kind, id, name in plan.locks:
-                lock = _new_lock(self.lock_dir / (name + _LOCK_SUFFIX))
                 try:
-                    lock.acquire(blocking=False)
-                except Timeout:
+                    opened = _open_lock(self._dir_fd, self.lock_dir / (name + _LOCK_SUFFIX), create=True)
+                except _Unusable:
+                    busy.add(name)  # named in the timeout message; tried again next round
+                    break
+                assert opened is not None  # created if missing
+                fd, writable = opened
+                try:
+                    got = _lock(fd)
+                except OSError:  # e.g. no locks on this filesystem: unusable, like above
+                    got = False
+                if not got:
+                    os.close(fd)
                     busy.add(name)
                     break
-                held.append((kind, id, lock))
+                held.append((kind, id, fd, writable))
             else:
                 return held
         except BaseException:
-            _unlock_all(lock for _, _, lock in held)
+            _unlock_all(held)
             raise
-        _unlock_all(lock for _, _, lock in held)
+        _unlock_all(held)
         return None
 
     def _lease(
-        self, plan: _Plan, held: list[tuple[Kind, str, FileLock]], *, case: str, requirement: str, start: float
+        self, plan: _Plan, held: list[tuple[Kind, str, int, bool]], *, case: str, requirement: str, start: float
     ) -> Lease:
         acquired_at = time.monotonic()
         since = dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
-        records: list[tuple[Path, FileLock]] = []
+        pid = os.getpid()
         try:
-            for kind, id, lock in held:
-                record = Holder(kind, id, self.run_id, self.host, os.getpid(), self.worker, case, self.operator, since)
-                path = holder_path(self.lock_dir, kind, id)
-                _write_atomic(path, json.dumps(asdict(record)).encode())
-                records.append((path, lock))
+            for kind, id, fd, writable in held:
+                if writable:  # a lock file we may only read (another user's 0644) keeps no record
+                    record = Holder(kind, id, self.run_id, self.host, pid, self.worker, case, self.operator, since)
+                    os.ftruncate(fd, 0)
+                    os.pwrite(fd, json.dumps(asdict(record)).encode(), 0)
         except BaseException:
-            for path, _ in records:
+            for _, _, fd, writable in reversed(held):
                 with contextlib.suppress(OSError):
-                    path.unlink()
-            _unlock_all(lock for _, _, lock in held)
+                    _unlock(fd, writable)
             raise
         return Lease(
             plan.device,
             plan.account,
             case=case,
             requirement=requirement,
-            locks=records,
+            locks=[(fd, writable) for _, _, fd, writable in held],
             acquired_at=acquired_at,
             waited=acquired_at - start,
             since=since,
@@ -469,15 +744,8 @@ class LeasePool:
         candidates = devices + accounts  # each in preference order
         what = "device and account" if accounts else "device"
         lines = [f"no {what} free for {requirement} within {timeout:g} s", "candidates:"]
-        for kind, id in candidates:
-            row = _row(self.lock_dir, kind, id, self.host)
-            if row.holder is not None:
-                state = f"held by {row.holder.describe()}"
-            elif row.held:
-                state = "held (holder not recorded yet)"
-            else:
-                state = "free now"
-            lines.append(f"  {kind} {id}: {state}")
+        for row in _rows(self._dir_fd, self.lock_dir, candidates):
+            lines.append(f"  {row.kind} {row.id}: {_state(row)}")
         pairs = ", ".join(f"{p.device.id}+{p.account.id}" if p.account else p.device.id for p in plans)
         lines.append(f"pairs tried: {pairs}")
         return "\n".join(lines)
@@ -490,10 +758,11 @@ def _plan(device: Device, account: Account | None) -> _Plan:
     return _Plan(device, account, tuple(sorted(locks, key=lambda lock: lock[2])))
 
 
-def _unlock_all(locks: Iterable[FileLock]) -> None:
-    for lock in reversed(list(locks)):
-        with contextlib.suppress(Exception):
-            lock.release()
+def _unlock_all(held: Sequence[tuple[Kind, str, int, bool]]) -> None:
+    """Drop a partial hold: no record was written, so none is cleared."""
+    for _, _, fd, _ in reversed(held):
+        with contextlib.suppress(OSError):
+            _unlock(fd, False)
 
 
 def pairs_for(

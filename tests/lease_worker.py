@@ -2,8 +2,9 @@
 
     python tests/lease_worker.py SPEC_JSON
 
-SPEC is a JSON object: ``cmd`` (``cycles``, ``hold`` or ``wait``), ``lock_dir``,
-``devices`` ([{"id": ...}]), ``accounts`` ([{"id", "devices", "fields"}], a field
+SPEC is a JSON object: ``cmd`` (``cycles``, ``hold``, ``wait`` or ``try``), ``lock_dir``
+(default: the plugin's default lock folder), ``uid`` and ``gid`` (become this user after
+the imports, so a root test can start another user's process), ``devices`` ([{"id": ...}]), ``accounts`` ([{"id", "devices", "fields"}], a field
 ``{"env": NAME}`` is a secret), ``pairs`` ([[device id, account id or null], ...]) and
 the command's own keys (see each function). Results are JSON files the test reads.
 """
@@ -17,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pytest_sop.config import default_lock_dir
 from pytest_sop.errors import LeaseTimeout
 from pytest_sop.leasing import Lease, LeasePool, Pair
 from pytest_sop.model import Account, Device, Secret, SourcePos
@@ -38,7 +40,10 @@ def build(spec: dict[str, Any]) -> tuple[LeasePool, list[Pair]]:
     }
     pairs: list[Pair] = [(devices[d], accounts[a] if a else None) for d, a in spec["pairs"]]
     pool = LeasePool(
-        spec["lock_dir"], spec.get("run_id", "run-test"), spec.get("operator", "tester"), spec.get("worker")
+        spec.get("lock_dir") or default_lock_dir(),
+        spec.get("run_id", "run-test"),
+        spec.get("operator", "tester"),
+        spec.get("worker"),
     )
     return pool, pairs
 
@@ -122,10 +127,31 @@ def wait(spec: dict[str, Any]) -> None:
     lease.release()
 
 
+def try_once(spec: dict[str, Any]) -> None:
+    """Try the pairs once (``timeout``, default 0); write ``out``: {got, device, message}."""
+    pool, pairs = build(spec)
+    try:
+        lease = pool.acquire(pairs, case=spec.get("case", "try"), timeout=spec.get("timeout", 0), requirement="try")
+    except LeaseTimeout as e:
+        touch(spec["out"], json.dumps({"got": False, "device": None, "message": str(e)}))
+        return
+    touch(spec["out"], json.dumps({"got": True, **_describe(lease), "message": ""}))
+    lease.release()
+
+
+def become(spec: dict[str, Any]) -> None:
+    """Drop root for another user's uid and gid, as a process started by that user would run."""
+    if "uid" in spec:
+        os.setgroups([])
+        os.setgid(spec.get("gid", spec["uid"]))
+        os.setuid(spec["uid"])
+
+
 def _describe(lease: Lease) -> dict[str, Any]:
     return {"pid": os.getpid(), "device": lease.device.id, "account": lease.account.id if lease.account else None}
 
 
 if __name__ == "__main__":
     spec = json.loads(sys.argv[1])
-    {"cycles": cycles, "hold": hold, "wait": wait}[spec["cmd"]](spec)
+    become(spec)
+    {"cycles": cycles, "hold": hold, "wait": wait, "try": try_once}[spec["cmd"]](spec)
