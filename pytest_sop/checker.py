@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import difflib
+import os
 import re
 from collections.abc import Collection, Iterable
 from typing import Any
 
 from .errors import SopSyntaxError
-from .model import LOCATOR_STRATEGIES, Locator, Secret, SourcePos, Template
+from .model import LOCATOR_STRATEGIES, MAX_EXACT, MIN_SECRET_CHARS, Locator, Secret, SourcePos, Template
 from .templates import TemplateError, parse
 from .yamlsafe import Loaded, Path_, format_path
 
@@ -105,13 +106,29 @@ class Checker:
         out = [self.string(path + (i,), v, pattern=pattern, what=what) for i, v in enumerate(value)]
         return tuple(s for s in out if s is not None)
 
-    def number(self, path: Path_, value: Any, *, minimum: float | None = None, integer: bool = False) -> float | None:
+    def number(
+        self,
+        path: Path_,
+        value: Any,
+        *,
+        minimum: float | None = None,
+        maximum: float = MAX_EXACT,
+        integer: bool = False,
+        unit: str = "",
+    ) -> float | None:
+        """A number within bounds; ``unit`` (e.g. " (seconds)") follows the maximum in messages.
+
+        Non-finite numbers never get here: the YAML loader refuses .nan and .inf.
+        """
         ok = isinstance(value, int) if integer else isinstance(value, (int, float))
         if isinstance(value, bool) or not ok:
             self.error(path, f"expected {'a whole number' if integer else 'a number'}, got {type_name(value)}")
             return None
-        if minimum is not None and value < minimum:
-            self.error(path, f"expected at least {minimum:g}, got {value}")
+        if value < (-MAX_EXACT if minimum is None else minimum):
+            self.error(path, f"expected at least {_num(-MAX_EXACT if minimum is None else minimum)}, got {value}")
+            return None
+        if value > maximum:
+            self.error(path, f"expected at most {_num(maximum)}{unit}, got {value}")
             return None
         return value  # type: ignore[no-any-return]
 
@@ -160,8 +177,32 @@ class Checker:
         if isinstance(value, dict):
             if set(value) == {"env"}:
                 name = self.string(path + ("env",), value["env"], pattern=ENV_RE, what="an environment variable name")
-                return Secret(name) if name else None
+                if name is None:
+                    return None
+                self.secret_length(path + ("env",), name)
+                return Secret(name)
             return {k: self.value_or_secret(path + (k,), v) for k, v in value.items()}
         if isinstance(value, list):
             return [self.value_or_secret(path + (i,), v) for i, v in enumerate(value)]
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and not -MAX_EXACT <= value <= MAX_EXACT:
+            self.error(path, f"expected a number from {-MAX_EXACT} to {MAX_EXACT}, got {value}")
+            return None
         return value
+
+    def secret_length(self, path: Path_, name: str) -> None:
+        """Refuse a secret too short to mask; say which variable, never what it holds.
+
+        An unset variable is not an error here: only a case that needs it fails, naming it.
+        """
+        secret = os.environ.get(name)
+        if secret is not None and len(secret) < MIN_SECRET_CHARS:
+            self.error(
+                path,
+                f"${name} holds a secret shorter than {MIN_SECRET_CHARS} characters; a secret must be at least "
+                f"{MIN_SECRET_CHARS} characters (a shorter one would be masked inside ordinary words)",
+            )
+
+
+def _num(x: float) -> str:
+    """3600.0 -> 3600; 2**53 in full, not 9.0072e+15."""
+    return str(int(x)) if float(x).is_integer() else str(x)

@@ -12,6 +12,17 @@ LOCATOR_STRATEGIES = ("id", "accessibility_id", "text", "xpath", "css", "class",
 TEXT_MATCHES = ("equals", "contains", "matches")
 EMPTY: Mapping[str, Any] = MappingProxyType({})
 
+# Bounds of the numbers a SOP holds, checked at collection and stated in the JSON Schema.
+# A step waits at most an hour; a longer wait is a schedule, not a step.
+MAX_SECONDS = 3600  # a step's timeout, a wait
+MAX_ATTEMPTS = 100  # retry attempts
+MAX_BACKOFF = 600  # retry backoff, seconds (slept backoff x attempt number between attempts)
+PERIOD_RANGE = (1, 366 * 86400)  # schedule every: 1s to 366d
+# Any other number: beyond 2**53 a float is no longer exact, and JSON readers disagree.
+MAX_EXACT = 2**53
+# A shorter secret would be masked inside ordinary words ("1" in every timestamp).
+MIN_SECRET_CHARS = 4
+
 
 @dataclass(frozen=True, slots=True)
 class SourcePos:
@@ -71,6 +82,15 @@ class TextMatch:
 class Retry:
     attempts: int = 1
     backoff: float = 0.0
+
+    def __post_init__(self) -> None:
+        # Zero attempts would run the step zero times and pass: refused on every path.
+        if isinstance(self.attempts, bool) or not isinstance(self.attempts, int):
+            raise ValueError(f"retry attempts must be a whole number, got {self.attempts!r}")
+        if not 1 <= self.attempts <= MAX_ATTEMPTS:
+            raise ValueError(f"retry attempts must be from 1 to {MAX_ATTEMPTS}, got {self.attempts}")
+        if not 0 <= self.backoff <= MAX_BACKOFF:  # false for nan too
+            raise ValueError(f"retry backoff must be from 0 to {MAX_BACKOFF} seconds, got {self.backoff}")
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,8 +10,8 @@ from typing import Any
 
 from .actions import CONDITIONS, ActionRegistry, ActionSpec, Param
 from .checker import ENV_RE, ID_RE, NAME_RE
-from .model import LOCATOR_STRATEGIES, SEVERITIES
-from .sopfile import ROW_ID_RE
+from .model import LOCATOR_STRATEGIES, MAX_ATTEMPTS, MAX_BACKOFF, MAX_EXACT, MAX_SECONDS, SEVERITIES
+from .sopfile import ROW_ID_RE, SECONDS_PARAMS
 
 DIALECT = "https://json-schema.org/draft/2020-12/schema"
 _REF = "#/$defs/"
@@ -21,7 +21,15 @@ def _pattern(regex: Any) -> str:
     return f"^{regex.pattern}$"
 
 
-def _param(p: Param) -> dict[str, Any]:
+def _seconds(description: str) -> dict[str, Any]:
+    return {"type": "number", "minimum": 0, "maximum": MAX_SECONDS, "description": description}
+
+
+# Any number without a bound of its own: exact as a float and the same in every JSON reader.
+_EXACT = {"minimum": -MAX_EXACT, "maximum": MAX_EXACT}
+
+
+def _param(spec: ActionSpec, p: Param) -> dict[str, Any]:
     out: dict[str, Any]
     if p.kind == "locator":
         out = {"$ref": _REF + "locator"}
@@ -32,9 +40,11 @@ def _param(p: Param) -> dict[str, Any]:
     elif p.kind == "sop_id":
         out = {"type": "string", "pattern": _pattern(ID_RE)}
     elif p.kind in ("number", "integer"):
-        out = {"type": p.kind}
+        out = {"type": p.kind, **_EXACT}
         if p.minimum is not None:
             out["minimum"] = p.minimum
+        if (spec.name, p.name) in SECONDS_PARAMS:
+            out["maximum"] = MAX_SECONDS
     elif p.kind == "boolean":
         out = {"type": "boolean"}
     else:
@@ -50,11 +60,11 @@ def _argument(spec: ActionSpec) -> dict[str, Any]:
     if spec.shape == "locator":
         return {"$ref": _REF + "locator"}
     if spec.shape == "value":
-        value = _param(spec.params[0])
+        value = _param(spec, spec.params[0])
         return {"anyOf": [value, {"type": "null"}]} if spec.bare_allowed else value
     out: dict[str, Any] = {
         "type": "object",
-        "properties": {p.name: _param(p) for p in spec.params},
+        "properties": {p.name: _param(spec, p) for p in spec.params},
         "required": [p.name for p in spec.params if p.required],
         "additionalProperties": False,
     }
@@ -67,7 +77,7 @@ def _step(spec: ActionSpec, modifiers: bool = True) -> dict[str, Any]:
     props: dict[str, Any] = {spec.name: _argument(spec) | {"description": spec.doc}}
     if modifiers:
         props |= {
-            "timeout": {"type": "number", "minimum": 0, "description": "seconds to wait for this step"},
+            "timeout": _seconds(f"seconds to wait for this step, at most {MAX_SECONDS}"),
             "retry": {"$ref": _REF + "retry"},
             "optional": {"type": "boolean", "description": "a failure is recorded and the case goes on"},
             "name": {"type": "string", "description": "a label for reports"},
@@ -123,7 +133,11 @@ def build_schema(registry: ActionRegistry) -> dict[str, Any]:
                     "required": ["id"],
                     "properties": {"id": {"type": ["string", "integer"], "pattern": _pattern(ROW_ID_RE)}},
                     "additionalProperties": {
-                        "anyOf": [{"type": ["string", "number", "boolean"]}, {"$ref": _REF + "secret"}]
+                        "anyOf": [
+                            {"type": ["string", "boolean"]},
+                            {"type": "number", **_EXACT},
+                            {"$ref": _REF + "secret"},
+                        ]
                     },
                 },
             },
@@ -133,7 +147,13 @@ def build_schema(registry: ActionRegistry) -> dict[str, Any]:
                 "type": "object",
                 "required": ["every"],
                 "additionalProperties": False,
-                "properties": {"every": {"type": "string", "pattern": r"^\d+(\.\d+)?\s*(s|m|h|d)$"}},
+                "properties": {
+                    "every": {
+                        "type": "string",
+                        "pattern": r"^\d+(\.\d+)?\s*(s|m|h|d)$",
+                        "description": "a period from 1s to 366d",
+                    }
+                },
             },
             "escalate_to": {"type": "string"},
             "steps": {"type": "array", "minItems": 1, "items": {"$ref": _REF + "step"}},
@@ -153,8 +173,13 @@ def build_schema(registry: ActionRegistry) -> dict[str, Any]:
                 "required": ["attempts"],
                 "additionalProperties": False,
                 "properties": {
-                    "attempts": {"type": "integer", "minimum": 1},
-                    "backoff": {"type": "number", "minimum": 0},
+                    "attempts": {"type": "integer", "minimum": 1, "maximum": MAX_ATTEMPTS},
+                    "backoff": {
+                        "type": "number",
+                        "minimum": 0,
+                        "maximum": MAX_BACKOFF,
+                        "description": "seconds, times the attempt number, slept between attempts",
+                    },
                 },
             },
             "secret": {

@@ -12,6 +12,11 @@ from .actions import CONDITIONS, STEP_MODIFIERS, ActionRegistry, ActionSpec, Par
 from .checker import ID_RE, NAME_RE, Checker, did_you_mean, type_name
 from .errors import SopSyntaxError
 from .model import (
+    MAX_ATTEMPTS,
+    MAX_BACKOFF,
+    MAX_EXACT,
+    MAX_SECONDS,
+    PERIOD_RANGE,
     SEVERITIES,
     AccountRequirement,
     Condition,
@@ -32,6 +37,10 @@ SOP_KEYS = (
 ROW_ID_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 _EVERY_RE = re.compile(r"(\d+(?:\.\d+)?)\s*(s|m|h|d)")
 _UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+# Parameters of core actions that are seconds a step waits: bounded like a timeout.
+SECONDS_PARAMS = {("wait", "seconds")}
+# Core actions whose ``matches:`` is a pattern, compiled at collection when written literally.
+_PATTERN_ACTIONS = ("assert_text", "text")
 _CONDITIONS = ActionRegistry(CONDITIONS)
 
 
@@ -193,8 +202,12 @@ class _SopParser(Checker):
         r = self.mapping(path, value, allowed=("attempts", "backoff"), required=("attempts",))
         if r is None:
             return None
-        attempts = self.number(path + ("attempts",), r.get("attempts"), minimum=1, integer=True)
-        backoff = self.number(path + ("backoff",), r["backoff"], minimum=0) if "backoff" in r else 0.0
+        attempts = self.number(path + ("attempts",), r.get("attempts"), minimum=1, maximum=MAX_ATTEMPTS, integer=True)
+        backoff = (
+            self.number(path + ("backoff",), r["backoff"], minimum=0, maximum=MAX_BACKOFF, unit=" (seconds)")
+            if "backoff" in r
+            else 0.0
+        )
         if attempts is None or backoff is None:
             return None
         return Retry(int(attempts), float(backoff))
@@ -207,7 +220,12 @@ class _SopParser(Checker):
         if not m:
             self.error(("schedule", "every"), f"expected a period such as 30m, 24h or 7d, got {s['every']!r}")
             return None
-        return float(m.group(1)) * _UNIT[m.group(2)]
+        seconds = float(m.group(1)) * _UNIT[m.group(2)]
+        low, high = PERIOD_RANGE
+        if not low <= seconds <= high:
+            self.error(("schedule", "every"), f"expected a period from 1s to 366d, got {s['every']!r}")
+            return None
+        return seconds
 
     def step_list(
         self, path: Path_, value: Any, allowed: tuple[str, ...] | None, *, required: bool = False
@@ -248,7 +266,9 @@ class _SopParser(Checker):
         params = self.arguments(spec, arg_path, arg, bare=isinstance(raw, str))
         timeout = retry = None
         if "timeout" in modifiers:
-            timeout = self.number(path + ("timeout",), modifiers["timeout"], minimum=0)
+            timeout = self.number(
+                path + ("timeout",), modifiers["timeout"], minimum=0, maximum=MAX_SECONDS, unit=" (seconds)"
+            )
         if "retry" in modifiers:
             retry = self.retry(path + ("retry",), modifiers["retry"])
         optional = bool(self.boolean(path + ("optional",), modifiers["optional"])) if "optional" in modifiers else False
@@ -274,7 +294,7 @@ class _SopParser(Checker):
             loc = self.locator(path, arg)
             return {"locator": loc} if loc else None
         if spec.shape == "value":
-            value = self.param(spec.params[0], path, arg)
+            value = self.param(spec, spec.params[0], path, arg)
             return {spec.params[0].name: value} if value is not None else None
         return self.fields(spec, path, arg)
 
@@ -292,10 +312,23 @@ class _SopParser(Checker):
         out = {}
         for p in spec.params:
             if p.name in given:
-                out[p.name] = self.param(p, path + (p.name,), given[p.name])
+                out[p.name] = self.param(spec, p, path + (p.name,), given[p.name])
+        if spec.name in _PATTERN_ACTIONS and isinstance(out.get("matches"), Template):
+            self.pattern(path + ("matches",), out["matches"])
         return out if len(self.errors) == before else None
 
-    def param(self, p: Param, path: Path_, value: Any) -> Any:
+    def pattern(self, path: Path_, template: Template) -> None:
+        """A pattern written literally is compiled now; one built from ``${...}`` when it runs."""
+        if template.refs:
+            return
+        from .textmatch import PatternError, compile_pattern
+
+        try:
+            compile_pattern("".join(p for p in template.parts if isinstance(p, str)))
+        except PatternError as e:
+            self.error(path, f"not a pattern RE2 accepts: {e}")
+
+    def param(self, spec: ActionSpec, p: Param, path: Path_, value: Any) -> Any:
         if p.kind == "locator":
             return self.locator(path, value)
         if p.kind == "text":
@@ -305,7 +338,11 @@ class _SopParser(Checker):
         if p.kind == "sop_id":
             return self.ident(path, value)
         if p.kind in ("number", "integer"):
-            return self.number(path, value, minimum=p.minimum, integer=p.kind == "integer")
+            seconds = (spec.name, p.name) in SECONDS_PARAMS
+            return self.number(
+                path, value, minimum=p.minimum, maximum=MAX_SECONDS if seconds else MAX_EXACT,
+                integer=p.kind == "integer", unit=" (seconds)" if seconds else "",
+            )  # fmt: skip
         if p.kind == "boolean":
             return self.boolean(path, value)
         if value not in p.choices:

@@ -63,15 +63,32 @@ class Suite:
         return any(fnmatch.fnmatch(filename, p) for p in self.patterns)
 
     def scan(self) -> Iterator[str]:
+        """Every path named like a SOP file, in name order; folders so named too (each is an error).
+
+        FIFOs and devices are listed as well: reading one reports it instead of waiting on it.
+        """
         for dirpath, dirnames, filenames in os.walk(self.root):
             dirnames[:] = sorted(
                 d for d in dirnames
                 if d not in SKIP_DIRS and not d.startswith(".")
                 and not any(fnmatch.fnmatch(d, pat) for pat in self.ignore)
             )  # fmt: skip
-            for name in sorted(filenames):
-                if self.matches(name):
-                    yield os.path.join(dirpath, name)
+            named = [n for n in filenames if self.matches(n)] + [d for d in dirnames if self.matches(d)]
+            for name in sorted(named):
+                yield os.path.join(dirpath, name)
+
+    def unusable_files(self) -> tuple[SopSyntaxError, ...]:
+        """Errors of paths named like SOP files that pytest does not collect: folders, FIFOs, devices.
+
+        pytest collects regular files only, so these would be skipped without a word.
+        """
+        index = self._index()
+        return tuple(
+            e
+            for path, parsed in index.items()
+            if parsed.loaded is None and not os.path.isfile(path)
+            for e in parsed.errors
+        )
 
     def _index(self) -> dict[str, ParsedSop]:
         if self._parsed is None:

@@ -7,7 +7,9 @@ alias expansion and nesting bounded, and a size limit on files. Every failure is
 
 from __future__ import annotations
 
+import math
 import os
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -72,16 +74,53 @@ def format_path(path: Path_) -> str:
 
 
 def read_file(path: str, shown: str | None = None) -> bytes:
-    """Read a SOP or config file, refusing one too large to be a hand-written file."""
+    """Read a SOP or config file, refusing one too large to be a hand-written file.
+
+    A FIFO, device or folder is refused before it is read: reading a FIFO would wait for a
+    writer forever. It is opened non-blocking, and checked again once open (it may have been
+    swapped in between).
+    """
     shown = shown or path
     try:
-        size = os.stat(path).st_size
-        if size > MAX_FILE_BYTES:
-            raise SopSyntaxError(shown, 1, 1, "", f"file is {size} bytes; at most {MAX_FILE_BYTES} bytes expected")
-        with open(path, "rb") as f:
-            return f.read(MAX_FILE_BYTES + 1)
+        _check_regular(shown, os.stat(path).st_mode)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            info = os.fstat(fd)
+            _check_regular(shown, info.st_mode)
+            if info.st_size > MAX_FILE_BYTES:
+                raise SopSyntaxError(
+                    shown, 1, 1, "", f"file is {info.st_size} bytes; at most {MAX_FILE_BYTES} bytes expected"
+                )
+            chunks = []
+            left = MAX_FILE_BYTES + 1
+            while left > 0:
+                chunk = os.read(fd, left)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                left -= len(chunk)
+            return b"".join(chunks)
+        finally:
+            os.close(fd)
     except OSError as e:
         raise SopSyntaxError(shown, 1, 1, "", f"cannot read file: {e.strerror}") from None
+
+
+_KINDS = {
+    stat.S_IFIFO: "a FIFO (named pipe)",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFSOCK: "a socket",
+}
+
+
+def _check_regular(shown: str, mode: int) -> None:
+    if stat.S_ISREG(mode):
+        return
+    if stat.S_ISDIR(mode):
+        raise SopSyntaxError(shown, 1, 1, "", "is a folder, not a SOP file")
+    kind = _KINDS.get(stat.S_IFMT(mode))
+    raise SopSyntaxError(shown, 1, 1, "", f"is {kind}, not a regular file" if kind else "is not a regular file")
 
 
 def load(path: str, source: str | bytes) -> Loaded:
@@ -156,9 +195,13 @@ class _Builder:
         if node.tag == _TAG + "str":
             return node.value
         try:
-            return _constructor.yaml_constructors[node.tag](_constructor, node)
+            value = _constructor.yaml_constructors[node.tag](_constructor, node)
         except (ValueError, TypeError, OverflowError, yaml.YAMLError):
             raise self.fail(node, path, f"{node.value!r} is not a valid {node.tag[len(_TAG) :]}") from None
+        # .nan and .inf make every comparison with a bound false: no field wants them.
+        if isinstance(value, float) and not math.isfinite(value):
+            raise self.fail(node, path, f"expected a finite number, got {node.value}")
+        return value
 
     def mapping(self, node: yaml.MappingNode, path: Path_, depth: int) -> dict[Any, Any]:
         out: dict[Any, Any] = {}
