@@ -25,6 +25,8 @@ from pathlib import Path
 from .errors import SopError
 
 _PR_SET_PDEATHSIG = 1
+# Makes a new browser profile folder that the run removes at its end (set by the run's Appium service).
+profile_root: Callable[[], str] | None = None
 
 
 class AppiumNotFound(SopError):
@@ -91,13 +93,18 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child
 
 @dataclass
 class ManagedAppium:
-    """``mask`` rewrites every log line before it reaches the file (Appium logs request bodies)."""
+    """``mask`` rewrites every log line before it reaches the file (Appium logs request bodies).
+
+    ``tmpdir``: Appium's TMPDIR, so what it and the drivers and browsers it starts leave behind
+    (profiles, sockets, downloaded files) stays in one folder the caller removes.
+    """
 
     home: Path
     log_path: Path
     port: int = 0
     process: subprocess.Popen[bytes] | None = None
     mask: Callable[[str], str] = str
+    tmpdir: Path | None = None
     _pump: threading.Thread | None = None
 
     @property
@@ -119,6 +126,9 @@ class ManagedAppium:
         self.port = self.port or free_port()
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, "APPIUM_HOME": str(self.home)}
+        if self.tmpdir is not None:
+            self.tmpdir.mkdir(parents=True, exist_ok=True)
+            env.update(TMPDIR=str(self.tmpdir), TMP=str(self.tmpdir), TEMP=str(self.tmpdir))
         self.process = subprocess.Popen(
             self.command(), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=True, preexec_fn=_die_with_parent,

@@ -6,11 +6,13 @@ URL and log path through ``workerinput``. Only plain data crosses that line.
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 from pathlib import Path
 
 import pytest
 
+from . import appium_server, masking
 from .appium_server import AppiumNotFound, ManagedAppium, find_appium_home
 from .config import settings_key
 from .model import Device, SuiteConfig
@@ -27,6 +29,21 @@ class AppiumService:
         self.url: str | None = workerinput.get(URL_KEY) if workerinput else None
         log = workerinput.get(LOG_KEY) if workerinput else None
         self.log_path: Path | None = Path(log) if log else None
+        self._temp: Path | None = None
+        appium_server.profile_root = self.profile_dir
+
+    def temp_dir(self) -> Path:
+        """This process's temporary folder for the run (Appium's log and TMPDIR, browser profiles),
+        made on first use and removed when the run ends."""
+        if self._temp is None:
+            self._temp = Path(tempfile.mkdtemp(prefix="pytest-sop-run-"))
+        return self._temp
+
+    def profile_dir(self) -> str:
+        """A new, empty browser profile folder inside :meth:`temp_dir`."""
+        profiles = self.temp_dir() / "profiles"
+        profiles.mkdir(exist_ok=True)
+        return tempfile.mkdtemp(prefix="chromium-", dir=profiles)
 
     def wanted(self, suite_config: SuiteConfig) -> str:
         """``local`` or the URL the run uses when a device names none."""
@@ -47,11 +64,12 @@ class AppiumService:
                     "or set SOP_APPIUM_HOME to that folder"
                 )
             from .collect import get_suite
-            from .masking import mask_text, suite_secret_values
 
-            secrets = suite_secret_values(get_suite(self.config).config)
-            log_dir = Path(tempfile.mkdtemp(prefix="pytest-sop-appium-"))
-            self.managed = ManagedAppium(home, log_dir / "appium.log", mask=lambda line: mask_text(line, secrets))
+            # Appium logs every request: it must know every secret the run can reveal before the first one.
+            enabled = self.config.stash[settings_key].enabled
+            masking.remember(masking.run_secret_values(get_suite(self.config), sops=enabled))
+            temp = self.temp_dir()
+            self.managed = ManagedAppium(home, temp / "appium.log", mask=masking.mask, tmpdir=temp / "appium-tmp")
             self.url = self.managed.start()
             self.log_path = self.managed.log_path
         return self.url
@@ -61,9 +79,16 @@ class AppiumService:
         return {URL_KEY: self.url or "", LOG_KEY: str(self.log_path or "")}
 
     def stop(self) -> None:
-        if self.managed is not None:
-            self.managed.stop()
-            self.managed = None
+        try:
+            if self.managed is not None:
+                self.managed.stop()
+                self.managed = None
+        finally:
+            if appium_server.profile_root == self.profile_dir:
+                appium_server.profile_root = None
+            if self._temp is not None:
+                shutil.rmtree(self._temp, ignore_errors=True)
+                self._temp = None
 
 
 appium_key = pytest.StashKey[AppiumService]()

@@ -34,12 +34,18 @@ import filelock
 
 from .errors import SopError
 
-__all__ = ["GENESIS", "AuditError", "AuditLog", "VerifyResult", "audit_main", "verify"]
+__all__ = ["GENESIS", "STRUCTURAL", "AuditError", "AuditLog", "VerifyResult", "audit_main", "verify"]
 
 GENESIS = "0" * 64
 """The ``prev`` of the first line."""
 
 _RESERVED = frozenset({"seq", "ts", "event", "prev"})
+STRUCTURAL = _RESERVED | frozenset({
+    "case", "sop", "device", "account", "run", "host", "pid", "worker", "operator", "session", "exception",
+    "sha256", "bytes", "phase", "outcome", "status", "reused", "waited", "count", "to", "type",
+})  # fmt: skip
+"""Fields that are structure (the chain, ids, outcomes), never free text: the mask never touches them."""
+MASK = "***"
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _TAIL_BLOCK = 4096
 
@@ -79,6 +85,17 @@ def _mask_strings(value: Any, mask: Callable[[str], str]) -> Any:
     if isinstance(value, list | tuple | set | frozenset):
         return [_mask_strings(v, mask) for v in value]
     return value
+
+
+def _mask_serialized(record: dict[str, Any], mask: Callable[[str], str]) -> dict[str, Any]:
+    """The record with each free-text value whose JSON spelling still carries a secret replaced whole."""
+    out = dict(record)
+    for key, value in record.items():
+        if key not in STRUCTURAL:
+            text = _canonical(value)
+            if mask(text) != text:
+                out[key] = MASK
+    return out
 
 
 def _head_path(path: Path) -> Path:
@@ -161,9 +178,11 @@ def _write_all(fd: int, data: bytes) -> None:
 class AuditLog:
     """Appends hash-chained JSON lines to ``path``; safe to share between processes.
 
-    ``mask`` replaces secrets: it is applied to every string in the fields and then to the whole
-    serialized line, before anything is written. It must leave ``seq``, ``ts`` and ``prev`` alone
-    (a mask that alters them would break the chain, so :meth:`append` refuses such a line).
+    ``mask`` replaces secrets in free text only: every string (keys too) of the fields that are
+    not structure (:data:`STRUCTURAL`: seq, ts, prev, the event name, ids, outcomes). A secret that
+    happens to equal part of a timestamp or a hash therefore never changes the chain. A free-text
+    value whose JSON spelling would still carry a secret (an escape sequence that completes one)
+    is written as the mask as a whole.
     """
 
     def __init__(
@@ -184,9 +203,9 @@ class AuditLog:
     def append(self, event: str, /, **fields: Any) -> str:
         """Append one event and return the line written (without its newline).
 
-        Raises ValueError for a field named like a chain key (seq, ts, event, prev) or a mask that
-        damages the line, AuditError when the log's end is damaged or disagrees with its head file,
-        and ``filelock.Timeout`` when the lock is not free within ``lock_timeout`` seconds.
+        Raises ValueError for a field named like a chain key (seq, ts, event, prev), AuditError when
+        the log's end is damaged or disagrees with its head file, and ``filelock.Timeout`` when the
+        lock is not free within ``lock_timeout`` seconds.
         """
         clash = _RESERVED.intersection(fields)
         if clash:
@@ -194,15 +213,15 @@ class AuditLog:
             raise ValueError(f"audit fields may not be named {names}: those keys belong to the chain")
         mask = self._mask
         if mask is not None:
-            event = mask(event)
-            fields = _mask_strings(fields, mask)
+            fields = {k: v if k in STRUCTURAL else _mask_strings(v, mask) for k, v in fields.items()}
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._lock.acquire(poll_interval=0.002):
             seq, prev = self._next()
             ts = _utc_now()
-            line = _canonical({**fields, "event": event, "seq": seq, "ts": ts, "prev": prev})
-            if mask is not None:
-                line = self._masked(line, seq, ts, prev)
+            record = {**fields, "event": event, "seq": seq, "ts": ts, "prev": prev}
+            line = _canonical(record)
+            if mask is not None and mask(line) != line:
+                line = _canonical(_mask_serialized(record, mask))
             data = line.encode("utf-8")  # ASCII unless the mask put other characters in
             fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
             try:
@@ -238,21 +257,6 @@ class AuditLog:
                 "run `pytest-sop audit verify`"
             )
         return seq + 1, sha
-
-    def _masked(self, line: str, seq: int, ts: str, prev: str) -> str:
-        assert self._mask is not None
-        masked = self._mask(line)
-        if masked == line:
-            return line
-        if "\n" in masked or "\r" in masked:
-            raise ValueError("the audit mask put a line break into the line")
-        try:
-            record = json.loads(masked)
-        except ValueError:
-            raise ValueError("the audit mask made the line invalid JSON") from None
-        if not isinstance(record, dict) or (record.get("seq"), record.get("ts"), record.get("prev")) != (seq, ts, prev):
-            raise ValueError("the audit mask changed seq, ts or prev: a secret that short would break the chain")
-        return masked
 
     def _write_head(self, seq: int, sha: str) -> None:
         tmp = self.head_path.with_name(f"{self.head_path.name}.{os.getpid()}.tmp")

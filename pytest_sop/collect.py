@@ -242,7 +242,7 @@ class SopItem(pytest.Item):
         service = self.config.stash[appium_key]
         if self.device_session is not None and self.context is not None and service.log_path is not None:
             text = session_log(service.log_path, self.device_session.session_id)
-            if text:
+            if text:  # masked by the recorder, in every spelling (Selenium's character arrays too)
                 self.context.recorder.attach("appium log", self.context.secrets.mask(text), "text/plain", "log")
 
     def teardown(self) -> None:
@@ -258,16 +258,24 @@ class SopItem(pytest.Item):
                 self.case_record.release()
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
+        from .masking import mask
         from .outcome import describe_failure
+        from .report_masking import mask_value
 
+        # Every secret the run knows, not only this case's: a reused session may show another case's.
         err = excinfo.value
-        mask = self.secrets.mask if self.secrets else str
         if self.context is not None and self.context.failure is not None and isinstance(err, SopError):
             base = str(self.config.invocation_params.dir)
             return mask(describe_failure(self.context.failure, str(err), base))
         if isinstance(err, SopError):
             return mask(str(err))
-        return super().repr_failure(excinfo, style)
+        # An unexpected exception: its traceback (with -l, its locals too) is masked before anyone prints
+        # it, and starts where the plugin's code does, as a Python test's starts at the test function.
+        if not self.config.getoption("fulltrace", False):
+            from _pytest._code.code import filter_traceback
+
+            excinfo.traceback = excinfo.traceback.filter(filter_traceback)
+        return mask_value(super().repr_failure(excinfo, style), mask)
 
     def reportinfo(self) -> tuple[Any, int, str]:
         return self.path, self.case.sop.pos.line - 1, f"SOP {self.name}"

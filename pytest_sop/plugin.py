@@ -53,6 +53,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[appium_key] = AppiumService(config)
     init_run(config)
     guard_library_logs()
+    config.pluginmanager.import_plugin("pytest_sop.report_masking")
     if hasattr(config, "workerinput") and getattr(config.option, "clean_alluredir", False):
         # The controller cleaned it; a worker (or one xdist starts after a crash) must not.
         config.option.clean_alluredir = False

@@ -7,10 +7,12 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
-from urllib.parse import urljoin
+from urllib.parse import urljoin, urlsplit
 
 from appium import webdriver
 from appium.options.common import AppiumOptions
+from appium.webdriver.appium_connection import AppiumConnection
+from appium.webdriver.client_config import AppiumClientConfig
 from appium.webdriver.common.appiumby import AppiumBy
 from selenium.common.exceptions import (
     NoSuchElementException,
@@ -21,6 +23,7 @@ from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webelement import WebElement
 from urllib3.exceptions import HTTPError
 
+from . import appium_server, masking
 from .appium_server import free_port
 from .errors import DeviceError, SopError
 from .model import App, Device, Locator, SuiteConfig
@@ -84,6 +87,48 @@ PORT_BASES = {
 }
 
 
+SENSITIVE_HEADER = "X-Appium-Is-Sensitive"
+
+
+class SensitiveConnection(AppiumConnection):
+    """Marks every request whose body carries a secret the run knows with ``X-Appium-Is-Sensitive``,
+    so Appium masks the body (and the driver's arguments) in its own log."""
+
+    _sensitive = False
+
+    def _request(self, method: str, url: str, body: Any = None) -> dict[str, Any]:
+        self._sensitive = isinstance(body, str) and masking.known().found_in(body)
+        try:
+            return dict(super()._request(method, url, body))
+        finally:
+            self._sensitive = False
+
+    def get_remote_connection_headers(  # type: ignore[override]  # per connection, not per class
+        self, parsed_url: Any, keep_alive: bool = True
+    ) -> dict[str, Any]:
+        headers = dict(super().get_remote_connection_headers(parsed_url, keep_alive=keep_alive))
+        if self._sensitive:
+            headers[SENSITIVE_HEADER] = "true"
+        return headers
+
+
+def _local(endpoint: str) -> bool:
+    return (urlsplit(endpoint).hostname or "") in ("127.0.0.1", "localhost", "::1")
+
+
+def with_profile(caps: dict[str, Any], endpoint: str) -> dict[str, Any]:
+    """A browser on this host gets a profile folder of the run's own, which the run removes at its end."""
+    options = caps.get("goog:chromeOptions")
+    profile_root = appium_server.profile_root
+    if profile_root is None or kind_of(caps) != "web" or not _local(endpoint) or not isinstance(options, dict):
+        return caps
+    args = [str(a) for a in options.get("args", [])]
+    if any(a.startswith("--user-data-dir") for a in args):
+        return caps
+    options = {**options, "args": [*args, f"--user-data-dir={profile_root()}"]}
+    return {**caps, "goog:chromeOptions": options}
+
+
 def capabilities(device: Device, app: App | None, resolve: Callable[[Any], Any], position: int = 0) -> dict[str, Any]:
     """App + device + defaults; secrets resolved now, at session time only; ports per device position."""
     caps: dict[str, Any] = dict(DEFAULT_CAPABILITIES)
@@ -114,13 +159,16 @@ class DeviceSession:
     def create(
         cls, device: Device, app: App | None, endpoint: str, caps: dict[str, Any], mask: Callable[[str], str] = str
     ) -> DeviceSession:
+        caps = with_profile(caps, endpoint)
+        connection = SensitiveConnection(client_config=AppiumClientConfig(remote_server_addr=endpoint))
         try:
-            driver = webdriver.Remote(endpoint, options=AppiumOptions().load_capabilities(caps))
+            driver = webdriver.Remote(connection, options=AppiumOptions().load_capabilities(caps))
         except WebDriverException as e:
             # Appium may echo capabilities, and they may hold secrets.
-            raise DeviceError(device.id, mask(f"session not created on {endpoint}: {appium_reason(e)}")) from None
+            reason = f"session not created on {endpoint}: {appium_reason(e)}"
+            raise DeviceError(device.id, masking.mask(mask(reason))) from None
         except (OSError, HTTPError) as e:
-            raise DeviceError(device.id, mask(f"Appium at {endpoint} cannot be reached: {e}")) from None
+            raise DeviceError(device.id, masking.mask(mask(f"Appium at {endpoint} cannot be reached: {e}"))) from None
         return cls(device, app, endpoint, driver, kind_of(caps))
 
     @property
@@ -135,7 +183,8 @@ class DeviceSession:
         return True
 
     def reset_app(self) -> None:
-        """Between cases that share this session: the app as a new session would find it."""
+        """Between cases that share this session: the app as a new session would find it, nothing the
+        last case typed left on screen."""
         if self.kind == "web":
             with contextlib.suppress(WebDriverException):
                 self.driver.execute_script("try { localStorage.clear(); sessionStorage.clear(); } catch (e) {}")
@@ -143,6 +192,10 @@ class DeviceSession:
             self.driver.get("about:blank")
         elif self.kind in ("android", "ios"):
             self.close_app()
+        else:
+            # The fake driver keeps its app for the session's life: empty every field by hand.
+            for field in self.driver.find_elements(AppiumBy.XPATH, "//MockInputField"):
+                field.clear()
 
     def quit(self) -> None:
         # The server may be gone; then nothing else holds the session either.
