@@ -6,7 +6,6 @@ goes to a :class:`Recorder`.
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -152,7 +151,9 @@ def _check_text(ctx: Context, match: TextMatch, timeout: float) -> None:
         elif match.how == "contains":
             good = expected in actual
         else:
-            good = re.search(expected, actual) is not None
+            from .textmatch import search  # RE2: linear time, so the timeout holds for any pattern
+
+            good = search(expected, actual, ctx.secrets.mask)
         return True if good else None
 
     if poll(ok, timeout) is None:
