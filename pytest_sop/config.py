@@ -219,7 +219,9 @@ def resolve(config: pytest.Config) -> Settings:
     lock_dir = lock_dir_setting(None, config.getini("sop_lock_dir"), config.inipath, config.invocation_params.dir)
     if values["sop"] and not values["sop_dry_run"]:
         try:
-            check_lock_dir(lock_dir)  # before any case: an unsafe folder stops the run here
+            # Before any case, an unsafe folder stops the run; a missing one is made (01777)
+            # by the first lease, so a run stopped for another reason leaves nothing behind.
+            check_lock_dir(lock_dir, create=False)
         except LockDirError as e:
             raise pytest.UsageError(str(e)) from None
     return Settings(
