@@ -32,4 +32,6 @@ def describe_failure(failure: Failure, message: str, base: str) -> str:
             out.append(f"  expected: {err.expected}")
         if err.found:
             out.append(f"  found:    {err.found}")
+    if failure.optional_failures:
+        out += ["", "optional steps that failed before it:"] + [f"  {line}" for line in failure.optional_failures]
     return "\n".join(out)

@@ -6,11 +6,20 @@ With no ``policy`` in sop.yaml everyone may run everything (and nobody holds a r
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
+from .errors import AwaitingApproval
 from .model import Account, Device, Policy, Role, Sop
 
 Pair = tuple[Device, Account | None]
+
+
+class NotPermitted(AwaitingApproval):
+    """A SOP the operator may not run was reached at run time (a ``run:`` step): the case is skipped.
+
+    It derives from AwaitingApproval only because that is what stops a case as skipped today
+    (collect.py, the ledger tells the two apart by the message); it is not an approval.
+    """
 
 
 def _selected(selectors: Sequence[str], attrs: dict[str, Sequence[str]]) -> bool:
@@ -28,17 +37,39 @@ def roles_of(policy: Policy, operator: str) -> list[Role]:
 
 
 def may_run(policy: Policy | None, operator: str, sop: Sop) -> tuple[list[Role], str | None]:
-    """The operator's roles that allow this SOP, or why none does."""
+    """The operator's roles that allow this SOP alone (not what it runs: see :func:`check_sop`), or why none does."""
+    return check_sop(policy, operator, sop, lambda _: None)
+
+
+def check_sop(
+    policy: Policy | None, operator: str, sop: Sop, get_sop: Callable[[str], Sop | None], *, run_by: str | None = None
+) -> tuple[list[Role], str | None]:
+    """The operator's roles that allow ``sop`` and every SOP it runs, or why none does.
+
+    ``run:`` steps are followed transitively, in ``steps`` and ``on_failure``, each SOP once
+    (cycles end there). One role must allow them all: its device and account limits then
+    hold for everything the case does. ``run_by`` names the SOP that runs ``sop``, for the reason.
+    """
     if policy is None:
         return [], None
     roles = roles_of(policy, operator)
     if not roles:
         return [], f"operator {operator!r} is not in the policy"
-    allowed = [r for r in roles if _selected(r.sops, {"id": [sop.id], "tag": sop.tags})]
-    if not allowed:
-        names = ", ".join(r.name for r in roles)
-        return [], f"{operator!r} (roles {names}) may not run SOP {sop.id!r}"
-    return allowed, None
+    names = ", ".join(r.name for r in roles)
+    seen = {sop.id}
+    todo: list[tuple[Sop, str | None]] = [(sop, run_by)]
+    while todo:
+        current, caller = todo.pop(0)  # breadth first: the reason names the nearest SOP not allowed
+        roles = [r for r in roles if _selected(r.sops, {"id": [current.id], "tag": current.tags})]
+        if not roles:
+            by = f" (run by {caller!r})" if caller else ""
+            return [], f"{operator!r} (roles {names}) may not run SOP {current.id!r}{by}"
+        for step in current.steps + current.on_failure:
+            target = get_sop(step.params["sop"]) if step.action == "run" else None
+            if target is not None and target.id not in seen:
+                seen.add(target.id)
+                todo.append((target, current.id))
+    return roles, None
 
 
 def allowed_pairs(policy: Policy | None, roles: Sequence[Role], pairs: Sequence[Pair]) -> list[Pair]:

@@ -7,7 +7,8 @@ goes to a :class:`Recorder`.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+import warnings
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,12 +21,20 @@ from .errors import AwaitingApproval, SopError, StepBroken, StepFailed
 from .masking import SecretMissing, Secrets
 from .model import Account, Case, Condition, Device, Locator, Policy, Sop, Step, Template, TextMatch
 from .plan import describe_params
-from .policy import may_approve
+from .policy import NotPermitted, allowed_pairs, check_sop, may_approve
 from .recorders import Recorder
 from .session import DeviceSession, UnsupportedHere, appium_reason, poll
 from .templates import render
 
 DEFAULT_TIMEOUT = 10.0
+
+
+class ActionNotAllowed(SopError):
+    """A ``run:`` target uses an action outside a running SOP's allowed_actions: never retried or optional."""
+
+
+class OptionalStepFailed(UserWarning):
+    """An ``optional: true`` step failed and the case went on: shown in pytest's warnings summary."""
 
 
 @dataclass
@@ -35,6 +44,7 @@ class Failure:
     sop: Sop
     step: Step | Condition
     error: BaseException
+    optional_failures: tuple[str, ...] = ()  # optional steps that failed before it
 
 
 @dataclass
@@ -268,11 +278,52 @@ def do_run(ctx: Context, step: Step) -> None:
     target = ctx.get_sop(step.params["sop"])
     if target is None:
         raise StepBroken(f"SOP {step.params['sop']!r} is not in the suite")
+    _may_run(ctx, target)
+    _obeys_allowed_actions(ctx, target)
     ctx._sop_stack.append(target)
     try:
         run_steps(ctx, target.steps)
     finally:
         ctx._sop_stack.pop()
+
+
+def _may_run(ctx: Context, target: Sop) -> None:
+    """Checked again when it runs: steps run from Python (the sop_run fixture) had no collection check."""
+    roles, reason = check_sop(ctx.policy, ctx.operator, target, ctx.get_sop, run_by=ctx.sop.id)
+    if reason is None and not allowed_pairs(ctx.policy, roles, [(ctx.device, ctx.account)]):
+        on = ctx.device.id + (f" with account {ctx.account.id}" if ctx.account else "")
+        reason = f"{ctx.operator!r} may not run SOP {target.id!r} (run by {ctx.sop.id!r}) on {on}"
+    if reason:
+        raise NotPermitted(f"not permitted: {reason}")
+
+
+def _runs(sop: Sop, get_sop: Callable[[str], Sop | None]) -> Iterator[Sop]:
+    """``sop`` and every SOP its steps run, each once."""
+    seen, todo = {sop.id}, [sop]
+    while todo:
+        current = todo.pop()
+        yield current
+        for step in current.steps:
+            target = get_sop(step.params["sop"]) if step.action == "run" else None
+            if target is not None and target.id not in seen:
+                seen.add(target.id)
+                todo.append(target)
+
+
+def _obeys_allowed_actions(ctx: Context, target: Sop) -> None:
+    """Every SOP running now limits what the target (and what it runs) may do, as collection checks."""
+    callers = [s for s in (ctx.case.sop, *ctx._sop_stack) if s.allowed_actions is not None]
+    if not callers:
+        return
+    for inner in _runs(target, ctx.get_sop):
+        for step in inner.steps:
+            for caller in callers:
+                assert caller.allowed_actions is not None
+                if step.action not in caller.allowed_actions:
+                    raise ActionNotAllowed(
+                        f"SOP {caller.id!r} runs {target.id!r} whose step {step.action!r} "
+                        f"({step.pos.file}:{step.pos.line}) is not in its allowed_actions"
+                    )
 
 
 def do_approve(ctx: Context, step: Step) -> None:
@@ -365,8 +416,7 @@ def run_step(ctx: Context, step: Step) -> None:
             except (StepFailed, StepBroken) as e:
                 if attempt == attempts:
                     if step.optional:
-                        ctx.optional_failures.append(f"{step.pos.file}:{step.pos.line} {title}: {e}")
-                        ctx.recorder.attach("optional step failed", str(e), "text/plain", "txt")
+                        _optional_failed(ctx, step, title, e)
                         return
                     ctx.failure = ctx.failure or Failure(ctx.sop, step, e)
                     raise
@@ -377,6 +427,24 @@ def run_step(ctx: Context, step: Step) -> None:
                 raise
         if ctx.evidence == "step" and step.action not in ("screenshot", "note"):
             _attach_screenshot(ctx, f"after {title}")
+
+
+def _optional_failed(ctx: Context, step: Step, title: str, error: SopError) -> None:
+    where = f"{step.pos.file}:{step.pos.line}"
+    ctx.optional_failures.append(f"{where} {title}: {error}")
+    ctx.recorder.attach("optional step failed", str(error), "text/plain", "txt")
+    ctx.recorder.event("optional_failed", sop=ctx.sop.id, step=title, at=where, message=str(error))
+
+
+def _report_optional_failures(ctx: Context) -> None:
+    """A case that passed despite optional failures says so: in its result and in pytest's warnings summary."""
+    if not ctx.optional_failures:
+        return
+    ctx.recorder.attach(
+        f"optional steps failed ({len(ctx.optional_failures)})", "\n".join(ctx.optional_failures), "text/plain", "txt"
+    )
+    for line in ctx.optional_failures:
+        warnings.warn(OptionalStepFailed(f"{ctx.case.name}: optional step failed: {line}"), stacklevel=1)
 
 
 def run_steps(ctx: Context, steps: Iterable[Step]) -> None:
@@ -410,6 +478,7 @@ def run_case(ctx: Context) -> None:
     attempts = sop.retry.attempts if sop.retry else 1
     for attempt in range(1, attempts + 1):
         ctx.failure = None
+        ctx.optional_failures = []  # each attempt is reported on its own
         title = f"attempt {attempt} of {attempts}" if attempts > 1 else None
         try:
             if title:
@@ -417,6 +486,7 @@ def run_case(ctx: Context) -> None:
                     _run_once(ctx)
             else:
                 _run_once(ctx)
+            _report_optional_failures(ctx)
             return
         except (StepFailed, StepBroken) as e:
             if attempt == attempts:
@@ -432,6 +502,8 @@ def _run_once(ctx: Context) -> None:
         for cond in sop.done_when:
             check_condition(ctx, cond)
     except (StepFailed, StepBroken):
+        if ctx.failure is not None:
+            ctx.failure.optional_failures = tuple(ctx.optional_failures)
         on_failure(ctx)
         raise
 

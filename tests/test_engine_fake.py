@@ -207,3 +207,70 @@ def test_session_scope(pytester: pytest.Pytester, appium_url: str, scope: str, s
     opened = {e["session"] for e in events if e["event"] == "session"}
     assert len(opened) == sessions
     assert [e["reused"] for e in events if e["event"] == "session"] == [False] + [scope == "worker"] * 2
+
+
+def test_unmet_done_when_fails_the_case(pytester: pytest.Pytester, appium_url: str) -> None:
+    """Every step passes, but the completion criterion does not hold: the case failed, at the condition."""
+    sop = "id: unfinished\nsteps:\n  - assert_visible: {id: username}\ndone_when:\n  - visible: {id: post-published}\n"
+    result = run_sop(pytester, appium_url, {"u.sop.yaml": sop})
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["u.sop.yaml:5: done_when visible failed in SOP 'unfinished'", "done_when not met: *"])
+    (res,) = allure_results(pytester.path / "allure")
+    assert res["status"] == "failed"
+
+
+def test_retry_backoff_waits_longer_after_each_attempt(pytester: pytest.Pytester, appium_url: str) -> None:
+    """attempts 3, backoff 1: 1 s after the first attempt, 2 s after the second (3 s in all)."""
+    sop = """\
+id: patient
+steps:
+  - tap: {id: nope}
+    timeout: 0.1
+    retry: {attempts: 3, backoff: 1}
+    optional: true
+"""
+    run_sop(pytester, appium_url, {"p.sop.yaml": sop}).assert_outcomes(passed=1)
+    (res,) = allure_results(pytester.path / "allure")
+    (step,) = res["steps"]
+    # Without the backoff the three attempts take about 0.3 s; with a constant one, 2 s.
+    assert step["stop"] - step["start"] >= 2900
+
+
+def test_optional_failures_are_reported(pytester: pytest.Pytester, appium_url: str) -> None:
+    """A case that passes despite failed optional steps says which, in Allure, the audit log and the terminal."""
+    sop = """\
+id: tolerant
+steps:
+  - tap: {id: banner-close}
+    timeout: 0.1
+    optional: true
+  - assert_visible: {id: username}
+"""
+    audit = pytester.path / "audit.jsonl"
+    result = run_sop(pytester, appium_url, {"t.sop.yaml": sop}, f"--sop-audit={audit}")
+    result.assert_outcomes(passed=1, warnings=1)
+    result.stdout.fnmatch_lines(["*OptionalStepFailed: tolerant: optional step failed: t.sop.yaml:3 tap {id: banner-close}: *"])
+    (res,) = allure_results(pytester.path / "allure")
+    (summary,) = [a for a in res["attachments"] if a["name"] == "optional steps failed (1)"]
+    text = (pytester.path / "allure" / summary["source"]).read_text()
+    assert text.startswith("t.sop.yaml:3 tap {id: banner-close}: {id: banner-close} is not found")
+    events = [json.loads(line) for line in audit.read_text().splitlines()]
+    (event,) = [e for e in events if e["event"] == "optional_failed"]
+    assert (event["sop"], event["at"]) == ("tolerant", "t.sop.yaml:3")
+
+
+def test_optional_failures_are_listed_with_the_failure(pytester: pytest.Pytester, appium_url: str) -> None:
+    sop = """\
+id: broken-later
+steps:
+  - tap: {id: banner-close}
+    timeout: 0.1
+    optional: true
+  - tap: {id: no-such-button}
+    timeout: 0.1
+"""
+    result = run_sop(pytester, appium_url, {"b.sop.yaml": sop})
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        ["b.sop.yaml:6: tap failed in SOP 'broken-later'", "optional steps that failed before it:", "  b.sop.yaml:3 tap {id: banner-close}: *"]
+    )
