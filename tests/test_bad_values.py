@@ -432,3 +432,28 @@ def test_regexes_on_the_fake_driver(
         assert part not in everything
     assert "Traceback" not in everything and "re2.error" not in everything.lower()
     assert "assert_text in={id: username} matches='^***':broken" in steps_of(pattern)
+
+
+def test_sop_run_refuses_bad_numbers_in_python_step_lists(pytester: pytest.Pytester, appium_url: str) -> None:
+    """``sop_run`` parses step lists written in Python through the same checks as SOP files."""
+    from test_engine_fake import FAKE_CONFIG
+
+    pytester.makefile(".yaml", sop=FAKE_CONFIG)
+    pytester.makepyfile(
+        test_py="""
+        import pytest
+        from pytest_sop.errors import SopError, SopInvalid
+
+        @pytest.mark.sop(device={"platform": "fake"})
+        def test_bad_numbers(sop_run):
+            with pytest.raises(SopInvalid, match=r"steps\\[0\\].retry.attempts: expected at least 1, got 0"):
+                sop_run([{"tap": {"id": "login_button"}, "retry": {"attempts": 0}}])
+            # Refused by the YAML loader, before the step checks: a SopSyntaxError, also a SopError.
+            with pytest.raises(SopError, match=r"steps\\[0\\].timeout: expected a finite number, got .nan"):
+                sop_run([{"tap": {"id": "login_button"}, "timeout": float("nan")}])
+            with pytest.raises(SopInvalid, match=r"steps\\[0\\].wait: expected at most 3600 \\(seconds\\), got 1e\\+100"):
+                sop_run([{"wait": 1e100}])
+        """
+    )
+    result = pytester.runpytest("--sop-appium", appium_url, "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
