@@ -24,7 +24,7 @@ from urllib.parse import quote, quote_plus
 import pytest
 
 from pytest_sop import masking
-from pytest_sop.appium_server import find_appium_home
+from pytest_sop.appium_server import ManagedAppium, find_appium_home
 from pytest_sop.audit import AuditLog, verify
 from pytest_sop.masking import MASK, MIN_BASE64_CORE, mask_text
 
@@ -396,3 +396,34 @@ def test_a_secret_equal_to_the_year_runs_every_case_and_keeps_the_audit_chain(
     with sqlite3.connect(suite / ".sop" / "ledger.sqlite") as db:
         rows = db.execute("select count(*) from runs").fetchone()[0]
     assert rows == 3
+
+
+# -- Appium is told which requests carry a secret ------------------------------------------------
+
+
+@pytest.mark.appium
+def test_appium_masks_requests_that_carry_a_secret_in_its_own_log(appium_server: ManagedAppium) -> None:
+    """The test server's log is written unmasked: only Appium's own masking (the header) hides the secret."""
+    from pytest_sop.model import Device, SourcePos
+    from pytest_sop.session import DeviceSession
+
+    secret = "Hdr-" + CANARY
+    masking.remember([secret])
+    caps = {"platformName": "Fake", "appium:automationName": "Fake", "appium:app": str(APP)}
+    device = Device("fake-phone", "fake", SourcePos("sop.yaml", 1, 1), capabilities=caps)
+    session = DeviceSession.create(device, None, appium_server.url, caps)
+    try:
+        field = session.driver.find_element("id", "username")
+        field.send_keys("plain-words-" + session.session_id)
+        field.send_keys(secret)
+    finally:
+        session.quit()
+    tag = f"[{session.session_id[:8]}]"
+    lines = [line for line in appium_server.log_path.read_text().splitlines() if tag in line]
+    requests = [line for line in lines if "--> POST" in line and "/value" in line]
+    assert len(requests) == 2, lines
+    assert "plain-words-" in requests[0]  # a request without a secret stays readable
+    assert requests[1].endswith("**SECURE**"), requests[1]
+    calls = [line for line in lines if "Calling AppiumDriver.setValue()" in line]
+    assert calls[-1].endswith("with args: **SECURE**"), calls
+    assert leaks_in(appium_server.log_path.read_bytes(), secret) == []
