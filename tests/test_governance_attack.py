@@ -55,6 +55,7 @@ def test_only_roles_that_allow_every_sop_count() -> None:
     assert check_sop(POLICY, "erin", publish, suite_of(publish)) == ([QA, FIN], None)  # unknown target: collection says
 
 
+@pytest.mark.timeout(10)  # a cycle followed forever shows up as this test's failure, not a hang
 def test_run_cycles_end() -> None:
     a, b = sop("a", ("b",), tags=("smoke",)), sop("b", ("a", "b"), tags=("smoke",))
     assert check_sop(POLICY, "bob", a, suite_of(a, b)) == ([QA], None)
@@ -67,12 +68,16 @@ def test_run_time_check_limits_the_leased_account() -> None:
     caller = sop("python-steps", ("refund",))
     policy = Policy(roles={"open": Role("open", accounts=("tag:eu",))}, operators={"bob": ("open",)})
 
-    def context(account: Account) -> Context:
+    def context(account: Account, policy: Policy = policy) -> Context:
         return Context(
             case=Case(caller, None, None), session=cast(Any, None), device=device, account=account,
             secrets=Secrets(), recorder=Recorder(), registry=build_registry(), get_sop=suite_of(sop("refund")),
             operator="bob", policy=policy,
         )  # fmt: skip
+
+    with pytest.raises(NotPermitted) as e:
+        run_steps(context(Account("eu-1", POS, tags=("eu",)), POLICY), caller.steps)
+    assert str(e.value) == "not permitted: 'bob' (roles qa) may not run SOP 'refund' (run by 'python-steps')"
 
     with pytest.raises(NotPermitted) as e:
         run_steps(context(Account("us-1", POS, tags=("us",))), caller.steps)
