@@ -163,3 +163,21 @@ def test_run_obeys_allowed_actions_of_every_sop_running(pytester: pytest.Pyteste
     (a,) = [r for r in allure_results(pytester.path / "allure") if r["name"] == "a"]
     assert a["status"] != "passed"
     assert "tap {id: login_button}:passed" not in steps_of(a)
+
+
+def test_steps_run_from_python_are_checked_too(pytester: pytest.Pytester, appium_url: str) -> None:
+    """sop_run with a step list has no SOP for collection to check: the run: target is checked when it runs."""
+    pytester.makepyfile(
+        test_py="""
+        import pytest
+
+        @pytest.mark.sop(device={"platform": "fake"})
+        def test_steps(sop_run):
+            sop_run([{"note": "before"}, {"run": "refund"}])
+        """
+    )
+    result = run_suite(pytester, appium_url, {"refund.sop.yaml": REFUND}, FAKE_CONFIG + POLICY_YAML, "test_py.py")
+    result.assert_outcomes(skipped=1)
+    result.stdout.fnmatch_lines(["*not permitted: 'bob' (roles qa) may not run SOP 'refund' (run by 'python-steps')"])
+    steps = [json.loads(line).get("step", "") for line in (pytester.path / "audit.jsonl").read_text().splitlines()]
+    assert "note 'before'" in steps and not refund_ran(pytester)
