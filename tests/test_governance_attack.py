@@ -12,7 +12,7 @@ from pytest_sop.actions import build_registry
 from pytest_sop.errors import NotPermitted
 from pytest_sop.masking import Secrets
 from pytest_sop.model import Account, Case, Device, Policy, Role, Sop, SourcePos, Step
-from pytest_sop.policy import check_sop
+from pytest_sop.policy import allowed_pairs, check_sop, may_approve
 from pytest_sop.recorders import Recorder
 from pytest_sop.runner import Context, run_steps
 
@@ -85,6 +85,35 @@ def test_run_time_check_limits_the_leased_account() -> None:
         "not permitted: 'bob' may not run SOP 'refund' (run by 'python-steps') on fake-phone with account us-1"
     )
     run_steps(context(Account("eu-1", POS, tags=("eu",))), caller.steps)  # refund has no steps: nothing to drive
+
+
+def test_device_and_account_selectors_of_each_kind() -> None:
+    phone, lab_ipad, spare = (
+        Device("phone", "android", POS),
+        Device("ipad", "ios", POS, ("lab",)),
+        Device("spare", "ios", POS),
+    )
+    publisher, viewer = Account("pub", POS, "publisher"), Account("view", POS, "viewer", ("eu",))
+    pairs = [(d, a) for d in (phone, lab_ipad, spare) for a in (publisher, viewer, None)]
+    android = Role("android", devices=("platform:android",), accounts=("role:publisher",))
+    lab = Role("lab", devices=("tag:lab", "id:spare"), accounts=("id:view",))
+    eu = Role("eu", accounts=("tag:eu",))
+    policy = Policy({r.name: r for r in (android, lab, eu)}, {})
+    assert allowed_pairs(policy, [android], pairs) == [(phone, publisher), (phone, None)]
+    assert allowed_pairs(policy, [lab], pairs) == [(lab_ipad, viewer), (lab_ipad, None), (spare, viewer), (spare, None)]
+    assert allowed_pairs(policy, [eu], pairs) == [(d, a) for d, a in pairs if a is not publisher]
+    assert allowed_pairs(policy, [android, lab], pairs) == [
+        (phone, publisher), (phone, None), (lab_ipad, viewer), (lab_ipad, None), (spare, viewer), (spare, None)
+    ]  # fmt: skip
+    assert allowed_pairs(policy, [], pairs) == [] and allowed_pairs(None, [], pairs) == pairs
+
+
+def test_who_may_approve() -> None:
+    policy = Policy({"lead": Role("lead", may_approve=True), "qa": Role("qa")}, {"alice": ("lead",), "bob": ("qa",)})
+    assert may_approve(policy, "alice", "lead")
+    assert not may_approve(policy, "alice", "qa")  # approving is per role
+    assert not may_approve(policy, "bob", "qa")  # holding the role is not enough
+    assert not may_approve(None, "alice", "lead")  # without a policy nobody approves
 
 
 POLICY_YAML = """\
