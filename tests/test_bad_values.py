@@ -295,6 +295,27 @@ def test_unreadable_files_are_errors_in_lint(tmp_path: Path) -> None:
     assert result.stdout.splitlines() == ["sop.yaml:1:1: cannot read file: Permission denied"]
 
 
+def test_fifo_as_suite_config_stops_collection(pytester: pytest.Pytester) -> None:
+    (pytester.path / "good.sop.yaml").write_text("id: good\nsteps: [back]\n")
+    os.mkfifo(pytester.path / "sop.yaml")
+    result = pytester.runpytest_subprocess("--sop", "--co", "-p", "no:cacheprovider", timeout=60)
+    result.stderr.fnmatch_lines(["*sop.yaml:1:1: is a FIFO (named pipe), not a regular file"])
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+
+
+def test_unreadable_sop_file_is_a_collection_error(pytester: pytest.Pytester) -> None:
+    pytester.makefile(".yaml", sop=SOP_YAML)
+    (pytester.path / "good.sop.yaml").write_text("id: good\nsteps: [back]\n")
+    (pytester.path / "secret.sop.yaml").write_text("id: secret\nsteps: [back]\n")
+    (pytester.path / "secret.sop.yaml").chmod(0)
+    result = subprocess.run(
+        [*_unreadable_prefix(), sys.executable, "-m", "pytest", "--sop", "--co", "-p", "no:cacheprovider"],
+        cwd=pytester.path, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert "secret.sop.yaml:1:1: cannot read file: Permission denied" in result.stdout.splitlines()
+    assert result.returncode == pytest.ExitCode.INTERRUPTED
+
+
 # -- secrets shorter than 4 characters -------------------------------------------------------
 
 
