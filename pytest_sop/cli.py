@@ -55,15 +55,19 @@ def cmd_lint(args: argparse.Namespace) -> int:
     )
     suite = Suite(config, registry, root)  # type: ignore[arg-type]
     files: list[str] = []
+    problems = 0
     for path in paths:
         if os.path.isdir(path):
-            files.extend(Suite(config, registry, path).scan())  # type: ignore[arg-type]
+            scanner = Suite(config, registry, path)  # type: ignore[arg-type]
+            files.extend(scanner.scan())
+            for err in scanner.scan_errors:  # folders that could not be listed
+                print(err.format())
+            problems += len(scanner.scan_errors)
         elif os.path.exists(path):
             files.append(path)
         else:
             print(f"{path}:1:1: no such file or folder")
             return 1
-    problems = 0
     cases = 0
     for path in files:
         result = suite.result(path)

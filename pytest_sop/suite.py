@@ -58,6 +58,7 @@ class Suite:
         self._parsed: dict[str, ParsedSop] | None = None
         self._by_id: dict[str, list[ParsedSop]] = {}
         self._results: dict[str, FileResult] = {}
+        self.scan_errors: list[SopSyntaxError] = []
 
     def matches(self, filename: str) -> bool:
         return any(fnmatch.fnmatch(filename, p) for p in self.patterns)
@@ -66,8 +67,10 @@ class Suite:
         """Every path named like a SOP file, in name order; folders so named too (each is an error).
 
         FIFOs and devices are listed as well: reading one reports it instead of waiting on it.
+        A folder that cannot be listed is in ``scan_errors``: its SOP files are not silently missed.
         """
-        for dirpath, dirnames, filenames in os.walk(self.root):
+        self.scan_errors = []
+        for dirpath, dirnames, filenames in os.walk(self.root, onerror=self._cannot_list):
             dirnames[:] = sorted(
                 d for d in dirnames
                 if d not in SKIP_DIRS and not d.startswith(".")
@@ -77,13 +80,16 @@ class Suite:
             for name in sorted(named):
                 yield os.path.join(dirpath, name)
 
-    def unusable_files(self) -> tuple[SopSyntaxError, ...]:
-        """Errors of paths named like SOP files that pytest does not collect: folders, FIFOs, devices.
+    def _cannot_list(self, error: OSError) -> None:
+        folder = display_path(str(error.filename), self.base)
+        self.scan_errors.append(SopSyntaxError(folder, 1, 1, "", f"cannot list folder: {error.strerror}"))
 
-        pytest collects regular files only, so these would be skipped without a word.
+    def unusable_files(self) -> tuple[SopSyntaxError, ...]:
+        """Errors pytest would not show: paths named like SOP files that are not regular files
+        (folders, FIFOs, devices; pytest collects regular files only) and folders that cannot be listed.
         """
         index = self._index()
-        return tuple(
+        return tuple(self.scan_errors) + tuple(
             e
             for path, parsed in index.items()
             if parsed.loaded is None and not os.path.isfile(path)

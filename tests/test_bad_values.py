@@ -316,6 +316,20 @@ def test_unreadable_sop_file_is_a_collection_error(pytester: pytest.Pytester) ->
     assert result.returncode == pytest.ExitCode.INTERRUPTED
 
 
+def test_folder_that_cannot_be_listed_is_an_error_in_lint(tmp_path: Path) -> None:
+    (tmp_path / "sop.yaml").write_text(SOP_YAML)
+    (tmp_path / "good.sop.yaml").write_text("id: good\nsteps: [back]\n")
+    (tmp_path / "locked").mkdir()
+    (tmp_path / "locked" / "hidden.sop.yaml").write_text("id: hidden\nsteps: [tapp]\n")
+    (tmp_path / "locked").chmod(0)
+    try:
+        result = lint_cli(tmp_path, prefix=_unreadable_prefix())
+    finally:
+        (tmp_path / "locked").chmod(0o755)
+    assert result.stdout.splitlines() == ["locked:1:1: cannot list folder: Permission denied"]
+    assert result.returncode == 1
+
+
 # -- secrets shorter than 4 characters -------------------------------------------------------
 
 
