@@ -13,9 +13,6 @@ from typing import Any
 
 from .errors import StepBroken
 
-_UNSUPPORTED = ("invalid perl operator", "invalid escape sequence")
-_HINT = " (RE2 has no backreferences or lookaround)"
-
 
 class PatternError(ValueError):
     """A pattern RE2 refuses. ``code`` is RE2's reason without the part of the pattern it quotes."""
@@ -23,12 +20,21 @@ class PatternError(ValueError):
     def __init__(self, code: str, quoted: str) -> None:
         self.code = code
         self.quoted = quoted
-        hint = _HINT if code in _UNSUPPORTED else ""
-        super().__init__(f"{code}: {quoted}{hint}" if quoted else f"{code}{hint}")
+        self.hint = _hint(code, quoted)
+        super().__init__(f"{code}: {quoted}{self.hint}" if quoted else f"{code}{self.hint}")
 
     def without_pattern(self) -> str:
         """The reason, without the fragment of the pattern RE2 quotes (it may be part of a secret)."""
-        return self.code + (_HINT if self.code in _UNSUPPORTED else "")
+        return self.code + self.hint
+
+
+def _hint(code: str, quoted: str) -> str:
+    """What Python's re has and RE2 lacks, when that is what the pattern used."""
+    if code == "invalid escape sequence" and quoted[1:2].isdigit():
+        return " (RE2 has no backreferences)"
+    if code == "invalid perl operator" and quoted.startswith(("(?=", "(?!", "(?<=", "(?<!")):
+        return " (RE2 has no lookahead or lookbehind)"
+    return ""
 
 
 @functools.cache
