@@ -118,7 +118,7 @@ def _check_regular(shown: str, mode: int) -> None:
     if stat.S_ISREG(mode):
         return
     if stat.S_ISDIR(mode):
-        raise SopSyntaxError(shown, 1, 1, "", "is a folder, not a SOP file")
+        raise SopSyntaxError(shown, 1, 1, "", "is a folder, not a file")
     kind = _KINDS.get(stat.S_IFMT(mode))
     raise SopSyntaxError(shown, 1, 1, "", f"is {kind}, not a regular file" if kind else "is not a regular file")
 

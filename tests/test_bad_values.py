@@ -239,7 +239,7 @@ def test_fifo_and_folder_named_like_sop_files_are_errors_in_lint(tmp_path: Path)
     result = lint_cli(tmp_path)
     assert result.returncode == 1, result
     assert result.stdout.splitlines() == [
-        "folder.sop.yaml:1:1: is a folder, not a SOP file",
+        "folder.sop.yaml:1:1: is a folder, not a file",
         "pipe.sop.yaml:1:1: is a FIFO (named pipe), not a regular file",
     ]
     named = lint_cli(tmp_path, "pipe.sop.yaml")
@@ -261,7 +261,7 @@ def test_suite_reports_files_that_are_not_regular(tmp_path: Path) -> None:
     fifo_suite(tmp_path)
     suite = Suite(load_config(str(tmp_path / "sop.yaml")), build_registry(), str(tmp_path), base=str(tmp_path))
     assert [e.format() for e in suite.unusable_files()] == [
-        "folder.sop.yaml:1:1: is a folder, not a SOP file",
+        "folder.sop.yaml:1:1: is a folder, not a file",
         "pipe.sop.yaml:1:1: is a FIFO (named pipe), not a regular file",
     ]
 
