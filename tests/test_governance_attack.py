@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import Any, cast
 
 import pytest
@@ -37,8 +38,13 @@ def suite_of(*sops: Sop) -> Any:
 
 def test_a_run_target_the_role_may_not_run_is_refused_naming_who_runs_it() -> None:
     publish, refund = sop("publish-post", ("refund",), tags=("smoke",)), sop("refund")
+    note = Step("note", {"text": "steps that run nothing are passed over"}, POS)
+    publish = replace(publish, steps=(note, *publish.steps))
     roles, reason = check_sop(POLICY, "bob", publish, suite_of(publish, refund))
     assert (roles, reason) == ([], "'bob' (roles qa) may not run SOP 'refund' (run by 'publish-post')")
+    assert check_sop(POLICY, "bob", refund, suite_of(refund)) == ([], "'bob' (roles qa) may not run SOP 'refund'")
+    assert check_sop(POLICY, "erin", sop("other"), suite_of()) == ([], "'erin' (roles qa, fin) may not run SOP 'other'")
+    assert check_sop(POLICY, "mallory", refund, suite_of()) == ([], "operator 'mallory' is not in the policy")
 
 
 def test_run_targets_are_followed_through_on_failure_and_other_sops() -> None:
@@ -106,6 +112,11 @@ def test_device_and_account_selectors_of_each_kind() -> None:
         (phone, publisher), (phone, None), (lab_ipad, viewer), (lab_ipad, None), (spare, viewer), (spare, None)
     ]  # fmt: skip
     assert allowed_pairs(policy, [], pairs) == [] and allowed_pairs(None, [], pairs) == pairs
+
+    # a tag may hold a colon; a selector kind the thing does not have selects nothing
+    team = Account("team", POS, tags=("team:eu",))
+    odd = Role("odd", accounts=("platform:android", "tag:team:eu"))
+    assert allowed_pairs(policy, [odd], [(phone, team), (phone, viewer)]) == [(phone, team)]
 
 
 def test_who_may_approve() -> None:
