@@ -24,6 +24,8 @@ from .errors import SopError
 # Objects of these modules are plain data (pytest's failure representations, Allure's model):
 # their strings are masked; anything else a report refers to is left alone.
 _DATA_MODULES = ("_pytest.", "allure_commons.")
+# Allure's ids and file names tie results, containers and attachments together: never masked.
+_IDS = frozenset({"uuid", "id", "historyId", "testCaseId", "source", "children"})
 
 
 def mask_value(value: Any, mask: Callable[[str], str], seen: set[int] | None = None) -> Any:
@@ -47,6 +49,8 @@ def mask_value(value: Any, mask: Callable[[str], str], seen: set[int] | None = N
         return type(value)(*items) if hasattr(value, "_fields") else tuple(items)
     elif type(value).__module__.startswith(_DATA_MODULES) and hasattr(value, "__dict__"):
         for name, attr in list(vars(value).items()):
+            if name in _IDS:
+                continue
             masked = mask_value(attr, mask, seen)
             if masked is not attr:
                 object.__setattr__(value, name, masked)

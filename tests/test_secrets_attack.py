@@ -171,6 +171,23 @@ def test_bytes_are_masked_in_utf8_and_utf16(encoding: str) -> None:
     assert masked.startswith(b"\x89PNG\x00") and masked.endswith(b"\x00end")
 
 
+def test_allure_ids_and_file_names_are_never_masked() -> None:
+    """A secret like "2026" may be part of a uuid: masking it would cut a result from its attachments."""
+    from allure_commons.model2 import Attachment, StatusDetails, TestResult, TestStepResult
+
+    from pytest_sop.report_masking import mask_value
+
+    step = TestStepResult(
+        id="step-2026", name="type 2026", attachments=[Attachment("2026 shot", "a2026-attachment.png")]
+    )
+    result = TestResult(uuid="c0ffee-2026", historyId="h2026", name="pin 2026", steps=[step])
+    result.statusDetails = StatusDetails(message="found '2026'", trace="x = '2026'")
+    mask_value(result, lambda text: mask_text(text, ["2026"]))
+    assert (result.uuid, result.historyId, step.id) == ("c0ffee-2026", "h2026", "step-2026")
+    assert step.attachments[0].source == "a2026-attachment.png" and step.attachments[0].name == "*** shot"
+    assert (result.name, step.name, result.statusDetails.message) == ("pin ***", "type ***", "found '***'")
+
+
 # -- the audit log: structural fields are never masked --------------------------------------------
 
 
