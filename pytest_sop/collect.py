@@ -16,10 +16,10 @@ from .appium_server import session_log
 from .appium_service import appium_key
 from .caserecord import CaseRecord
 from .config import settings_key
-from .errors import AwaitingApproval, SopError, SopInvalid, StepBroken, StepFailed
+from .errors import CaseSkipped, SopError, SopInvalid, StepBroken, StepFailed
 from .leasing import pairs_for
 from .model import Case
-from .policy import allowed_pairs, may_run
+from .policy import allowed_pairs, check_sop
 from .runrecord import alluredir, last_device_key, lease_pool
 from .suite import Suite, display_path
 from .suiteconfig import load_config
@@ -180,7 +180,7 @@ class SopItem(pytest.Item):
         config = self.config
         policy = get_suite(config).config.policy
         operator = config.stash[settings_key].operator
-        roles, reason = may_run(policy, operator, sop)
+        roles, reason = check_sop(policy, operator, sop, get_suite(config).get_sop)  # and every SOP it runs
         if reason:
             pytest.skip(f"not permitted: {reason}")
         pairs = pairs_for(
@@ -232,7 +232,7 @@ class SopItem(pytest.Item):
         try:
             with self.interruptible("call"):
                 run_case(self.context)
-        except AwaitingApproval as e:
+        except CaseSkipped as e:
             pytest.skip(str(e))
         except (StepFailed, StepBroken):
             self.attach_appium_log()

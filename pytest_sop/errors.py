@@ -61,5 +61,13 @@ class StepBroken(SopError):
     """The step could not be carried out: device, server or SOP trouble (Allure broken)."""
 
 
-class AwaitingApproval(SopError):
+class CaseSkipped(SopError):
+    """The case stops here and is reported skipped, its message the reason."""
+
+
+class AwaitingApproval(CaseSkipped):
     """Stopped at an ``approve`` checkpoint that has no approval yet (pytest skipped)."""
+
+
+class NotPermitted(CaseSkipped):
+    """The policy does not let the operator run a SOP the case reached (a ``run:`` step)."""

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import yaml
 
-from .errors import SopError, SopInvalid
+from .errors import CaseSkipped, SopError, SopInvalid, SopSyntaxError
 from .model import Account, AccountRequirement, Case, Device, DeviceRequirement, InputRow, Sop, SourcePos
 
 if TYPE_CHECKING:
@@ -156,6 +156,7 @@ def sop_run(request: pytest.FixtureRequest, sop_driver: Any) -> Callable[..., di
     Returns the ``vars`` saved so far. A step that fails raises, so the test fails there.
     """
     from .collect import get_suite
+    from .policy import allowed_pairs, check_sop
     from .runner import run_case
     from .sopfile import _SopParser
     from .yamlsafe import load
@@ -168,15 +169,26 @@ def sop_run(request: pytest.FixtureRequest, sop_driver: Any) -> Callable[..., di
             sop = suite.get_sop(what)
             if sop is None:
                 raise SopError(f"no valid SOP with id {what!r} in the suite")
+            roles, reason = check_sop(ctx.policy, ctx.operator, sop, suite.get_sop)
+            if reason is None and not allowed_pairs(ctx.policy, roles, [(ctx.device, ctx.account)]):
+                reason = f"{ctx.operator!r} may not run SOP {sop.id!r} on {ctx.device.id}"
+            if reason:
+                pytest.skip(f"not permitted: {reason}")
         else:
             source = yaml.safe_dump({"id": "python-steps", "steps": what}, sort_keys=False)
-            parsed = _SopParser(load(f"{request.node.nodeid} steps", source), suite.registry).parse()
+            try:
+                parsed = _SopParser(load(f"{request.node.nodeid} steps", source), suite.registry).parse()
+            except SopSyntaxError as e:  # the loader's own refusals (.nan), reported like every bad step
+                raise SopInvalid([e]) from None
             if parsed.errors or parsed.sop is None:
                 raise SopInvalid(parsed.errors)
             sop = parsed.sop
         row = InputRow("python", MappingProxyType(dict(inputs or {})), sop.pos) if inputs else None
         ctx.case = Case(sop, row, None)
-        run_case(ctx)
+        try:
+            run_case(ctx)
+        except CaseSkipped as e:  # a checkpoint without approval, a run: target the policy forbids
+            pytest.skip(str(e))
         return dict(ctx.vars)
 
     return run

@@ -186,8 +186,12 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> SopFile | 
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """``--sop-due``: leave out cases that passed more recently than their SOP's schedule."""
+    """Files named like SOPs that pytest never offers (a FIFO, a folder) stop the run; then ``--sop-due``."""
     settings = config.stash[settings_key]
+    if settings.enabled:
+        unusable = get_suite(config).unusable_files()
+        if unusable:
+            raise pytest.UsageError("SOP files that cannot be used:\n" + "\n".join(e.format() for e in unusable))
     if not (settings.enabled and settings.due):
         return
     from .ledger import Ledger

@@ -251,7 +251,8 @@ def test_fifo_does_not_hang_collection(pytester: pytest.Pytester) -> None:
     start = time.monotonic()
     result = pytester.runpytest_subprocess("--sop", "--co", "-q", "-p", "no:cacheprovider", timeout=60)
     assert time.monotonic() - start < 60
-    result.stdout.fnmatch_lines(["good.sop.yaml::good"])
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*SOP files that cannot be used:", "*pipe.sop.yaml:1:1: is a FIFO (named pipe)*"])
 
 
 def test_suite_reports_files_that_are_not_regular(tmp_path: Path) -> None:
