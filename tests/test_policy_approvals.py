@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
 from test_engine_fake import FAKE_CONFIG
+
+from pytest_sop import approvals
+from pytest_sop.errors import SopError
 
 POLICY = """\
 accounts:  # us-1 first: a case that may use only eu-1 gets it from the policy, not the order
@@ -106,3 +111,77 @@ def test_role_limits_accounts(suite: pytest.Pytester, appium_url: str) -> None:
     (suite.path / "other.sop.yaml").write_text("id: other\nsteps: [back]\n")
     result = run(suite, appium_url, "carol")
     result.stdout.fnmatch_lines(["*not permitted: 'carol' (roles ops) may not run SOP 'other'*"])
+
+
+def test_approvals_file_keeps_decisions_and_pending_checkpoints(tmp_path: Path) -> None:
+    path = tmp_path / "sop-approvals.yaml"
+    assert approvals.read(path) == {"decisions": [], "pending": []}  # no file yet: nothing decided
+    approvals.record_pending(path, "checked", "caption-ok", "cat", "bob")
+    approvals.record_pending(path, "checked", "caption-ok", "cat", "bob")  # still waiting: one record
+    approvals.record_pending(path, "checked", "caption-ok", "dog", "bob")
+    approvals.record_pending(path, "checked", "other-checkpoint", "cat", "bob")
+    pending = approvals.read(path)["pending"]
+    assert [(p["sop"], p["checkpoint"], p["case"], p["operator"]) for p in pending] == [
+        ("checked", "caption-ok", "cat", "bob"), ("checked", "caption-ok", "dog", "bob"),
+        ("checked", "other-checkpoint", "cat", "bob"),
+    ]  # fmt: skip
+    assert all(p["since"].endswith("Z") for p in pending)
+
+    cat = approvals.record_decision(path, "checked", "caption-ok", by="alice", approve=True, note="ok", case="cat")
+    assert (cat.decision, cat.by, cat.note, cat.case) == (approvals.APPROVED, "alice", "ok", "cat")
+    left = [(p["checkpoint"], p["case"]) for p in approvals.read(path)["pending"]]
+    assert left == [("caption-ok", "dog"), ("other-checkpoint", "cat")]  # only what the decision answered
+    approvals.record_decision(path, "checked", "caption-ok", by="alice", approve=False, note="blurry")
+    assert [(p["checkpoint"], p["case"]) for p in approvals.read(path)["pending"]] == [("other-checkpoint", "cat")]
+    approvals.record_decision(path, "checked", "other-checkpoint", by="carol", approve=True)
+    first, second, third = approvals.decisions(path)
+    assert first == cat
+    assert (second.decision, second.by, second.note, second.case) == (approvals.REJECTED, "alice", "blurry", None)
+    assert (third.decision, third.note) == (approvals.APPROVED, "")
+
+
+def test_a_decision_written_by_hand_with_empty_fields(tmp_path: Path) -> None:
+    path = tmp_path / "sop-approvals.yaml"
+    path.write_text(
+        "decisions:\n  - {sop: s, checkpoint: c, decision: approved, by: a, at: 2026, note: n, case: null}\n"
+    )
+    (decision,) = approvals.decisions(path)
+    assert (decision.case, decision.at) == (None, "2026")  # no case: it answers every case
+    assert approvals.find(path, "s", "c", "any-case", usable=lambda d: True) == decision
+
+
+def test_the_latest_usable_decision_for_the_case_counts(tmp_path: Path) -> None:
+    path = tmp_path / "sop-approvals.yaml"
+    every = lambda d: True  # noqa: E731
+    assert approvals.find(path, "checked", "caption-ok", "cat", usable=every) is None
+    approvals.record_decision(path, "checked", "caption-ok", by="alice", approve=True, case="cat")
+    approvals.record_decision(path, "checked", "caption-ok", by="carol", approve=False, case="dog")
+    approvals.record_decision(path, "checked", "other", by="alice", approve=True)
+    approvals.record_decision(path, "another-sop", "caption-ok", by="alice", approve=True)
+    found = approvals.find(path, "checked", "caption-ok", "cat", usable=every)
+    assert found is not None and (found.by, found.case) == ("alice", "cat")
+    assert approvals.find(path, "checked", "caption-ok", "fish", usable=every) is None
+    approvals.record_decision(path, "checked", "caption-ok", by="dave", approve=False)  # for every case
+    found = approvals.find(path, "checked", "caption-ok", "cat", usable=every)
+    assert found is not None and found.by == "dave"  # the latest wins
+    found = approvals.find(path, "checked", "caption-ok", "cat", usable=lambda d: d.by != "dave")
+    assert found is not None and found.by == "alice"  # unless it is not usable
+
+
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [
+        ("decisions: [\n", "not a valid approvals file"),
+        ("- just a list\n", "expected a mapping with 'decisions' and 'pending'"),
+        (
+            "decisions:\n  - {sop: s, checkpoint: c, decision: approved, by: a, at: t, colour: red}\n",
+            "decision 1 is not",
+        ),
+    ],
+)
+def test_a_broken_approvals_file_is_an_error_naming_it(tmp_path: Path, text: str, error: str) -> None:
+    path = tmp_path / "sop-approvals.yaml"
+    path.write_text(text)
+    with pytest.raises(SopError, match=re.escape(str(path)) + ".*" + re.escape(error)):
+        approvals.decisions(path)
+    assert path.read_text() == text
