@@ -30,6 +30,8 @@ if TYPE_CHECKING:
     from .suite import Suite
 
 MASK = "***"
+# Shorter values are refused at collection; masking them would garble every message (and hash).
+MIN_SECRET = 4
 # A base64 run shorter than this inside a longer base64 text is too likely to be chance.
 MIN_BASE64_CORE = 5
 
@@ -166,11 +168,24 @@ _known_masker = Masker(())
 
 def remember(values: Iterable[str]) -> None:
     """Add secrets to the run's set: from now on they are masked everywhere in this process."""
-    global _known, _known_masker
-    new = frozenset(v for v in values if v) - _known
+    new = frozenset(v for v in values if len(v) >= MIN_SECRET) - _known
     if new:
-        _known = _known | new
-        _known_masker = masker_for(_known)
+        _set_known(_known | new)
+
+
+def _set_known(values: frozenset[str]) -> None:
+    global _known, _known_masker
+    _known = values
+    _known_masker = masker_for(values)
+
+
+def known_values() -> frozenset[str]:
+    return _known
+
+
+def forget_since(before: frozenset[str]) -> None:
+    """Back to the secrets known before a run began (a pytest run inside another, as pytester does)."""
+    _set_known(before)
 
 
 def known() -> Masker:

@@ -12,6 +12,7 @@ Registered by the ``sop`` plugin with ``config.pluginmanager.import_plugin``.
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Callable, Generator
 from pathlib import Path
 from typing import Any
@@ -67,6 +68,12 @@ def mask_report(report: pytest.TestReport | pytest.CollectReport) -> None:
     report.sections = [(title, mask(text)) for title, text in report.sections]
     if isinstance(report, pytest.TestReport):
         report.user_properties = [mask_value(p, mask) for p in report.user_properties]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # The secrets of this run stay with it: a run inside another (pytester) leaves the outer one as it
+    # was. A cleanup runs after every pytest_unconfigure, when Appium's log is written to the end.
+    config.add_cleanup(functools.partial(masking.forget_since, masking.known_values()))
 
 
 @pytest.hookimpl(hookwrapper=True, trylast=True)

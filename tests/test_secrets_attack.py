@@ -444,3 +444,26 @@ def test_appium_masks_requests_that_carry_a_secret_in_its_own_log(appium_server:
     calls = [line for line in lines if "Calling AppiumDriver.setValue()" in line]
     assert calls[-1].endswith("with args: **SECURE**"), calls
     assert leaks_in(appium_server.log_path.read_bytes(), secret) == []
+
+
+def test_values_shorter_than_four_characters_are_never_masked() -> None:
+    """Collection refuses them; masking one would garble every message, hash and timestamp."""
+    before = masking.known_values()
+    try:
+        masking.remember(["7", "ab", "xyz"])
+        assert masking.mask("step 7 of ab-xyz") == "step 7 of ab-xyz"
+    finally:
+        masking.forget_since(before)
+
+
+def test_a_run_inside_another_forgets_its_secrets_when_it_ends(pytester: pytest.Pytester) -> None:
+    """pytester runs share this process: an inner run's secret must not be masked in the outer run."""
+    pytester.makefile(".yaml", sop="accounts:\n  - id: a\n    fields: {password: {env: INNER_PW}}\n")
+    pytester.makepyfile("def test_x():\n    pass\n")
+    os.environ["INNER_PW"] = "inner-secret-42"
+    try:
+        pytester.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=1)
+    finally:
+        del os.environ["INNER_PW"]
+    assert "inner-secret-42" not in masking.known_values()
+    assert masking.mask("inner-secret-42") == "inner-secret-42"
