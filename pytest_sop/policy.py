@@ -8,18 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from .errors import AwaitingApproval
 from .model import Account, Device, Policy, Role, Sop
 
 Pair = tuple[Device, Account | None]
-
-
-class NotPermitted(AwaitingApproval):
-    """A SOP the operator may not run was reached at run time (a ``run:`` step): the case is skipped.
-
-    It derives from AwaitingApproval only because that is what stops a case as skipped today
-    (collect.py, the ledger tells the two apart by the message); it is not an approval.
-    """
 
 
 def _selected(selectors: Sequence[str], attrs: dict[str, Sequence[str]]) -> bool:
@@ -34,11 +25,6 @@ def _selected(selectors: Sequence[str], attrs: dict[str, Sequence[str]]) -> bool
 
 def roles_of(policy: Policy, operator: str) -> list[Role]:
     return [policy.roles[name] for name in policy.operators.get(operator, ()) if name in policy.roles]
-
-
-def may_run(policy: Policy | None, operator: str, sop: Sop) -> tuple[list[Role], str | None]:
-    """The operator's roles that allow this SOP alone (not what it runs: see :func:`check_sop`), or why none does."""
-    return check_sop(policy, operator, sop, lambda _: None)
 
 
 def check_sop(
@@ -83,7 +69,7 @@ def allowed_pairs(policy: Policy | None, roles: Sequence[Role], pairs: Sequence[
             return False
         if account is None:
             return True
-        acc = {"id": [account.id], "tag": account.tags, "role": [account.role or ""]}
+        acc = {"id": [account.id], "tag": account.tags, "role": [account.role] if account.role else []}
         return _selected(role.accounts, acc)
 
     return [(d, a) for d, a in pairs if any(ok(r, d, a) for r in roles)]

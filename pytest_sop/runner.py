@@ -17,11 +17,11 @@ from urllib3.exceptions import HTTPError
 
 from .actions import ActionRegistry
 from .approvals import APPROVED, Decision, find, record_pending
-from .errors import AwaitingApproval, SopError, StepBroken, StepFailed
+from .errors import AwaitingApproval, CaseSkipped, NotPermitted, SopError, StepBroken, StepFailed
 from .masking import SecretMissing, Secrets
 from .model import Account, Case, Condition, Device, Locator, Policy, Sop, Step, Template, TextMatch
 from .plan import describe_params
-from .policy import NotPermitted, allowed_pairs, check_sop, may_approve
+from .policy import allowed_pairs, check_sop, may_approve
 from .recorders import Recorder
 from .session import DeviceSession, UnsupportedHere, appium_reason, poll
 from .templates import render
@@ -395,7 +395,7 @@ def _execute(ctx: Context, step: Step) -> None:
     """One attempt of one step; Appium trouble becomes StepBroken with Appium's reason."""
     try:
         CORE.get(step.action, _project_action)(ctx, step)
-    except (StepFailed, AwaitingApproval, StepBroken, SecretMissing):
+    except (StepFailed, CaseSkipped, StepBroken, SecretMissing):
         raise
     except UnsupportedHere as e:
         raise StepBroken(str(e)) from None
@@ -422,7 +422,7 @@ def run_step(ctx: Context, step: Step) -> None:
                     raise
                 ctx.recorder.attach(f"attempt {attempt} failed", str(e), "text/plain", "txt")
                 time.sleep(step.retry.backoff * attempt if step.retry else 0)
-            except (AwaitingApproval, SecretMissing) as e:
+            except (CaseSkipped, SecretMissing) as e:
                 ctx.failure = ctx.failure or Failure(ctx.sop, step, e)
                 raise
         if ctx.evidence == "step" and step.action not in ("screenshot", "note"):
