@@ -99,7 +99,9 @@ def test_missing_element_fails_at_its_line(pytester: pytest.Pytester, appium_url
     assert {"screenshot at failure", "page source at failure"} <= set(attachments)
 
 
-def test_failure_evidence_includes_the_sessions_appium_log(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_failure_evidence_includes_the_sessions_appium_log(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """With a managed server, the failed case carries its own slice of Appium's log."""
     monkeypatch.setenv("SOP_APPIUM_HOME", str(find_appium_home(Path(__file__).parent)))
     sop = "id: missing\nsteps:\n  - tap: {id: no-such-button}\n    timeout: 0.2\n"
@@ -122,7 +124,9 @@ def test_wrong_text_shows_both_texts(pytester: pytest.Pytester, appium_url: str)
     )
     result = run_sop(pytester, appium_url, {"w.sop.yaml": sop})
     result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines(["text of {id: username}: expected it to equal 'bob', found 'alice'", "  found:    'alice'"])
+    result.stdout.fnmatch_lines(
+        ["text of {id: username}: expected it to equal 'bob', found 'alice'", "  found:    'alice'"]
+    )
 
 
 def test_retry_and_optional_are_recorded(pytester: pytest.Pytester, appium_url: str) -> None:
@@ -150,10 +154,14 @@ def test_sop_retry_keeps_every_attempt(pytester: pytest.Pytester, appium_url: st
     assert [s["name"] for s in res["steps"]] == ["attempt 1 of 2", "attempt 2 of 2"]
 
 
-def test_missing_secret_is_an_error_naming_the_variable(pytester: pytest.Pytester, appium_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_missing_secret_is_an_error_naming_the_variable(
+    pytester: pytest.Pytester, appium_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("FAKE_PIN", raising=False)
     pytester.makefile(".yaml", sop=FAKE_CONFIG + "accounts:\n  - id: a1\n    fields: {pin: {env: FAKE_PIN}}\n")
-    (pytester.path / "s.sop.yaml").write_text("id: s\nrequires:\n  account: {}\nsteps:\n  - type: {into: {id: username}, text: '${account.pin}'}\n")
+    (pytester.path / "s.sop.yaml").write_text(
+        "id: s\nrequires:\n  account: {}\nsteps:\n  - type: {into: {id: username}, text: '${account.pin}'}\n"
+    )
     result = pytester.runpytest("--sop", "--sop-appium", appium_url)
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*environment variable FAKE_PIN is not set*"])
@@ -209,14 +217,36 @@ def test_session_scope(pytester: pytest.Pytester, appium_url: str, scope: str, s
     assert [e["reused"] for e in events if e["event"] == "session"] == [False] + [scope == "worker"] * 2
 
 
-def test_unmet_done_when_fails_the_case(pytester: pytest.Pytester, appium_url: str) -> None:
-    """Every step passes, but the completion criterion does not hold: the case failed, at the condition."""
-    sop = "id: unfinished\nsteps:\n  - assert_visible: {id: username}\ndone_when:\n  - visible: {id: post-published}\n"
-    result = run_sop(pytester, appium_url, {"u.sop.yaml": sop})
-    result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines(["u.sop.yaml:5: done_when visible failed in SOP 'unfinished'", "done_when not met: *"])
-    (res,) = allure_results(pytester.path / "allure")
-    assert res["status"] == "failed"
+def test_done_when_conditions_of_each_kind(pytester: pytest.Pytester, appium_url: str) -> None:
+    """Held: the case passes. Not held, after every step passed: the case failed, at that condition."""
+    held = """\
+id: finished
+steps:
+  - type: {into: {id: username}, text: alice}
+done_when:
+  - visible: {id: username}
+  - not_visible: {id: hidden_button}
+  - text: {in: {id: username}, contains: lic}
+"""
+    unmet = """\
+id: unfinished
+steps:
+  - type: {into: {id: username}, text: alice}
+done_when:
+  - visible: {id: username}
+  - text: {in: {id: username}, equals: bob}
+  - visible: {id: never-checked}
+"""
+    result = run_sop(pytester, appium_url, {"f.sop.yaml": held, "u.sop.yaml": unmet})
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "u.sop.yaml:6: done_when text failed in SOP 'unfinished'",
+            "done_when not met: text of {id: username}: expected it to equal 'bob', found 'alice'",
+        ]
+    )
+    statuses = {r["name"]: r["status"] for r in allure_results(pytester.path / "allure")}
+    assert statuses == {"finished": "passed", "unfinished": "failed"}
 
 
 def test_retry_backoff_waits_longer_after_each_attempt(pytester: pytest.Pytester, appium_url: str) -> None:
@@ -249,7 +279,9 @@ steps:
     audit = pytester.path / "audit.jsonl"
     result = run_sop(pytester, appium_url, {"t.sop.yaml": sop}, f"--sop-audit={audit}")
     result.assert_outcomes(passed=1, warnings=1)
-    result.stdout.fnmatch_lines(["*OptionalStepFailed: tolerant: optional step failed: t.sop.yaml:3 tap {id: banner-close}: *"])
+    result.stdout.fnmatch_lines(
+        ["*OptionalStepFailed: tolerant: optional step failed: t.sop.yaml:3 tap {id: banner-close}: *"]
+    )
     (res,) = allure_results(pytester.path / "allure")
     (summary,) = [a for a in res["attachments"] if a["name"] == "optional steps failed (1)"]
     text = (pytester.path / "allure" / summary["source"]).read_text()
@@ -272,5 +304,9 @@ steps:
     result = run_sop(pytester, appium_url, {"b.sop.yaml": sop})
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(
-        ["b.sop.yaml:6: tap failed in SOP 'broken-later'", "optional steps that failed before it:", "  b.sop.yaml:3 tap {id: banner-close}: *"]
+        [
+            "b.sop.yaml:6: tap failed in SOP 'broken-later'",
+            "optional steps that failed before it:",
+            "  b.sop.yaml:3 tap {id: banner-close}: *",
+        ]
     )
