@@ -467,3 +467,39 @@ def test_a_run_inside_another_forgets_its_secrets_when_it_ends(pytester: pytest.
         del os.environ["INNER_PW"]
     assert "inner-secret-42" not in masking.known_values()
     assert masking.mask("inner-secret-42") == "inner-secret-42"
+
+
+@pytest.mark.appium
+def test_the_managed_appium_log_masks_inputs_secrets_from_its_start(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A secret that only a SOP's inputs name, sent by a client that does not tell Appium it is one."""
+    from appium import webdriver
+    from appium.options.common import AppiumOptions
+
+    from pytest_sop.appium_service import AppiumService
+
+    monkeypatch.setenv("SOP_APPIUM_HOME", str(APPIUM_HOME))
+    monkeypatch.setenv("CANARY_PW", CANARY)
+    monkeypatch.setenv("CANARY_PIN", PIN)
+    pytester.makefile(".yaml", sop=FAKE_DEVICE)
+    (pytester.path / "typed.sop.yaml").write_text(TYPED)
+    config = pytester.parseconfigure("--sop", "-p", "no:cacheprovider")
+    service = AppiumService(config)
+    try:
+        url = service.local_url()
+        caps = {"platformName": "Fake", "appium:automationName": "Fake", "appium:app": str(APP)}
+        driver = webdriver.Remote(url, options=AppiumOptions().load_capabilities(caps))
+        try:
+            driver.find_element("id", "username").send_keys(PIN)
+            assert driver.find_element("id", "username").text == PIN  # Appium logs what it answers
+        finally:
+            driver.quit()
+        assert service.log_path is not None
+        log = service.log_path.read_bytes()
+        assert b"Calling AppiumDriver.getText()" in log
+        assert leaks_in(log, PIN) == [] and leaks_in(log, CANARY) == []
+        temp = service.temp_dir()
+    finally:
+        service.stop()
+    assert not temp.exists()  # the log's folder goes with the run
