@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .actions import ActionRegistry, ActionSpec, Param
-from .errors import DeviceError, LeaseTimeout, SopError, SopInvalid, SopSyntaxError
+from .errors import DeviceError, LeaseTimeout, OptionalStepFailed, SopError, SopInvalid, SopSyntaxError, StepFailed
 
 __version__ = "0.1.0"
 
@@ -12,9 +12,11 @@ __all__ = [
     "ActionSpec",
     "DeviceError",
     "LeaseTimeout",
+    "OptionalStepFailed",
     "Param",
     "SopError",
     "SopInvalid",
     "SopSyntaxError",
+    "StepFailed",
     "__version__",
 ]

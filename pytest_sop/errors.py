@@ -71,3 +71,11 @@ class AwaitingApproval(CaseSkipped):
 
 class NotPermitted(CaseSkipped):
     """The policy does not let the operator run a SOP the case reached (a ``run:`` step)."""
+
+
+class ActionNotAllowed(SopError):
+    """A ``run:`` target uses an action outside a running SOP's allowed_actions: never retried or optional."""
+
+
+class OptionalStepFailed(UserWarning):
+    """An ``optional: true`` step failed and the case went on: shown in pytest's warnings summary."""

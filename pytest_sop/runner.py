@@ -17,7 +17,16 @@ from urllib3.exceptions import HTTPError
 
 from .actions import ActionRegistry
 from .approvals import APPROVED, Decision, find, record_pending
-from .errors import AwaitingApproval, CaseSkipped, NotPermitted, SopError, StepBroken, StepFailed
+from .errors import (
+    ActionNotAllowed,
+    AwaitingApproval,
+    CaseSkipped,
+    NotPermitted,
+    OptionalStepFailed,
+    SopError,
+    StepBroken,
+    StepFailed,
+)
 from .masking import SecretMissing, Secrets
 from .model import Account, Case, Condition, Device, Locator, Policy, Sop, Step, Template, TextMatch
 from .plan import describe_params
@@ -27,14 +36,6 @@ from .session import DeviceSession, UnsupportedHere, appium_reason, poll
 from .templates import render
 
 DEFAULT_TIMEOUT = 10.0
-
-
-class ActionNotAllowed(SopError):
-    """A ``run:`` target uses an action outside a running SOP's allowed_actions: never retried or optional."""
-
-
-class OptionalStepFailed(UserWarning):
-    """An ``optional: true`` step failed and the case went on: shown in pytest's warnings summary."""
 
 
 @dataclass
@@ -143,6 +144,9 @@ def _wait_visible(ctx: Context, loc: Locator, timeout: float) -> Any:
     return el
 
 
+_VERB = {"equals": "equal", "contains": "contain", "matches": "match"}
+
+
 def _check_text(ctx: Context, match: TextMatch, timeout: float) -> None:
     expected = ctx.text(match.expected)
     shown = ctx.shown(match.expected)
@@ -171,8 +175,7 @@ def _check_text(ctx: Context, match: TextMatch, timeout: float) -> None:
             _wait_visible(ctx, match.locator, 0)
         found = ctx.secrets.mask(seen[-1])
         raise StepFailed(
-            f"text of {ctx.show_locator(match.locator)}: expected it to {match.how.rstrip('s')} {shown!r}, "
-            f"found {found!r}",
+            f"text of {ctx.show_locator(match.locator)}: expected it to {_VERB[match.how]} {shown!r}, found {found!r}",
             expected=f"{match.how} {shown!r}",
             found=repr(found),
         )

@@ -241,6 +241,8 @@ class _SuiteCheck:
                 cycle = self.cycle_from(found[0].sop, [sop.id])
                 if cycle:
                     self.error(path + ("run",), f"run cycle: {' -> '.join(cycle)}")
+                elif self.suite.result(found[0].path).errors:  # e.g. it runs something its allowed_actions forbid
+                    self.error(path + ("run",), f"SOP {ref!r} ({found[0].path}) has errors of its own")
                 else:
                     self.allowed_in_run(sop, found[0].sop, path)
 
