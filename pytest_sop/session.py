@@ -117,10 +117,12 @@ def _local(endpoint: str) -> bool:
 
 
 def with_profile(caps: dict[str, Any], endpoint: str) -> dict[str, Any]:
-    """A browser on this host gets a profile folder of the run's own, which the run removes at its end."""
-    options = caps.get("goog:chromeOptions")
+    """Chromium on this host (Appium's Chromium driver) gets a profile folder of the run's own, which
+    the run removes at its end: what was typed into a page does not outlive the run."""
+    options = caps.get("goog:chromeOptions", {})
     profile_root = appium_server.profile_root
-    if profile_root is None or kind_of(caps) != "web" or not _local(endpoint) or not isinstance(options, dict):
+    chromium = str(caps.get("appium:automationName", "")).lower() == "chromium"
+    if profile_root is None or not chromium or not _local(endpoint) or not isinstance(options, dict):
         return caps
     args = [str(a) for a in options.get("args", [])]
     if any(a.startswith("--user-data-dir") for a in args):

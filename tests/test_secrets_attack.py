@@ -503,3 +503,28 @@ def test_the_managed_appium_log_masks_inputs_secrets_from_its_start(
     finally:
         service.stop()
     assert not temp.exists()  # the log's folder goes with the run
+
+
+def test_chromium_on_this_host_gets_a_profile_folder_the_run_removes(pytester: pytest.Pytester) -> None:
+    from pytest_sop.appium_service import AppiumService
+    from pytest_sop.session import with_profile
+
+    config = pytester.parseconfigure("-p", "no:cacheprovider")
+    service = AppiumService(config)
+    caps = {"appium:automationName": "Chromium", "goog:chromeOptions": {"args": ["--headless=new"]}}
+    try:
+        local = with_profile(caps, "http://127.0.0.1:4723")
+        args = local["goog:chromeOptions"]["args"]
+        assert args[0] == "--headless=new" and args[1].startswith("--user-data-dir=")
+        profile = Path(args[1].split("=", 1)[1])
+        assert profile.is_dir() and service.temp_dir() in profile.parents
+        assert caps["goog:chromeOptions"]["args"] == ["--headless=new"]  # the suite's own caps are left alone
+        assert with_profile(caps, "https://grid.example.com/wd/hub") == caps  # not this host's folder to make
+        own = {**caps, "goog:chromeOptions": {"args": ["--user-data-dir=/mine"]}}
+        assert with_profile(own, "http://localhost:4723") == own
+        assert with_profile({"appium:automationName": "UiAutomator2", "browserName": "chrome"}, "http://[::1]:1") == {
+            "appium:automationName": "UiAutomator2", "browserName": "chrome"
+        }  # fmt: skip
+    finally:
+        service.stop()
+    assert not profile.exists()
