@@ -1,14 +1,15 @@
 """Benchmark: an uncontended lease + release, against a bare filelock acquire + release.
 
 The claim under test: taking and releasing an uncontended lease of a device and an account
-(``LeasePool.acquire`` + ``Lease.release``: two file locks, two holder records written
-atomically and removed) takes at most 2 ms, median per operation.
+(``LeasePool.acquire`` + ``Lease.release``: two ``flock``s on lock files opened
+``O_NOFOLLOW``, a holder record written into each lock file and cleared) takes at most 2 ms, median per operation.
 
 Each round times N operations one by one (``time.perf_counter_ns``) in this process, for
 four sides in turn, in a fresh lock folder under the temp dir:
 
 - ``filelock (reused)``: one ``FileLock`` instance, ``acquire(blocking=False)`` + ``release()``;
-- ``filelock (new)``: a new ``FileLock`` per operation, as a lease does for each of its locks;
+- ``filelock (new)``: a new ``FileLock`` per operation (open, flock, unlock, close: the
+  same system calls a lease makes for each of its locks);
 - ``lease: device``: a lease of one device;
 - ``lease: device + account``: a lease of a device and an account (the claim).
 
@@ -117,8 +118,8 @@ def render_section(iterations: int, runs: int, warmup: int, results: list[Side],
     return f"""## Leases: uncontended acquire + release
 
 Claim: an uncontended lease of a device and an account (`LeasePool.acquire` +
-`Lease.release`: two `FileLock`s taken in global order, two holder records written with
-tmp + rename and removed) takes at most {LIMIT_MS:g} ms, median per operation.
+`Lease.release`: two `flock`s taken in global order on lock files opened `O_NOFOLLOW`, a
+holder record written into each lock file while held and cleared before unlocking) takes at most {LIMIT_MS:g} ms, median per operation.
 
 - Date: {today}
 - Machine: {machine()}; lock folder on {fs}
@@ -126,8 +127,8 @@ tmp + rename and removed) takes at most {LIMIT_MS:g} ms, median per operation.
   one by one per side with `time.perf_counter_ns`, sides in turn within a round; one process,
   one fresh lock folder. The table gives each round's median per operation.
 - Baselines in the same run: a bare `FileLock` `acquire(blocking=False)` + `release()`, reusing
-  one instance and with a new instance per operation (a lease makes one per lock it takes,
-  so that two holds in one process still exclude each other in the kernel).
+  one instance and with a new instance per operation (a lease opens its own descriptor per
+  lock it takes, so that two holds in one process still exclude each other in the kernel).
 
 {head}
 {rule}
@@ -135,7 +136,7 @@ tmp + rename and removed) takes at most {LIMIT_MS:g} ms, median per operation.
 
 Verdict: **{verdict}**: median device + account lease = {median_ms:.3f} ms (limit {LIMIT_MS:.3f} ms),
 {ratio:.1f}x a bare new-instance `FileLock` acquire + release (a lease takes two locks and
-writes and removes two holder records).
+writes and clears two holder records).
 
 Reproduce:
 
