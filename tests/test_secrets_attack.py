@@ -425,6 +425,7 @@ def test_appium_masks_requests_that_carry_a_secret_in_its_own_log(appium_server:
     from pytest_sop.session import DeviceSession
 
     secret = "Hdr-" + CANARY
+    before = masking.known_values()
     masking.remember([secret])
     caps = {"platformName": "Fake", "appium:automationName": "Fake", "appium:app": str(APP)}
     device = Device("fake-phone", "fake", SourcePos("sop.yaml", 1, 1), capabilities=caps)
@@ -435,6 +436,7 @@ def test_appium_masks_requests_that_carry_a_secret_in_its_own_log(appium_server:
         field.send_keys(secret)
     finally:
         session.quit()
+        masking.forget_since(before)
     tag = f"[{session.session_id[:8]}]"
     lines = [line for line in appium_server.log_path.read_text().splitlines() if tag in line]
     requests = [line for line in lines if "--> POST" in line and "/value" in line]
@@ -456,15 +458,16 @@ def test_values_shorter_than_four_characters_are_never_masked() -> None:
         masking.forget_since(before)
 
 
-def test_a_run_inside_another_forgets_its_secrets_when_it_ends(pytester: pytest.Pytester) -> None:
+def test_a_run_inside_another_forgets_its_secrets_when_it_ends(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """pytester runs share this process: an inner run's secret must not be masked in the outer run."""
     pytester.makefile(".yaml", sop="accounts:\n  - id: a\n    fields: {password: {env: INNER_PW}}\n")
-    pytester.makepyfile("def test_x():\n    pass\n")
-    os.environ["INNER_PW"] = "inner-secret-42"
-    try:
-        pytester.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=1)
-    finally:
-        del os.environ["INNER_PW"]
+    pytester.makepyfile("import os\n\ndef test_x():\n    assert os.environ['INNER_PW'] == 'x'\n")
+    monkeypatch.setenv("INNER_PW", "inner-secret-42")
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    result.assert_outcomes(failed=1)
+    assert "inner-secret-42" not in result.stdout.str()  # masked while the inner run lasted
     assert "inner-secret-42" not in masking.known_values()
     assert masking.mask("inner-secret-42") == "inner-secret-42"
 
