@@ -119,7 +119,8 @@ def render_section(iterations: int, runs: int, warmup: int, results: list[Side],
 
 Claim: an uncontended lease of a device and an account (`LeasePool.acquire` +
 `Lease.release`: two `flock`s taken in global order on lock files opened `O_NOFOLLOW`, a
-holder record written into each lock file while held and cleared before unlocking) takes at most {LIMIT_MS:g} ms, median per operation.
+holder record written into each lock file while held and cleared before unlocking) takes
+at most {LIMIT_MS:g} ms, median per operation.
 
 - Date: {today}
 - Machine: {machine()}; lock folder on {fs}

@@ -241,10 +241,12 @@ class _SuiteCheck:
                 cycle = self.cycle_from(found[0].sop, [sop.id])
                 if cycle:
                     self.error(path + ("run",), f"run cycle: {' -> '.join(cycle)}")
-                elif self.suite.result(found[0].path).errors:  # e.g. it runs something its allowed_actions forbid
-                    self.error(path + ("run",), f"SOP {ref!r} ({found[0].path}) has errors of its own")
                 else:
                     self.allowed_in_run(sop, found[0].sop, path)
+                    # A target refused for what it runs (e.g. outside its own allowed_actions) refuses its callers.
+                    target_file = os.path.join(self.suite.base, found[0].path)  # its path as shown, from base
+                    if any(e.field.endswith(".run") for e in self.suite.result(target_file).errors):
+                        self.error(path + ("run",), f"SOP {ref!r} ({found[0].path}) has errors in what it runs")
 
     def cycle_from(self, sop: Sop, trail: list[str]) -> list[str] | None:
         if sop.id in trail:

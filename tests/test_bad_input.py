@@ -180,6 +180,18 @@ def test_run_target_outside_allowed_actions(tmp_path: Path) -> None:
     ]
 
 
+def test_a_sop_running_a_refused_run_is_refused_too(tmp_path: Path) -> None:
+    files = {
+        "a.sop.yaml": "id: a\nsteps:\n  - run: b\n",
+        "b.sop.yaml": "id: b\nallowed_actions: [run]\nsteps:\n  - run: c\n",
+        "c.sop.yaml": "id: c\nsteps: [back]\n",
+    }
+    assert lint(tmp_path, files) == [
+        "a.sop.yaml:3:10: steps[0].run: SOP 'b' (b.sop.yaml) has errors in what it runs",
+        "b.sop.yaml:4:10: steps[0].run: runs 'c' whose step 'back' (c.sop.yaml:2) is not in allowed_actions",
+    ]
+
+
 def test_python_tag_did_not_execute(tmp_path: Path) -> None:
     marker = tmp_path / "pwned"
     errors = lint(tmp_path, {"s.sop.yaml": f"id: s\nsteps: !!python/object/apply:os.system ['touch {marker}']\n"})

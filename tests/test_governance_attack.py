@@ -7,7 +7,7 @@ from dataclasses import replace
 from typing import Any, cast
 
 import pytest
-from test_engine_fake import FAKE_CONFIG, allure_results, steps_of
+from test_engine_fake import FAKE_CONFIG, allure_results
 
 from pytest_sop.actions import build_registry
 from pytest_sop.errors import NotPermitted
@@ -197,7 +197,7 @@ def test_run_obeys_allowed_actions_of_every_sop_running(pytester: pytest.Pyteste
     result = run_suite(pytester, appium_url, sops, FAKE_CONFIG, "--continue-on-collection-errors")
     result.stdout.fnmatch_lines(
         [
-            "*a.sop.yaml:3:*run*SOP 'b' (b.sop.yaml) has errors of its own*",
+            "*a.sop.yaml:3:*run*SOP 'b' (b.sop.yaml) has errors in what it runs*",
             "*b.sop.yaml:5:*run*runs 'c' whose step 'tap'*is not in allowed_actions*",
         ]
     )

@@ -50,7 +50,7 @@ SIGN_IN_STEPS = [
 ]
 
 
-def poll(what: str, fn: Callable[[], T | None], timeout: float = 60.0) -> T:
+def poll(what: str, fn: Callable[[], T | None], timeout: float = 180.0) -> T:
     """``fn()`` once it is truthy; the SPA renders after the page has loaded, so everything waits."""
     deadline = time.monotonic() + timeout
     while True:
