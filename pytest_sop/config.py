@@ -8,6 +8,7 @@ where it came from. The lock folder is decided by :func:`lock_dir_setting`, whic
 
 from __future__ import annotations
 
+import dataclasses
 import getpass
 import math
 import os
@@ -83,6 +84,10 @@ OPTIONS = (
     ),
     Option("--sop-dry-run", "print each case's plan instead of running it", False, is_flag=True),
     Option("--sop-due", "deselect cases that passed within their schedule", False, is_flag=True),
+    Option(
+        "--sop-signing-key",
+        "the operator's SSH key (a private key file, or the .pub of a key in ssh-agent); env SOP_SIGNING_KEY",
+    ),
 )
 
 
@@ -102,10 +107,20 @@ class Settings:
     due: bool
     patterns: tuple[str, ...]
     lock_dir: str
+    # The controller's only: never handed to xdist workers nor written anywhere.
+    signing_key: str | None = None
 
 
 settings_key = pytest.StashKey[Settings]()
 WORKER_SETTINGS_KEY = "sop_settings"
+SIGNING_KEY_ENV = "SOP_SIGNING_KEY"
+
+
+def worker_settings(settings: Settings) -> dict[str, Any]:
+    """The settings as plain data for xdist workers: everything but the signing key's path."""
+    data = dataclasses.asdict(settings)
+    del data["signing_key"]
+    return data
 
 
 def addoption(parser: pytest.Parser) -> None:
@@ -192,6 +207,20 @@ def suite_ini_lock_dir(start: Path) -> tuple[str | None, Path | None]:
     return (str(value) if value else None), inipath
 
 
+def signing_key_setting(
+    flag: str | None, env: str | None, ini_value: str | None, inipath: Path | None, cwd: Path
+) -> str | None:
+    """The signing key's absolute path: ``--sop-signing-key``, then env SOP_SIGNING_KEY (both
+    relative to ``cwd``), then ini ``sop_signing_key`` (relative to its ini file's folder)."""
+    if flag:
+        return os.path.abspath(os.path.join(cwd, os.path.expanduser(flag)))
+    if env:
+        return os.path.abspath(os.path.join(cwd, os.path.expanduser(env)))
+    if ini_value:
+        return os.path.abspath(os.path.join(inipath.parent if inipath else cwd, os.path.expanduser(ini_value)))
+    return None
+
+
 def resolve(config: pytest.Config) -> Settings:
     workerinput = getattr(config, "workerinput", None) or {}
     if WORKER_SETTINGS_KEY in workerinput:
@@ -239,4 +268,11 @@ def resolve(config: pytest.Config) -> Settings:
         due=values["sop_due"],
         patterns=tuple(config.getini("sop_files")),
         lock_dir=lock_dir,
+        signing_key=signing_key_setting(
+            config.getoption("sop_signing_key"),
+            os.environ.get(SIGNING_KEY_ENV),
+            config.getini("sop_signing_key") or None,
+            config.inipath,
+            config.invocation_params.dir,
+        ),
     )

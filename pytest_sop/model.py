@@ -216,6 +216,8 @@ class Role:
 class Policy:
     roles: Mapping[str, Role]
     operators: Mapping[str, tuple[str, ...]]
+    signers: str | None = None  # absolute path of the OpenSSH allowed_signers file (principals = operators)
+    require_signatures: bool = False  # runs and decisions count only when signed
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import gc
 import os
 from datetime import UTC, datetime
@@ -15,20 +14,23 @@ from . import hookspecs
 from .appium_service import AppiumService, appium_key
 from .caserecord import record_key
 from .collect import SopFile, SopItem, get_suite, kept_session_key
-from .config import WORKER_SETTINGS_KEY, addoption, resolve, settings_key
+from .config import WORKER_SETTINGS_KEY, addoption, resolve, settings_key, worker_settings
 from .errors import SopError, SopInvalid
 from .fixtures import _sop_lease, sop_account, sop_device, sop_driver, sop_run  # noqa: F401 - fixtures
 from .masking import guard_library_logs
 from .plan import plan_lines
 from .runrecord import (
     RUN_ID_KEY,
+    SIGNER_KEY,
     alluredir,
     audit_path,
     check_records,
+    check_signature,
     init_run,
     ledger_path,
     open_audit,
     run_id_key,
+    signer_input,
     who_where,
     write_run_files,
 )
@@ -66,8 +68,10 @@ def pytest_configure(config: pytest.Config) -> None:
         # A dry run touches no device, so it has nothing to spread over workers.
         config.option.numprocesses = None
         config.option.dist = "no"
-    get_suite(config)  # a bad sop.yaml stops the run here, as a usage error
+    suite = get_suite(config)  # a bad sop.yaml stops the run here, as a usage error
     if not (hasattr(config, "workerinput") or config.option.collectonly or settings.dry_run):
+        # The signature first: an unproven operator leaves no trace, not even a ledger file.
+        check_signature(config, suite.config.policy)
         check_records(config)
 
 
@@ -156,7 +160,8 @@ class XdistHooks:
         config = node.config
         settings = config.stash[settings_key]
         node.workerinput[RUN_ID_KEY] = config.stash[run_id_key]
-        node.workerinput[WORKER_SETTINGS_KEY] = dataclasses.asdict(settings)
+        node.workerinput[WORKER_SETTINGS_KEY] = worker_settings(settings)
+        node.workerinput[SIGNER_KEY] = signer_input(config)
         if settings.enabled and config.stash[appium_key].wanted(get_suite(config).config) == "local":
             node.workerinput.update(config.stash[appium_key].worker_input())
 

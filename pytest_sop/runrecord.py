@@ -27,9 +27,11 @@ from .allure_meta import (
 )
 from .appium_server import find_appium_home, installed_drivers, status
 from .audit import AuditLog
-from .config import settings_key
+from .config import SIGNING_KEY_ENV, settings_key
 from .errors import SopError
 from .leasing import LeasePool
+from .model import Policy
+from .signing import SigningError, Verified, proves
 
 RUN_ID_KEY = "sop_run_id"
 run_id_key = pytest.StashKey[str]()
@@ -166,3 +168,56 @@ def write_run_files(config: pytest.Config, appium_url: str | None) -> str | None
     if ci is not None:
         write_json_atomic(os.path.join(results, "executor.json"), ci)
     return str(write_timeline(results, os.path.join(results, TIMELINE), only_sops=True))
+
+
+#: The run's verified signer: set by the controller at configure, handed to xdist workers.
+signer_key = pytest.StashKey[Verified | None]()
+SIGNER_KEY = "sop_signer"  # workerinput: {"principal": ..., "fingerprint": ...} or None
+
+
+def run_signer(config: pytest.Config) -> Verified | None:
+    """Who signed this run (the operator, proven by their key) and with which key; None: unsigned."""
+    if signer_key not in config.stash:
+        workerinput = getattr(config, "workerinput", None) or {}
+        data = workerinput.get(SIGNER_KEY)
+        config.stash[signer_key] = Verified(data["principal"], data["fingerprint"]) if data else None
+    return config.stash[signer_key]
+
+
+def check_signature(config: pytest.Config, policy: Policy | None) -> None:
+    """Before anything else in the controller: prove the operator with their key, or refuse the run.
+
+    A key that is given must prove ``--sop-operator``'s principal in ``policy.signers`` (a
+    signature that is present and wrong is never accepted); with ``require_signatures`` a run
+    without one is refused too. The key signs a fresh challenge: a copied public key proves nothing.
+
+    :raises pytest.UsageError: naming the key, the operator and why.
+    """
+    settings = config.stash[settings_key]
+    key, operator = settings.signing_key, settings.operator
+    signers = policy.signers if policy else None
+    required = bool(policy and policy.require_signatures)
+    config.stash[signer_key] = None
+    stop = "nothing was run: "
+    if key is None:
+        if required:
+            raise pytest.UsageError(
+                f"{stop}policy.require_signatures is true and this run is not signed: give operator {operator!r}'s "
+                f"SSH key with --sop-signing-key PATH (ini sop_signing_key, env {SIGNING_KEY_ENV})"
+            )
+        return
+    if signers is None:
+        raise pytest.UsageError(
+            f"{stop}a signing key was given ({key}) but sop.yaml has no policy.signers to check it against: "
+            "add an OpenSSH allowed_signers file naming each operator's key"
+        )
+    try:
+        config.stash[signer_key] = proves(key, operator, signers)
+    except SigningError as e:
+        raise pytest.UsageError(f"{stop}{e}") from None
+
+
+def signer_input(config: pytest.Config) -> dict[str, str] | None:
+    """The run's signer as plain data for xdist workers (never the key's path)."""
+    signer = run_signer(config)
+    return {"principal": signer.principal, "fingerprint": signer.fingerprint} if signer else None

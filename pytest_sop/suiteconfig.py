@@ -182,7 +182,7 @@ class _ConfigParser(Checker):
         return tuple(out)
 
     def policy(self, value: Any) -> Policy | None:
-        pol = self.mapping(("policy",), value, allowed=("roles", "operators"))
+        pol = self.mapping(("policy",), value, allowed=("roles", "operators", "signers", "require_signatures"))
         if pol is None:
             return None
         roles: dict[str, Role] = {}
@@ -208,7 +208,35 @@ class _ConfigParser(Checker):
                 if role not in roles:
                     self.error(p + (j,), f"unknown role {role!r}; roles are: {', '.join(roles) or 'none'}")
             operators[str(name)] = names
-        return Policy(MappingProxyType(roles), MappingProxyType(operators))
+        signers = self.signers(pol["signers"]) if "signers" in pol else None
+        require = False
+        if "require_signatures" in pol:
+            require = bool(self.boolean(("policy", "require_signatures"), pol["require_signatures"]))
+            if require and "signers" not in pol:
+                self.error(
+                    ("policy", "require_signatures"),
+                    "require_signatures: true needs policy.signers, the allowed_signers file saying whose key is whose",
+                )
+        return Policy(MappingProxyType(roles), MappingProxyType(operators), signers, require)
+
+    def signers(self, value: Any) -> str | None:
+        """The allowed_signers file, relative to sop.yaml; it must exist now, not at the first signature."""
+        p: Path_ = ("policy", "signers")
+        name = self.string(p, value, what="the path of an OpenSSH allowed_signers file")
+        if name is None:
+            return None
+        path = os.path.normpath(os.path.join(self.folder, os.path.expanduser(name)))
+        if not os.path.isfile(path):
+            what = "is not a file" if os.path.exists(path) else "does not exist"
+            self.error(p, f"expected an OpenSSH allowed_signers file: {path} {what}")
+            return None
+        try:
+            with open(path, "rb"):
+                pass
+        except OSError as e:
+            self.error(p, f"allowed_signers file {path} cannot be read: {e.strerror}")
+            return None
+        return path
 
     def selectors(self, path: Path_, value: Any, kinds: tuple[str, ...]) -> tuple[str, ...]:
         out = self.strings(path, value)
