@@ -7,10 +7,11 @@ import importlib
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from .actions import build_registry
 from .errors import SopError, SopInvalid
+from .model import Sop
 from .schema import build_schema
 from .suite import Suite, display_path
 from .suiteconfig import load_config
@@ -120,15 +121,87 @@ def cmd_leases(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_approve(args: argparse.Namespace) -> int:
-    from .approvals import record_decision
+class Refused(Exception):
+    """``approve`` will not record this decision: the message says why (exit 2, nothing written)."""
 
-    d = record_decision(
-        args.approvals, args.sop, args.checkpoint, by=args.by, approve=not args.reject, note=args.note or "",
-        case=args.case,
-    )  # fmt: skip
+
+def _checkpoint_roles(sop: Sop, checkpoint: str, get_sop: Callable[[str], Sop | None]) -> list[str]:
+    """The roles asked for at ``checkpoint`` in ``sop`` or any SOP it runs (each SOP once)."""
+    roles: list[str] = []
+    seen, todo = {sop.id}, [sop]
+    while todo:
+        current = todo.pop(0)
+        for step in current.steps + current.on_failure:
+            if step.action == "approve" and step.params["checkpoint"] == checkpoint:
+                roles.append(step.params["role"])
+            target = get_sop(step.params["sop"]) if step.action == "run" else None
+            if target is not None and target.id not in seen:
+                seen.add(target.id)
+                todo.append(target)
+    return list(dict.fromkeys(roles))
+
+
+def _approval_checks(args: argparse.Namespace) -> tuple[str, str | None]:
+    """The SOP file's path and the signing key (None: unsigned), once every check passed.
+
+    :raises Refused: an unknown SOP or checkpoint, an approver without may_approve for its role,
+        a key that does not prove ``--by``, or no key when the policy requires signatures.
+    """
+    from .policy import may_approve
+    from .signing import SigningError, proves
+
+    config_path = args.config or "sop.yaml"
+    if not os.path.isfile(config_path):
+        raise Refused(f"no suite config {config_path} (give --config PATH)")
+    try:
+        config = load_config(config_path, display_path(config_path, os.getcwd()))
+    except SopInvalid as e:
+        raise Refused(f"invalid suite config:\n{e}") from None
+    root = os.path.dirname(os.path.abspath(config_path))
+    suite = Suite(config, _registry(args.plugin), root)  # type: ignore[arg-type]
+    sop = suite.get_sop(args.sop)
+    if sop is None:
+        raise Refused(f"unknown SOP {args.sop!r}: no valid SOP file under {root} has that id (see pytest-sop lint)")
+    roles = _checkpoint_roles(sop, args.checkpoint, suite.get_sop)
+    if not roles:
+        raise Refused(f"SOP {args.sop!r} ({sop.path}) has no approve step with checkpoint {args.checkpoint!r}")
+    policy = config.policy
+    if not any(may_approve(policy, args.by, role) for role in roles):
+        raise Refused(
+            f"{args.by!r} may not approve checkpoint {args.checkpoint!r}: the policy gives them no may_approve "
+            f"for role {' or '.join(repr(r) for r in roles)}"
+        )
+    key = args.key or os.environ.get("SOP_SIGNING_KEY") or None
+    if key is None:
+        if policy is not None and policy.require_signatures:
+            raise Refused("policy.require_signatures is true: sign the decision with --key PATH (or SOP_SIGNING_KEY)")
+        return sop.path, None
+    key = os.path.abspath(os.path.expanduser(key))
+    if policy is None or policy.signers is None:
+        raise Refused(f"a signing key was given ({key}) but {config_path} has no policy.signers to check it against")
+    try:
+        proves(key, args.by, policy.signers)
+    except SigningError as e:
+        raise Refused(str(e)) from None
+    return sop.path, key
+
+
+def cmd_approve(args: argparse.Namespace) -> int:
+    from .approvals import file_sha256, record_decision
+    from .signing import SigningError
+
+    try:
+        sop_file, key = _approval_checks(args)
+        d = record_decision(
+            args.approvals, args.sop, args.checkpoint, by=args.by, approve=not args.reject, note=args.note or "",
+            case=args.case, sop_sha256=file_sha256(sop_file), key=key,
+        )  # fmt: skip
+    except (Refused, SigningError) as e:
+        print(f"pytest-sop approve: refused: {e}", file=sys.stderr)
+        return 2
     scope = f"case {d.case}" if d.case else "every case"
-    print(f"{d.decision}: {d.sop} / {d.checkpoint} ({scope}) by {d.by} at {d.at} -> {args.approvals}")
+    signed = f"signed with {d.fingerprint}" if d.signature else "not signed"
+    print(f"{d.decision}: {d.sop} / {d.checkpoint} ({scope}) by {d.by} at {d.at}, {signed} -> {args.approvals}")
     return 0
 
 
@@ -199,6 +272,12 @@ def build_parser() -> argparse.ArgumentParser:
     approve.add_argument("--note", help="why")
     approve.add_argument("--reject", action="store_true", help="reject instead: the case fails")
     approve.add_argument("--approvals", default="sop-approvals.yaml", help="approvals file (default: %(default)s)")
+    approve.add_argument(
+        "--key", help="sign the decision with this SSH key (a private key, or the .pub of one in ssh-agent); "
+        "env SOP_SIGNING_KEY"
+    )  # fmt: skip
+    approve.add_argument("--config", help="suite config (default: sop.yaml in the current folder)")
+    approve.add_argument("-p", "--plugin", action="append", default=[], metavar="MODULE", help=plugin_help)
     approve.set_defaults(func=cmd_approve)
 
     exceptions = sub.add_parser("exceptions", help="the exception queue from the run ledger")

@@ -6,6 +6,7 @@ goes to a :class:`Recorder`.
 
 from __future__ import annotations
 
+import os
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator
@@ -16,7 +17,7 @@ from selenium.common.exceptions import WebDriverException
 from urllib3.exceptions import HTTPError
 
 from .actions import ActionRegistry
-from .approvals import APPROVED, Decision, find, record_pending
+from .approvals import APPROVED, Decision, judge, record_pending, signature_problem, sop_problem
 from .errors import (
     ActionNotAllowed,
     AwaitingApproval,
@@ -33,6 +34,7 @@ from .plan import describe_params
 from .policy import allowed_pairs, check_sop, may_approve
 from .recorders import Recorder
 from .session import DeviceSession, UnsupportedHere, appium_reason, poll
+from .signing import Verified
 from .templates import render
 
 DEFAULT_TIMEOUT = 10.0
@@ -330,25 +332,49 @@ def _obeys_allowed_actions(ctx: Context, target: Sop) -> None:
 
 
 def do_approve(ctx: Context, step: Step) -> None:
-    """Pass with a decision by someone else who holds the step's role with may_approve (four eyes)."""
+    """Pass with a decision that counts: signed by its approver when signed (always, with
+    ``require_signatures``), taken on the SOP file as it is now, by someone else than the
+    operator running the case who holds the step's role with may_approve (four eyes).
+
+    A decision may name the SOP holding the step or any SOP running it (``approve`` accepts
+    either); its recorded sha256 is of that SOP's file.
+    """
     checkpoint, role = step.params["checkpoint"], step.params["role"]
     sop_id, case_id = ctx.sop.id, ctx.case.case_id or ctx.case.sop.id
     path = ctx.approvals_path
+    # Display paths are relative to where pytest started, the runner's working folder.
+    files = {s.id: os.path.abspath(s.path) for s in (ctx.case.sop, *ctx._sop_stack)}
+    signers = ctx.policy.signers if ctx.policy else None
+    required = bool(ctx.policy and ctx.policy.require_signatures)
+    signed_by: dict[Decision, Verified | None] = {}
 
-    def usable(d: Decision) -> bool:
-        return d.by != ctx.operator and may_approve(ctx.policy, d.by, role)
+    def why_not(d: Decision) -> str | None:
+        if not may_approve(ctx.policy, d.by, role):
+            return f"{d.by} may not approve for role {role}"
+        if d.by == ctx.operator:
+            return f"{d.by} is the operator running the case"
+        signer, problem = signature_problem(d, signers, required=required)
+        signed_by[d] = signer
+        return problem or sop_problem(d, files.get(d.sop))
 
-    decision = find(path, sop_id, checkpoint, case_id, usable=usable) if path else None
+    judged = judge(path, tuple(files), checkpoint, case_id, why_not=why_not) if path else None
+    decision = judged.counted if judged else None
     if decision is None:
+        reason = judged.reason() if judged else ""
         if path:
             record_pending(path, sop_id, checkpoint, case_id, ctx.operator)
-        ctx.recorder.event("approval_pending", sop=sop_id, checkpoint=checkpoint, role=role)
-        raise AwaitingApproval(f"awaiting approval: {checkpoint}")
-    said = f"{decision.decision} by {decision.by} at {decision.at}" + (f": {decision.note}" if decision.note else "")
+        ctx.recorder.event("approval_pending", sop=sop_id, checkpoint=checkpoint, role=role, not_counted=reason)
+        raise AwaitingApproval(f"awaiting approval: {checkpoint}" + (f" ({reason})" if reason else ""))
+    signer = signed_by.get(decision)
+    how = f"signed with {signer.fingerprint}" if signer else "not signed"
+    said = f"{decision.decision} by {decision.by} at {decision.at} ({how})" + (
+        f": {decision.note}" if decision.note else ""
+    )
     ctx.recorder.attach(f"approval {checkpoint}", said, "text/plain", "txt")
     ctx.recorder.event(
-        "approval", sop=sop_id, checkpoint=checkpoint, decision=decision.decision, by=decision.by,
-        at=decision.at, note=decision.note,
+        "approval", sop=decision.sop, checkpoint=checkpoint, decision=decision.decision, by=decision.by,
+        at=decision.at, note=decision.note, signed=signer is not None,
+        fingerprint=signer.fingerprint if signer else None, sop_sha256=decision.sop_sha256,
     )  # fmt: skip
     if decision.decision != APPROVED:
         raise StepFailed(f"rejected by {decision.by}: {decision.note}", expected="approved", found=said)
