@@ -22,6 +22,7 @@ from pathlib import Path
 from urllib.parse import quote, quote_plus
 
 import pytest
+from test_engine_fake import APP, FAKE_CONFIG
 
 from pytest_sop import masking
 from pytest_sop.appium_server import ManagedAppium, find_appium_home
@@ -29,7 +30,6 @@ from pytest_sop.audit import AuditLog, verify
 from pytest_sop.masking import MASK, MIN_BASE64_CORE, mask_text
 
 ROOT = Path(__file__).resolve().parents[1]
-APP = ROOT / "tests" / "apps" / "fake_app.xml"
 APPIUM_HOME = find_appium_home(ROOT)
 
 # Each of these characters changes under some encoding: '"' and '\\' under JSON, '+', '/' and
@@ -209,14 +209,7 @@ def test_a_secret_that_is_part_of_the_timestamp_does_not_break_the_audit_log(tmp
 
 FAKE_DEVICE = f"""\
 appium: {{server: local}}
-devices:
-  - id: fake-phone
-    platform: fake
-    capabilities:
-      platformName: Fake
-      appium:automationName: Fake
-      appium:app: {APP}
-accounts:
+{FAKE_CONFIG}accounts:
   - id: tester-1
     role: tester
     fields: {{username: alice, password: {{env: CANARY_PW}}}}
