@@ -34,7 +34,17 @@ import filelock
 
 from .errors import SopError
 
-__all__ = ["GENESIS", "STRUCTURAL", "AuditError", "AuditLog", "VerifyResult", "audit_main", "verify"]
+__all__ = [
+    "GENESIS",
+    "STRUCTURAL",
+    "AuditError",
+    "AuditLog",
+    "Chain",
+    "VerifyResult",
+    "audit_main",
+    "read_chain",
+    "verify",
+]
 
 GENESIS = "0" * 64
 """The ``prev`` of the first line."""
@@ -43,6 +53,7 @@ _RESERVED = frozenset({"seq", "ts", "event", "prev"})
 STRUCTURAL = _RESERVED | frozenset({
     "case", "sop", "device", "account", "run", "host", "pid", "worker", "operator", "session", "exception",
     "sha256", "bytes", "phase", "outcome", "status", "reused", "waited", "count", "to", "type",
+    "signer", "fingerprint", "signature",
 })  # fmt: skip
 """Fields that are structure (the chain, ids, outcomes), never free text: the mask never touches them."""
 MASK = "***"
@@ -168,6 +179,13 @@ def _record(raw: bytes) -> dict[str, Any] | None:
     return data
 
 
+def _check_names(fields: dict[str, Any]) -> None:
+    clash = _RESERVED.intersection(fields)
+    if clash:
+        names = ", ".join(sorted(clash))
+        raise ValueError(f"audit fields may not be named {names}: those keys belong to the chain")
+
+
 def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
@@ -207,16 +225,21 @@ class AuditLog:
         the log's end is damaged or disagrees with its head file, and ``filelock.Timeout`` when the
         lock is not free within ``lock_timeout`` seconds.
         """
-        clash = _RESERVED.intersection(fields)
-        if clash:
-            names = ", ".join(sorted(clash))
-            raise ValueError(f"audit fields may not be named {names}: those keys belong to the chain")
+        _check_names(fields)
+        return self.append_at_head(event, lambda seq, sha: fields)
+
+    def append_at_head(self, event: str, fields_for: Callable[[int, str], dict[str, Any]], /) -> str:
+        """Append one event whose fields depend on the log's head: ``fields_for(seq, sha256)`` of the
+        last line (0 and 64 zeros for an empty log) is called under the writers' lock, so no other
+        line can come between the head it saw and the line it makes (a signed head needs that)."""
         mask = self._mask
-        if mask is not None:
-            fields = {k: v if k in STRUCTURAL else _mask_strings(v, mask) for k, v in fields.items()}
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._lock.acquire(poll_interval=0.002):
             seq, prev = self._next()
+            fields = fields_for(seq - 1, prev)
+            _check_names(fields)
+            if mask is not None:
+                fields = {k: v if k in STRUCTURAL else _mask_strings(v, mask) for k, v in fields.items()}
             ts = _utc_now()
             record = {**fields, "event": event, "seq": seq, "ts": ts, "prev": prev}
             line = _canonical(record)
@@ -281,17 +304,33 @@ def _maybe_locked(path: Path, timeout: float) -> Iterator[None]:
 
 def verify(path: str | os.PathLike[str], *, lock_timeout: float = 10.0) -> VerifyResult:
     """Check the chain of the log at ``path`` and its head file; name the first line that is wrong."""
+    return read_chain(path, lock_timeout=lock_timeout).result
+
+
+@dataclass(frozen=True)
+class Chain:
+    """A log as :func:`read_chain` found it: the chain's verdict, each line's record (None when a line is
+    not one) and sha256, in line order (line ``k`` at index ``k - 1``)."""
+
+    result: VerifyResult
+    records: list[dict[str, Any] | None]
+    hashes: list[str]
+
+
+def read_chain(path: str | os.PathLike[str], *, lock_timeout: float = 10.0) -> Chain:
+    """Read the log at ``path`` once, under the writers' lock, and check its chain and head file."""
     path = Path(path)
     with _maybe_locked(path, lock_timeout):
         try:
             data = path.read_bytes()
         except FileNotFoundError:
-            return VerifyResult(False, None, f"{path} does not exist")
+            return Chain(VerifyResult(False, None, f"{path} does not exist"), [], [])
         try:
             head = _read_head(path)
         except ValueError as exc:
-            return VerifyResult(False, None, f"the head file {_head_path(path)} is damaged: {exc}")
-    return _Chain(data, head).check()
+            return Chain(VerifyResult(False, None, f"the head file {_head_path(path)} is damaged: {exc}"), [], [])
+    chain = _Chain(data, head)
+    return Chain(chain.check(), chain.rec, chain.sha)
 
 
 class _Chain:

@@ -237,9 +237,9 @@ def cmd_exceptions_resolve(args: argparse.Namespace) -> int:
 
 
 def cmd_audit_verify(args: argparse.Namespace) -> int:
-    from .audit import audit_main
+    from .seal import audit_verify_main
 
-    return audit_main(args.path)
+    return audit_verify_main(args.path, args.signers, args.ledger)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -300,6 +300,14 @@ def build_parser() -> argparse.ArgumentParser:
     audit_sub = audit.add_subparsers(dest="audit_command", required=True)
     verify = audit_sub.add_parser("verify", help="exit 0 when the chain is intact, 1 naming the first bad line")
     verify.add_argument("path", help="sop-audit.jsonl")
+    verify.add_argument(
+        "--signers",
+        metavar="FILE",
+        help="OpenSSH allowed_signers file: also check every run's signed line, and that every line is signed",
+    )
+    verify.add_argument(
+        "--ledger", metavar="PATH", help="run ledger: also check the log still has every signed head it remembers"
+    )
     verify.set_defaults(func=cmd_audit_verify)
     return parser
 

@@ -8,6 +8,12 @@ Tables (schema version :data:`SCHEMA_VERSION`, kept in ``PRAGMA user_version``):
 - ``exception_events``: the history of every exception: ``opened``, ``recurred``, ``escalated``,
   ``resolved``, ``reopened``, each with its time, who (the operator of the run, or the resolver)
   and what (the message, the escalation target, the resolution note).
+- ``audit_heads`` (since version 2): each run's signed head of the audit log (:class:`SignedHead`):
+  which log (the sha256 of its first line, and its path), the run, the ``signed`` line's number and
+  sha256, the head it signs, the signer and key fingerprint. A copy of the log rolled back to an
+  older head, or cut, no longer has the lines the ledger remembers (``pytest-sop audit verify --ledger``).
+
+An older ledger is brought up to date when it is opened: every table is ``CREATE ... IF NOT EXISTS``.
 
 Rules (:meth:`Ledger.record_outcome`):
 
@@ -53,10 +59,11 @@ __all__ = [
     "Ledger",
     "LedgerError",
     "RunRecord",
+    "SignedHead",
     "format_exceptions",
 ]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 OUTCOMES = frozenset({"passed", "failed", "broken", "skipped", "awaiting"})
 STATUSES = frozenset({"open", "escalated", "resolved"})
 _OPENING = frozenset({"failed", "broken", "awaiting"})
@@ -108,6 +115,20 @@ _SCHEMA = (
         detail TEXT NOT NULL
     )""",
     "CREATE INDEX IF NOT EXISTS exception_events_by_exception ON exception_events (exception_id, id)",
+    """CREATE TABLE IF NOT EXISTS audit_heads (
+        id INTEGER PRIMARY KEY,
+        log_id TEXT NOT NULL,
+        log_path TEXT NOT NULL,
+        run_id TEXT NOT NULL,
+        line INTEGER NOT NULL,
+        sha256 TEXT NOT NULL,
+        head_sha256 TEXT NOT NULL,
+        signer TEXT NOT NULL,
+        fingerprint TEXT NOT NULL,
+        at TEXT NOT NULL
+    )""",
+    "CREATE INDEX IF NOT EXISTS audit_heads_by_log ON audit_heads (log_id, line)",
+    "CREATE INDEX IF NOT EXISTS audit_heads_by_path ON audit_heads (log_path, line)",
 )
 
 _EXC_COLUMNS = (
@@ -237,6 +258,26 @@ class RunRecord:
     device: str | None
     account: str | None
     at: datetime
+
+
+@dataclass(frozen=True)
+class SignedHead:
+    """One run's signed head of an audit log: its ``signed`` line is line ``line`` (sha256 ``sha256``) and
+    signs line ``line - 1`` (sha256 ``head_sha256``). ``log_id`` is the sha256 of the log's first line,
+    which names the log wherever it is copied; ``log_path`` is where it was written."""
+
+    log_id: str
+    log_path: str
+    run_id: str
+    line: int
+    sha256: str
+    head_sha256: str
+    signer: str
+    fingerprint: str
+    at: datetime
+
+
+_HEAD_COLUMNS = "log_id, log_path, run_id, line, sha256, head_sha256, signer, fingerprint, at"
 
 
 class Ledger:
@@ -461,7 +502,35 @@ class Ledger:
             )
             return self._get(conn, exception_id, ("resolved",))
 
+    def record_signed_head(self, head: SignedHead) -> None:
+        """Remember a run's signed head of an audit log."""
+        with self._writing() as conn:
+            conn.execute(
+                f"INSERT INTO audit_heads ({_HEAD_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    head.log_id,
+                    head.log_path,
+                    head.run_id,
+                    head.line,
+                    head.sha256,
+                    head.head_sha256,
+                    head.signer,
+                    head.fingerprint,
+                    _stamp(head.at),
+                ),
+            )
+
     # --- reading --------------------------------------------------------------------------------
+
+    def signed_heads(self, *, log_id: str, log_path: str) -> list[SignedHead]:
+        """The signed heads recorded for the log whose first line has sha256 ``log_id``, or that was
+        written at ``log_path``, in line order."""
+        with self._reading() as conn:
+            rows = conn.execute(
+                f"SELECT {_HEAD_COLUMNS} FROM audit_heads WHERE log_id = ? OR log_path = ? ORDER BY line, id",
+                (log_id, log_path),
+            ).fetchall()
+        return [SignedHead(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], _parse(r[8])) for r in rows]
 
     @staticmethod
     def _get(conn: sqlite3.Connection, exc_id: int, changes: tuple[str, ...] = ()) -> ExceptionRecord:

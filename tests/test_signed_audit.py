@@ -1,0 +1,272 @@
+"""The signed, anchored audit log under attack (issue 8).
+
+Each run ends its part of the log with a ``signed`` line (the chain head signed with the run's
+SSH key, made here by ssh-keygen) and leaves the same head in the run ledger. The attacks are an
+insider's: they can edit the log and its head file and recompute every hash, but they do not have
+the operators' keys nor write access to the ledger. ``audit.verify`` (the chain alone) is shown
+to be fooled by each, and ``pytest-sop audit verify --signers`` to catch it, naming the line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from test_parallel import clean_env, fake_device, pytest_cmd, summary_counts
+from test_signing import make_key, write_signers
+
+from pytest_sop import signing
+from pytest_sop.audit import GENESIS, AuditLog, verify
+from pytest_sop.ledger import SCHEMA_VERSION, Ledger
+from pytest_sop.seal import SIGNED, seal
+
+
+class Suite:
+    """Keys for alice, bob and mallory (only alice and bob in allowed_signers), a log and a ledger."""
+
+    def __init__(self, root: Path) -> None:
+        keys = root / "keys"
+        keys.mkdir()
+        self.key = {name: make_key(keys, name) for name in ("alice", "bob", "mallory")}
+        self.signers = write_signers(root / "allowed_signers", {"alice": self.key["alice"], "bob": self.key["bob"]})
+        self.log = root / "audit.jsonl"
+        self.ledger = root / "ledger.sqlite"
+
+    def run(self, run_id: str, operator: str, cases: int = 2, *, key_of: str | None = None) -> int:
+        """A run's lines (lease with run and operator, steps without), then its seal; the signed line's number."""
+        log = AuditLog(self.log)
+        for i in range(cases):
+            case = f"sops/c{i}.sop.yaml::c{i}"
+            log.append("lease", case=case, run=run_id, operator=operator, device=f"phone-{i}")
+            log.append("step_start", case=case, step="tap Sign in", params={})
+            log.append("step_end", case=case, step="tap Sign in", status="passed")
+            log.append("outcome", case=case, run=run_id, operator=operator, phase="call", outcome="passed")
+        return self.seal(run_id, operator, key_of=key_of)
+
+    def seal(self, run_id: str, signer: str, *, key_of: str | None = None) -> int:
+        """Seal as ``signer`` with ``key_of``'s key (default: the signer's own)."""
+        key = str(self.key[key_of or signer])
+        head = seal(self.log, key, signing.Verified(signer, signing.fingerprint(key)), run_id, self.ledger)
+        assert head is not None
+        return head.line
+
+    def verify(self, *more: str) -> subprocess.CompletedProcess[str]:
+        cmd = [sys.executable, "-m", "pytest_sop", "audit", "verify", str(self.log), "--signers", str(self.signers)]
+        return subprocess.run([*cmd, *more], capture_output=True, text=True, timeout=120)
+
+    def lines(self) -> list[dict[str, object]]:
+        return [json.loads(line) for line in self.log.read_text().splitlines()]
+
+
+@pytest.fixture
+def suite(tmp_path: Path) -> Suite:
+    return Suite(tmp_path)
+
+
+def rewrite(path: Path, records: list[dict[str, object]]) -> None:
+    """What an insider does: write these records as a log whose chain and head file are all recomputed."""
+    prev, out = GENESIS, []
+    for seq, rec in enumerate(records, 1):
+        rec = {**rec, "seq": seq, "prev": prev}
+        line = json.dumps(rec, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+        out.append(line)
+        prev = hashlib.sha256(line.encode()).hexdigest()
+    path.write_text("".join(f"{line}\n" for line in out))
+    head = path.with_name(path.name + ".head")
+    head.write_text(json.dumps({"seq": len(records), "sha256": prev}, separators=(",", ":")) + "\n")
+
+
+def failed(proc: subprocess.CompletedProcess[str], *expected: str) -> None:
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    for text in expected:
+        assert text in proc.stdout, proc.stdout
+
+
+def test_an_untouched_signed_log_of_interleaved_runs_passes_naming_each_signer(suite: Suite) -> None:
+    log = AuditLog(suite.log)
+    log.append("lease", case="a", run="r1", operator="alice")
+    log.append("lease", case="b", run="r2", operator="bob")  # another run writing at the same time
+    log.append("step_start", case="a", step="x", params={})
+    first = suite.seal("r1", "alice")
+    log.append("outcome", case="b", run="r2", operator="bob", outcome="passed")
+    second = suite.seal("r2", "bob")
+    proc = suite.verify("--ledger", str(suite.ledger))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    fp = {name: signing.fingerprint(str(suite.key[name])) for name in ("alice", "bob")}
+    assert f"run r1: signed by alice ({fp['alice']}) at line {first}" in proc.stdout
+    assert f"run r2: signed by bob ({fp['bob']}) at line {second}" in proc.stdout
+    assert "OK: 6 lines, chain intact, 2 run(s) signed" in proc.stdout
+    # What is signed is the head before the signed line: seq, sha256, run, signer, fingerprint.
+    signed = suite.lines()[first - 1]
+    assert signed["event"] == SIGNED and signed["signer"] == "alice" and signed["fingerprint"] == fp["alice"]
+
+
+def test_a_line_edited_and_the_chain_and_head_recomputed_is_caught(suite: Suite) -> None:
+    first = suite.run("r1", "alice")
+    second = suite.run("r2", "bob")
+    records = suite.lines()
+    records[first + 2]["status"] = "failed"  # a step of run r2 that passed now says failed
+    rewrite(suite.log, records)
+    assert verify(suite.log).ok  # the chain alone cannot tell
+    failed(
+        suite.verify(),
+        f"line {second}: run r2's signature (by bob) does not match the chain head at line {second - 1}: "
+        f"a line from {first} to {second - 1} was changed and the chain recomputed after it was signed",
+    )
+    assert "run r1: signed by alice" in suite.verify().stdout  # the part before the edit still holds
+
+
+def test_a_forged_signed_line_for_the_recomputed_head_is_caught(suite: Suite) -> None:
+    """The insider re-signs the recomputed head as alice, with their own key: not alice's key."""
+    suite.run("r1", "alice")
+    records = suite.lines()
+    records[1]["step"] = "something else"
+    rewrite(suite.log, records[:-1])
+    suite.seal("r1", "alice", key_of="mallory")
+    failed(suite.verify(), f"line {len(records)}: run r1 is signed by alice (", "a key not in")
+
+
+def test_the_tail_cut_and_the_head_file_removed_is_caught(suite: Suite) -> None:
+    suite.run("r1", "alice")
+    second = suite.run("r2", "bob")
+    # Cut inside run r2: its signed line and last lines go, and the head file with them.
+    lines = suite.log.read_text().splitlines(keepends=True)
+    suite.log.write_text("".join(lines[: second - 3]))
+    suite.log.with_name(suite.log.name + ".head").unlink()
+    assert verify(suite.log).ok
+    first_of_r2 = next(i for i, rec in enumerate(suite.lines(), 1) if rec.get("run") == "r2")
+    failed(
+        suite.verify(),
+        f"line {first_of_r2}: run r2 is not signed",
+        f"line {first_of_r2}: lines {first_of_r2} to {second - 3} follow the last signed line ({first_of_r2 - 1})",
+    )
+
+
+def test_a_tail_cut_at_a_runs_signature_is_caught_with_the_ledger(suite: Suite) -> None:
+    first = suite.run("r1", "alice")
+    suite.run("r2", "bob")
+    lines = suite.log.read_text().splitlines(keepends=True)
+    suite.log.write_text("".join(lines[:first]))  # exactly r1's part: a valid signed log on its own
+    suite.log.with_name(suite.log.name + ".head").unlink()
+    assert suite.verify().returncode == 0  # nothing in the log itself can tell
+    failed(
+        suite.verify("--ledger", str(suite.ledger)),
+        f"line {first + 1}: the log ends at line {first} but the ledger remembers run r2's signed head (by bob",
+        "the log was cut or rolled back to an older copy",
+    )
+
+
+def test_a_log_swapped_for_an_older_signed_copy_is_caught_with_the_ledger(suite: Suite, tmp_path: Path) -> None:
+    suite.run("r1", "alice")
+    older = tmp_path / "older.jsonl"
+    older.write_bytes(suite.log.read_bytes())
+    head = suite.log.with_name(suite.log.name + ".head")
+    older_head = head.read_bytes()
+    suite.run("r2", "bob")  # a run whose failures someone would rather forget
+    suite.log.write_bytes(older.read_bytes())
+    head.write_bytes(older_head)
+    assert verify(suite.log).ok and suite.verify().returncode == 0
+    failed(suite.verify("--ledger", str(suite.ledger)), "the ledger remembers run r2's signed head", "rolled back")
+
+
+def test_lines_appended_after_the_signature_are_caught(suite: Suite) -> None:
+    signed = suite.run("r1", "alice")
+    log = AuditLog(suite.log)  # the head file is kept up to date: the chain holds
+    log.append("outcome", case="sops/c0.sop.yaml::c0", run="r1", operator="alice", outcome="passed")
+    log.append("step_end", case="sops/c1.sop.yaml::c1", step="tap", status="passed")
+    assert verify(suite.log).ok
+    failed(
+        suite.verify(),
+        f"line {signed + 1}: run r1 wrote line {signed + 1} after its signature at line {signed}",
+        f"line {signed + 1}: lines {signed + 1} to {signed + 2} follow the last signed line ({signed})",
+    )
+
+
+def test_a_run_of_one_operator_sealed_by_another_is_caught(suite: Suite) -> None:
+    """bob is in the signers file, but the run is alice's: he cannot vouch for it as its signer."""
+    signed = suite.run("r1", "alice", key_of="bob")  # claims alice, bob's key
+    failed(suite.verify(), f"line {signed}: run r1 names signer alice but was signed with bob's key, not alice's")
+    records = suite.lines()
+    rewrite(suite.log, records[:-1])
+    signed = suite.seal("r1", "bob")
+    failed(suite.verify(), f"line {signed}: run r1 is signed by bob but its lines name operator alice (line 1)")
+
+
+def test_a_signer_not_in_the_signers_file_is_caught(suite: Suite) -> None:
+    signed = suite.run("r1", "mallory")
+    fp = signing.fingerprint(str(suite.key["mallory"]))
+    failed(suite.verify(), f"line {signed}: run r1 is signed by mallory ({fp}), a key not in {suite.signers}")
+
+
+def test_a_log_without_any_signed_line_is_refused_with_signers(suite: Suite) -> None:
+    AuditLog(suite.log).append("lease", case="a", run="r1", operator="alice")
+    failed(suite.verify(), "no signed line: none of the 1 lines")
+    plain = subprocess.run(
+        [sys.executable, "-m", "pytest_sop", "audit", "verify", str(suite.log)], capture_output=True, text=True
+    )
+    assert plain.returncode == 0, plain.stdout  # without --signers: the chain only, as before
+
+
+def test_an_older_ledger_gains_the_table_of_signed_heads(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.sqlite"
+    Ledger(path)
+    with sqlite3.connect(path) as conn:  # as version 1 left it: no table of signed heads
+        conn.execute("DROP TABLE audit_heads")
+        conn.execute("PRAGMA user_version = 1")
+    assert SCHEMA_VERSION == 2
+    assert Ledger(path).signed_heads(log_id="x", log_path="y") == []
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+
+
+def test_sealing_writes_nothing_without_a_log(suite: Suite) -> None:
+    key = str(suite.key["alice"])
+    assert seal(suite.log, key, signing.Verified("alice", signing.fingerprint(key)), "r1", suite.ledger) is None
+    assert not suite.log.exists() and not suite.ledger.exists()
+
+
+# -- end to end: a real run under xdist, against Appium with the fake driver ---------------------------
+
+
+def test_a_signed_run_under_xdist_leaves_a_log_that_verifies(tmp_path: Path, appium_url: str) -> None:
+    suite_dir = tmp_path / "suite"
+    suite_dir.mkdir()
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    key = make_key(keys, "alice")
+    write_signers(suite_dir / "allowed_signers", {"alice": key})
+    policy = "policy:\n  roles: {qa: {}}\n  operators: {alice: [qa]}\n  signers: allowed_signers\n"
+    devices = "devices:\n" + fake_device("phone-0") + fake_device("phone-1")
+    (suite_dir / "sop.yaml").write_text(devices + policy + "  require_signatures: true\n")
+    (suite_dir / "pytest.ini").write_text("[pytest]\n")
+    for i in range(4):
+        (suite_dir / f"note{i}.sop.yaml").write_text(f"id: note{i}\nsteps:\n  - note: {i} on ${{device.id}}\n")
+    audit = suite_dir / "audit.jsonl"
+    cmd = pytest_cmd(
+        "--sop-appium", appium_url, f"-o=sop_lock_dir={tmp_path / 'locks'}", f"--sop-audit={audit}",
+        "-n", "2", "--sop-operator=alice", f"--sop-signing-key={key}",
+    )  # fmt: skip
+    env = clean_env(TMPDIR=str(tmp_path))
+    env.pop("SOP_SIGNING_KEY", None)
+    proc = subprocess.run(cmd, cwd=suite_dir, env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert summary_counts(proc.stdout) == {"passed": 4}
+    records = [json.loads(line) for line in audit.read_text().splitlines()]
+    workers = {r.get("worker") for r in records if r["event"] == "lease"}
+    assert workers == {"gw0", "gw1"}, workers  # both workers wrote into the one log
+    assert [r["event"] for r in records].count(SIGNED) == 1 and records[-1]["event"] == SIGNED
+    ledger = suite_dir / ".sop" / "ledger.sqlite"
+    check = [sys.executable, "-m", "pytest_sop", "audit", "verify", str(audit)]
+    ok = subprocess.run(
+        [*check, "--signers", str(suite_dir / "allowed_signers"), "--ledger", str(ledger)],
+        capture_output=True,
+        text=True,
+    )
+    assert ok.returncode == 0, ok.stdout
+    run_id = records[0]["run"]
+    assert f"run {run_id}: signed by alice ({signing.fingerprint(str(key))}) at line {len(records)}" in ok.stdout
