@@ -20,6 +20,7 @@ This module is engine code: it imports the standard library and filelock only.
 from __future__ import annotations
 
 import contextlib
+import gc
 import hashlib
 import json
 import os
@@ -344,8 +345,44 @@ class _Chain:
         self.raw = raw
         self.n = len(raw)
         self.sha = [_sha256(r) for r in raw]
-        self.rec = [_record(r) for r in raw]
+        fast = None if self.cut else self._intact_records()
+        self.intact = fast is not None  # every line parsed and linked: the walk below has nothing to find
+        self.rec = fast if fast is not None else [_record(r) for r in raw]
         self.head = head
+
+    def _intact_records(self) -> list[dict[str, Any] | None] | None:
+        """The records when every line is one and follows the line before it, else None (then each line
+        is parsed on its own, to name the first bad one). One call of the C parser for the whole log: a
+        100,000-line log is verified in well under the time line-by-line parsing takes."""
+        raw = self.raw
+        if not all(r[:1] == b"{" and r[-1:] == b"}" for r in raw):
+            return None
+        gc_was_on = gc.isenabled()
+        gc.disable()  # 100,000 new dicts would start the cycle collector again and again, for nothing
+        try:
+            items: list[Any] = json.loads(b"[" + b",".join(raw) + b"]")
+        except ValueError:
+            return None
+        finally:
+            if gc_was_on:
+                gc.enable()
+        if len(items) != len(raw):
+            return None
+        prev = GENESIS
+        for seq, (rec, sha) in enumerate(zip(items, self.sha, strict=True), 1):
+            # What _record and _follows require, in one pass: an object whose seq counts on and whose prev
+            # is the sha256 of the line before (so it is 64 hex digits), with a text ts and event.
+            if not (
+                type(rec) is dict
+                and type(rec.get("seq")) is int
+                and rec["seq"] == seq
+                and rec.get("prev") == prev
+                and isinstance(rec.get("ts"), str)
+                and isinstance(rec.get("event"), str)
+            ):
+                return None
+            prev = sha
+        return items
 
     # Lines are numbered from 1; index 0 stands for "before the first line".
     def _seq(self, k: int) -> int | None:
@@ -389,6 +426,8 @@ class _Chain:
         return VerifyResult(False, line, reason, self.n)
 
     def check(self) -> VerifyResult:
+        if self.intact:
+            return self._check_head()
         for j in range(1, self.n + 1):
             if j == self.n and self.cut:
                 why = "" if self.rec[j - 1] is not None else " and is not valid JSON"

@@ -26,11 +26,12 @@ Rules :func:`check_signed` holds a log to (``pytest-sop audit verify PATH --sign
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
 
 SIGNED = "signed"
 _FIELDS = ("run", "signer", "fingerprint", "signature")
+_SIGNED_MARK = b'"event":"signed"'  # how a signed line spells its event (keys sorted, compact)
 
 
 def head_message(*, run: str, signer: str, fingerprint: str, seq: int, sha256: str) -> bytes:
@@ -143,41 +145,90 @@ class _Signed:
     message: bytes
 
 
-def _signed_line(k: int, rec: dict[str, Any], report: Report) -> _Signed | None:
+def _parse_signed(k: int, rec: dict[str, Any]) -> _Signed | str:
+    """Line ``k``'s signature and what it signs, or what the signed line lacks."""
     values = [rec.get(name) for name in _FIELDS]
     if not all(isinstance(v, str) and v for v in values):
         missing = ", ".join(n for n, v in zip(_FIELDS, values, strict=True) if not (isinstance(v, str) and v))
-        report.bad(k, f"line {k} is a signed line without {missing}")
-        return None
+        return f"line {k} is a signed line without {missing}"
     run, signer, fp, signature = (str(v) for v in values)
     message = head_message(run=run, signer=signer, fingerprint=fp, seq=int(rec["seq"]) - 1, sha256=str(rec["prev"]))
     return _Signed(k, run, signer, fp, signature, message)
 
 
-def _verify_all(found: Sequence[_Signed], signers: str) -> list[signing.Verified | None]:
-    """One ``ssh-keygen -Y verify`` per signed line, several at once (each is a process of its own)."""
+class _Verifier:
+    """One ``ssh-keygen -Y verify`` per signed line, several at once (each is a process of its own), started
+    as soon as the signed lines are found: they run beside the parsing of the rest of the log."""
 
-    def one(s: _Signed) -> signing.Verified | None:
-        return signing.verify(s.message, s.signature, signers, s.signer, signing.AUDIT)
+    def __init__(self, signers: str) -> None:
+        self.signers = signers
+        self.pool = ThreadPoolExecutor(max_workers=min(8, 2 * (os.cpu_count() or 1)))
+        self.started: dict[_Signed, Future[signing.Verified | None]] = {}
 
-    if len(found) <= 1:
-        return [one(s) for s in found]
-    with ThreadPoolExecutor(max_workers=min(8, 2 * (os.cpu_count() or 1), len(found))) as pool:
-        return list(pool.map(one, found))
+    def start(self, s: _Signed) -> None:
+        if s not in self.started:
+            self.started[s] = self.pool.submit(
+                signing.verify, s.message, s.signature, self.signers, s.signer, signing.AUDIT
+            )
+
+    def result(self, s: _Signed) -> signing.Verified | None:
+        self.start(s)  # a line the early look did not see (or saw otherwise) is checked as it is now
+        return self.started[s].result()
+
+    def start_early(self, path: str | os.PathLike[str]) -> None:
+        """Find the signed lines by their mark, without parsing the log, and start checking them."""
+        try:
+            data = Path(path).read_bytes()
+        except OSError:
+            return
+        line, counted, at = 1, 0, data.find(_SIGNED_MARK)
+        while at >= 0:
+            start = data.rfind(b"\n", 0, at) + 1
+            end = data.find(b"\n", at)
+            end = len(data) if end < 0 else end
+            line += data.count(b"\n", counted, start)
+            counted = start
+            with contextlib.suppress(ValueError):
+                rec = json.loads(data[start:end])
+                if isinstance(rec, dict) and rec.get("event") == SIGNED and type(rec.get("seq")) is int:
+                    found = _parse_signed(line, rec)
+                    if isinstance(found, _Signed):
+                        self.start(found)
+            at = data.find(_SIGNED_MARK, end)
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
 
 
 def check_signed(path: str | os.PathLike[str], signers: str, ledger: str | None = None) -> Report:
     """Check the chain of the log at ``path``, every run's signature against ``signers``, and with
     ``ledger`` the signed heads it remembers (see the module doc for the rules)."""
     report = Report()
-    chain = read_chain(path)
-    if not chain.result.ok:
-        report.bad(chain.result.line, chain.result.reason)
-        return report
     if not os.path.isfile(signers):
         report.bad(None, f"no signers file {signers}")
         return report
-    records, hashes = chain.records, chain.hashes
+    verifier = _Verifier(signers)
+    try:
+        verifier.start_early(path)
+        chain = read_chain(path)
+        if not chain.result.ok:
+            report.bad(chain.result.line, chain.result.reason)
+            return report
+        _check_lines(Path(path), chain.records, chain.hashes, verifier, ledger, report)
+    finally:
+        verifier.close()
+    report.problems.sort(key=lambda p: (p[0] is None, p[0] or 0))
+    return report
+
+
+def _check_lines(
+    path: Path,
+    records: Sequence[dict[str, Any] | None],
+    hashes: Sequence[str],
+    verifier: _Verifier,
+    ledger: str | None,
+    report: Report,
+) -> None:
     n = len(records)
     found: list[_Signed] = []
     last_of_run: dict[str, int] = {}  # the last line naming each run
@@ -186,8 +237,10 @@ def check_signed(path: str | os.PathLike[str], signers: str, ledger: str | None 
     for k, rec in enumerate(records, 1):
         assert rec is not None  # the chain holds, so every line is a record
         if rec["event"] == SIGNED:
-            s = _signed_line(k, rec, report)
-            if s is not None:
+            s = _parse_signed(k, rec)
+            if isinstance(s, str):
+                report.bad(k, s)
+            else:
                 found.append(s)
             continue
         run = rec.get("run")
@@ -199,14 +252,12 @@ def check_signed(path: str | os.PathLike[str], signers: str, ledger: str | None 
                 operator_of_run[run] = (operator, k)
     if not found and not report.problems:
         report.bad(None, f"no signed line: none of the {n} lines of {path} is signed, so nothing vouches for them")
-        return report
-    _check_signatures(found, _verify_all(found, signers), signers, report)
+        return
+    _check_signatures(found, [verifier.result(s) for s in found], verifier.signers, report)
     _check_coverage(found, n, first_of_run, last_of_run, operator_of_run, report)
     if ledger is not None:
-        _check_ledger(Path(path), ledger, found, hashes, report)
-    report.problems.sort(key=lambda p: (p[0] is None, p[0] or 0))
+        _check_ledger(path, ledger, found, hashes, report)
     report.summary = f"{n} lines, chain intact, {len(found)} run(s) signed"
-    return report
 
 
 def _check_signatures(
