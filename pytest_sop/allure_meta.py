@@ -25,19 +25,31 @@ SOP_LABEL = "sop"
 DEVICE_LABEL = "device"
 ACCOUNT_LABEL = "account"
 OPERATOR_LABEL = "operator"
+# Whether the operator proved who they are with their SSH key: the key's fingerprint, or UNSIGNED.
+OPERATOR_SIGNED_LABEL = "operator_signed"
+UNSIGNED = "unsigned"
 OWNER_LABEL = "owner"  # Allure's own name for the owner of a test
 FRAMEWORK = "pytest-sop"
 
 Labels = list[tuple[str, str]]
 
 
-def labels_for(case: Case, device_id: str | None, account_id: str | None, operator: str, suite_name: str) -> Labels:
+def labels_for(
+    case: Case,
+    device_id: str | None,
+    account_id: str | None,
+    operator: str,
+    suite_name: str,
+    signed_by: str | None = None,
+) -> Labels:
     """The Allure labels of one case, in a stable order.
 
     ``device_id`` and ``account_id`` are the ones the case actually ran with (None when it had
     none, or stopped before a lease). ``suite_name`` becomes the epic, the SOP the feature and
     the case (input row and account) the story, so the Behaviors tab reads suite > SOP > case.
     Only ids go into labels, never input or account values, so no secret can reach them.
+    ``signed_by`` is the fingerprint of the key that proved the operator, or :data:`UNSIGNED`
+    (None: say nothing about it).
     """
     sop = case.sop
     labels: Labels = [(SOP_LABEL, sop.id)]
@@ -46,6 +58,8 @@ def labels_for(case: Case, device_id: str | None, account_id: str | None, operat
     if account_id:
         labels.append((ACCOUNT_LABEL, account_id))
     labels.append((OPERATOR_LABEL, operator))
+    if signed_by is not None:
+        labels.append((OPERATOR_SIGNED_LABEL, signed_by))
     if sop.owner:
         labels.append((OWNER_LABEL, sop.owner))
     labels.append((LabelType.SEVERITY, sop.severity))

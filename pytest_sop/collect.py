@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from .actions import build_registry
-from .allure_meta import labels_for
+from .allure_meta import UNSIGNED, labels_for
 from .appium_server import session_log
 from .appium_service import appium_key
 from .caserecord import CaseRecord
@@ -20,7 +20,7 @@ from .errors import CaseSkipped, SopError, SopInvalid, StepBroken, StepFailed
 from .leasing import pairs_for
 from .model import Case
 from .policy import allowed_pairs, check_sop
-from .runrecord import alluredir, last_device_key, lease_pool
+from .runrecord import alluredir, last_device_key, lease_pool, run_signer
 from .suite import Suite, display_path
 from .suiteconfig import load_config
 
@@ -207,8 +207,10 @@ class SopItem(pytest.Item):
 
         sop = self.case.sop
         operator = self.config.stash[settings_key].operator
+        signer = run_signer(self.config)
         suite_dir = os.path.dirname(os.path.abspath(get_suite(self.config).config.path or "sop.yaml"))
-        labels = labels_for(self.case, None, None, operator, os.path.basename(suite_dir) or "SOPs")
+        suite_name = os.path.basename(suite_dir) or "SOPs"
+        labels = labels_for(self.case, None, None, operator, suite_name, signer.fingerprint if signer else UNSIGNED)
         allure = AllureRecorder()
         # allure-pytest adds the tag and framework labels itself, from the marks
         allure.add_labels([(name, value) for name, value in labels if name not in ("tag", "framework")])

@@ -207,6 +207,20 @@ def suite_ini_lock_dir(start: Path) -> tuple[str | None, Path | None]:
     return (str(value) if value else None), inipath
 
 
+def without_signing_key(argv: list[str]) -> list[str]:
+    """``argv`` without ``--sop-signing-key PATH``: what xdist may show workers of the command line."""
+    out: list[str] = []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--sop-signing-key":
+            skip = True
+        elif not arg.startswith("--sop-signing-key="):
+            out.append(arg)
+    return out
+
+
 def signing_key_setting(
     flag: str | None, env: str | None, ini_value: str | None, inipath: Path | None, cwd: Path
 ) -> str | None:

@@ -14,7 +14,7 @@ from . import hookspecs
 from .appium_service import AppiumService, appium_key
 from .caserecord import record_key
 from .collect import SopFile, SopItem, get_suite, kept_session_key
-from .config import WORKER_SETTINGS_KEY, addoption, resolve, settings_key, worker_settings
+from .config import WORKER_SETTINGS_KEY, addoption, resolve, settings_key, without_signing_key, worker_settings
 from .errors import SopError, SopInvalid
 from .fixtures import _sop_lease, sop_account, sop_device, sop_driver, sop_run  # noqa: F401 - fixtures
 from .masking import guard_library_logs
@@ -164,6 +164,8 @@ class XdistHooks:
         node.workerinput[RUN_ID_KEY] = config.stash[run_id_key]
         node.workerinput[WORKER_SETTINGS_KEY] = worker_settings(settings)
         node.workerinput[SIGNER_KEY] = signer_input(config)
+        # xdist hands workers the controller's command line too: not the key's path in it.
+        node.workerinput["mainargv"] = without_signing_key(list(node.workerinput.get("mainargv", ())))
         if settings.enabled and config.stash[appium_key].wanted(get_suite(config).config) == "local":
             node.workerinput.update(config.stash[appium_key].worker_input())
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from .allure_meta import (
+    UNSIGNED,
     categories,
     collect_environment,
     environment_properties,
@@ -31,7 +32,7 @@ from .config import SIGNING_KEY_ENV, settings_key
 from .errors import SopError
 from .leasing import LeasePool
 from .model import Policy
-from .signing import SigningError, Verified, proves
+from .signing import SigningError, Verified, fingerprint, proves
 
 RUN_ID_KEY = "sop_run_id"
 run_id_key = pytest.StashKey[str]()
@@ -162,6 +163,9 @@ def write_run_files(config: pytest.Config, appium_url: str | None) -> str | None
     home = find_appium_home(Path(config.rootpath))
     env = collect_environment(status(appium_url) if appium_url else None, installed_drivers(home) if home else None)
     env["Host"] = platform.node()
+    signer = run_signer(config)
+    env["Operator"] = config.stash[settings_key].operator
+    env["Operator.signed"] = signer.fingerprint if signer else UNSIGNED
     write_text_atomic(os.path.join(results, "environment.properties"), environment_properties(env))
     write_json_atomic(os.path.join(results, "categories.json"), categories())
     ci = executor(os.environ)
@@ -207,12 +211,19 @@ def check_signature(config: pytest.Config, policy: Policy | None) -> None:
             )
         return
     if signers is None:
+        # No sop.yaml at all is often pytest's doing: `--sop-signing-key PATH` as two words makes
+        # PATH look like a test path, and the rootdir (where sop.yaml is looked for) moves there.
+        suite = (
+            settings.config_path or f"no sop.yaml (none in the rootdir {config.rootpath}; write --sop-signing-key=PATH)"
+        )
         raise pytest.UsageError(
-            f"{stop}a signing key was given ({key}) but sop.yaml has no policy.signers to check it against: "
+            f"{stop}a signing key was given ({key}) but {suite} has no policy.signers to check it against: "
             "add an OpenSSH allowed_signers file naming each operator's key"
         )
     try:
-        config.stash[signer_key] = proves(key, operator, signers)
+        signer = proves(key, operator, signers)
+        # ssh-keygen names the key in its answer; should a version word it otherwise, ask it directly.
+        config.stash[signer_key] = signer if signer.fingerprint else Verified(operator, fingerprint(key))
     except SigningError as e:
         raise pytest.UsageError(f"{stop}{e}") from None
 
