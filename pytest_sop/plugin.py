@@ -110,7 +110,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         service = config.stash[appium_key]
         wanted = service.wanted(get_suite(config).config)
         config.stash[timeline_key] = write_run_files(config, service.url if wanted == "local" else wanted) or ""
-        seal_run(config)  # last: the run's signed head covers every line it wrote
+        seal_run(session)  # last: the run's signed head covers every line it wrote
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:

@@ -101,11 +101,20 @@ def seal(
     return head
 
 
-def seal_run(config: pytest.Config) -> SignedHead | None:
-    """At the end of a run, in the controller: seal the run's part of the audit log when the run has a key."""
+def seal_run(session: pytest.Session) -> SignedHead | None:
+    """At the end of a run, in the controller: seal the run's part of the audit log when the run has a key.
+
+    A seal that cannot be written (the key no longer signs, the log's end is damaged, the ledger is
+    locked) fails the run: its log would not verify, and the run says why rather than ending green.
+    """
+    import filelock
+    import pytest
+
     from .config import settings_key
+    from .errors import SopError
     from .runrecord import audit_path, ledger_path, run_id_key, run_signer
 
+    config = session.config
     key = config.stash[settings_key].signing_key
     if hasattr(config, "workerinput") or key is None:
         return None
@@ -113,7 +122,15 @@ def seal_run(config: pytest.Config) -> SignedHead | None:
     path = audit_path(config)
     if signer is None or path is None:
         return None
-    return seal(path, key, signer, config.stash[run_id_key], ledger_path(config))
+    try:
+        return seal(path, key, signer, config.stash[run_id_key], ledger_path(config))
+    except (SopError, OSError, filelock.Timeout) as e:
+        reporter = config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line(f"audit log {path} was NOT signed: {e}", red=True, bold=True)
+        if session.exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        return None
 
 
 # --- checking ----------------------------------------------------------------------------------------
