@@ -266,3 +266,59 @@ def test_the_controller_checks_the_key_once_under_xdist(required: Run, appium_ur
     proc = required(appium_url, "-n", "2", "--sop-operator=alice", f"--sop-signing-key={required.key['bob']}")
     required.refused(proc, "signed with bob's key, not alice's")
     assert "created:" not in proc.stdout and "[gw" not in proc.stdout, proc.stdout
+
+
+# -- the policy's signers in sop.yaml -------------------------------------------------------
+
+
+def _line_of(path: Path, text: str) -> int:
+    return next(n for n, line in enumerate(path.read_text().splitlines(), 1) if text in line)
+
+
+def test_a_missing_signers_file_stops_the_run_naming_where(tmp_path: Path) -> None:
+    run = Run(tmp_path, require=True)
+    (run.suite / "allowed_signers").unlink()
+    proc = run("http://127.0.0.1:9", "--sop-operator=alice", f"--sop-signing-key={run.key['alice']}")
+    assert proc.returncode == pytest.ExitCode.USAGE_ERROR, proc.stdout + proc.stderr
+    line = _line_of(run.suite / "sop.yaml", "signers:")
+    where = f"sop.yaml:{line}:12: policy.signers: expected an OpenSSH allowed_signers file: "
+    assert f"{where}{run.suite / 'allowed_signers'} does not exist" in proc.stderr, proc.stderr
+    assert not run.locks.exists() and not run.audit.exists() and not (run.suite / ".sop").exists()
+
+
+@pytest.mark.parametrize(
+    ("policy", "error"),
+    [
+        (
+            "  require_signatures: true\n",
+            "2:23: policy.require_signatures: require_signatures: true needs policy.signers",
+        ),
+        (
+            "  signers: keys\n",
+            "2:12: policy.signers: expected an OpenSSH allowed_signers file: {folder}/keys is not a file",
+        ),
+        ("  signers: [a]\n", "2:12: policy.signers: expected the path of an OpenSSH allowed_signers file, got a list"),
+        ("  signers: s\n  require_signatures: 1\n", "3:23: policy.require_signatures: expected true or false"),
+    ],
+)
+def test_bad_signers_settings_name_the_line(tmp_path: Path, policy: str, error: str) -> None:
+    from pytest_sop.errors import SopInvalid
+    from pytest_sop.suiteconfig import load_config
+
+    (tmp_path / "keys").mkdir()
+    (tmp_path / "s").write_text("")
+    (tmp_path / "sop.yaml").write_text("policy:\n" + policy)
+    with pytest.raises(SopInvalid) as e:
+        load_config(str(tmp_path / "sop.yaml"), "sop.yaml")
+    assert f"sop.yaml:{error.format(folder=tmp_path)}" in str(e.value)
+
+
+def test_signers_are_found_beside_sop_yaml(tmp_path: Path) -> None:
+    from pytest_sop.suiteconfig import load_config
+
+    (tmp_path / "suite").mkdir()
+    (tmp_path / "suite" / "allowed_signers").write_text("")
+    (tmp_path / "suite" / "sop.yaml").write_text("policy:\n  signers: allowed_signers\n  require_signatures: true\n")
+    policy = load_config(str(tmp_path / "suite" / "sop.yaml")).policy
+    assert policy is not None and policy.require_signatures
+    assert policy.signers == str(tmp_path / "suite" / "allowed_signers")
