@@ -332,3 +332,19 @@ def test_without_required_signatures_unsigned_counts_but_a_wrong_signature_never
     suite.run("carol").assert_outcomes(passed=1)
     (event,) = audit_events(suite.audit, "approval")
     assert (event["by"], event["signed"], event["fingerprint"]) == ("alice", False, None)
+
+
+def test_counting_is_the_same_in_xdist_workers(suite: Suite) -> None:
+    """Workers judge decisions themselves (no key of theirs needed): one case counts, one is forged."""
+    (suite.path / "second.sop.yaml").write_text(CHECKED.replace("id: checked", "id: second"))
+    assert suite.approve("checked", "caption-ok", "--by", "alice", key="alice").returncode == 0
+    sha = approvals.file_sha256(str(suite.path / "second.sop.yaml"))
+    approvals.record_decision(
+        suite.approvals, "second", "caption-ok", by="alice", approve=True, sop_sha256=sha, key=str(suite.key["carol"])
+    )
+    result = suite.pytester.runpytest(
+        "--sop", "--sop-appium", suite.url, "--sop-operator", "bob", f"--sop-signing-key={suite.key['bob']}",
+        "-n", "2", "-rs", "checked.sop.yaml", "second.sop.yaml",
+    )  # fmt: skip
+    result.assert_outcomes(passed=1, skipped=1)
+    result.stdout.fnmatch_lines([WAITING.format("alice's approval not counted: signed with carol's key, not alice's")])
