@@ -63,7 +63,9 @@ def test_checkpoint_waits_then_passes_with_someone_elses_approval(suite: pytest.
     pending = yaml.safe_load((suite.path / "sop-approvals.yaml").read_text())["pending"]
     assert [(p["sop"], p["checkpoint"], p["operator"]) for p in pending] == [("checked", "caption-ok", "bob")]
 
-    approve(suite, "--by", "bob", "--note", "my own")  # bob is no lead: not usable
+    cmd = [sys.executable, "-m", "pytest_sop", "approve", "checked", "caption-ok", "--by", "bob"]
+    refused = subprocess.run(cmd, cwd=suite.path, capture_output=True, text=True)
+    assert refused.returncode == 2 and "'bob' may not approve" in refused.stderr  # bob is no lead: refused
     run(suite, appium_url, "bob").assert_outcomes(skipped=1)
     approve(suite, "--by", "alice", "--note", "looks right")
     run(suite, appium_url, "bob").assert_outcomes(passed=1)
@@ -72,10 +74,13 @@ def test_checkpoint_waits_then_passes_with_someone_elses_approval(suite: pytest.
 
 def test_approval_by_an_approver_of_another_role_does_not_count(suite: pytest.Pytester, appium_url: str) -> None:
     """dave may approve, but as legal: the checkpoint asks for a lead."""
-    approve(suite, "--by", "dave", "--note", "legal says fine")
+    path = suite.path / "sop-approvals.yaml"  # written by hand: approve refuses it
+    approvals.record_decision(path, "checked", "caption-ok", by="dave", approve=True, note="legal says fine")
     result = run(suite, appium_url, "bob")
     result.assert_outcomes(skipped=1)
-    result.stdout.fnmatch_lines(["*awaiting approval: caption-ok*"])
+    result.stdout.fnmatch_lines(
+        ["*awaiting approval: caption-ok (dave's approval not counted: dave may not approve for role lead)*"]
+    )
 
 
 def test_approval_for_another_case_does_not_count(suite: pytest.Pytester, appium_url: str) -> None:
