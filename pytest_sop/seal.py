@@ -116,7 +116,7 @@ def seal_run(session: pytest.Session) -> SignedHead | None:
 
     config = session.config
     key = config.stash[settings_key].signing_key
-    if hasattr(config, "workerinput") or key is None:
+    if hasattr(config, "workerinput") or key is None or config.option.collectonly:
         return None
     signer = run_signer(config)
     path = audit_path(config)
