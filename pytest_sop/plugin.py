@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
 from datetime import UTC, datetime
@@ -21,6 +22,7 @@ from .masking import guard_library_logs
 from .plan import plan_lines
 from .runrecord import (
     RUN_ID_KEY,
+    SIGNATURE_REFUSED,
     SIGNER_KEY,
     alluredir,
     audit_path,
@@ -29,6 +31,7 @@ from .runrecord import (
     init_run,
     ledger_path,
     open_audit,
+    prove_once,
     run_id_key,
     signer_input,
     who_where,
@@ -163,6 +166,10 @@ class XdistHooks:
         settings = config.stash[settings_key]
         node.workerinput[RUN_ID_KEY] = config.stash[run_id_key]
         node.workerinput[WORKER_SETTINGS_KEY] = worker_settings(settings)
+        if not settings.enabled and settings.config_path is not None:
+            # Python tests on the sop_* fixtures: the controller proves the operator, workers cannot.
+            with contextlib.suppress(pytest.UsageError):  # a bad sop.yaml: each worker reports it
+                node.workerinput[SIGNATURE_REFUSED] = prove_once(config)
         node.workerinput[SIGNER_KEY] = signer_input(config)
         # xdist hands workers the controller's command line too: not the key's path in it.
         node.workerinput["mainargv"] = without_signing_key(list(node.workerinput.get("mainargv", ())))

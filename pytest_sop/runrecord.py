@@ -53,6 +53,7 @@ last_device_key = pytest.StashKey[str]()
 def lease_pool(config: pytest.Config) -> LeasePool:
     """This process's lease pool, in the host-wide lock folder."""
     if pool_key not in config.stash:
+        signed_for_leases(config)
         who = who_where(config)
         settings = config.stash[settings_key]
         config.stash[pool_key] = LeasePool(settings.lock_dir, who["run"], who["operator"], who["worker"] or None)
@@ -232,3 +233,36 @@ def signer_input(config: pytest.Config) -> dict[str, str] | None:
     """The run's signer as plain data for xdist workers (never the key's path)."""
     signer = run_signer(config)
     return {"principal": signer.principal, "fingerprint": signer.fingerprint} if signer else None
+
+
+SIGNATURE_REFUSED = "sop_signature_refused"  # workerinput: why this run may not lease, if it may not
+refused_key = pytest.StashKey[str | None]()
+
+
+def prove_once(config: pytest.Config) -> str | None:
+    """Without ``--sop`` (Python tests on the sop_* fixtures) pytest_configure proved nobody: prove
+    the operator now, once per run, in the controller. Returns why leasing is refused, if it is."""
+    from .collect import get_suite
+
+    if refused_key not in config.stash:
+        if signer_key in config.stash:
+            config.stash[refused_key] = None  # proved at configure, or the run was stopped there
+        else:
+            try:
+                check_signature(config, get_suite(config).config.policy)
+                config.stash[refused_key] = None
+            except pytest.UsageError as e:
+                config.stash[refused_key] = str(e)
+    return config.stash[refused_key]
+
+
+def signed_for_leases(config: pytest.Config) -> None:
+    """Before a process's first lease, a SOP case's or a Python test's: a run that could not prove
+    its operator (a wrong key, or none under ``require_signatures``) takes no device or account.
+
+    :raises SopError: saying why.
+    """
+    workerinput = getattr(config, "workerinput", None)
+    why = workerinput.get(SIGNATURE_REFUSED) if workerinput is not None else prove_once(config)
+    if why:
+        raise SopError(why.replace("nothing was run: ", "no device or account leased: ", 1))

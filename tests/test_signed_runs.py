@@ -12,6 +12,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -322,3 +323,32 @@ def test_signers_are_found_beside_sop_yaml(tmp_path: Path) -> None:
     policy = load_config(str(tmp_path / "suite" / "sop.yaml")).policy
     assert policy is not None and policy.require_signatures
     assert policy.signers == str(tmp_path / "suite" / "allowed_signers")
+
+
+# -- Python tests on the sop_* fixtures (no --sop): the same rule before their first lease ----
+
+FIXTURE_TEST = "def test_leases(sop_device):\n    assert sop_device.id.startswith('phone-')\n"
+
+
+def fixture_run(run: Run, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    cmd = [
+        sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-rA", f"-o=sop_lock_dir={run.locks}",
+        f"--sop-audit={run.audit}", "test_leases.py", *args,
+    ]  # fmt: skip
+    (run.suite / "test_leases.py").write_text(FIXTURE_TEST)
+    return subprocess.run(cmd, cwd=run.suite, env=run.env(**env), capture_output=True, text=True, timeout=240)
+
+
+@pytest.mark.parametrize("workers", [(), ("-n", "2")], ids=["one-process", "xdist"])
+def test_python_tests_lease_nothing_unsigned_when_signatures_are_required(required: Run, workers: tuple[str]) -> None:
+    proc = fixture_run(required, "--sop-operator=alice", *workers)
+    assert proc.returncode == pytest.ExitCode.TESTS_FAILED, proc.stdout + proc.stderr
+    assert "no device or account leased: policy.require_signatures is true" in proc.stdout, proc.stdout
+    assert not required.locks.exists(), "a lease was taken"
+
+    proc = fixture_run(required, "--sop-operator=alice", f"--sop-signing-key={required.key['bob']}", *workers)
+    assert "no device or account leased: signing key" in proc.stdout and "not alice's" in proc.stdout, proc.stdout
+    assert not required.locks.exists(), "a lease was taken"
+
+    proc = fixture_run(required, "--sop-operator=alice", f"--sop-signing-key={required.key['alice']}", *workers)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
