@@ -178,6 +178,7 @@ def write_run_files(config: pytest.Config, appium_url: str | None) -> str | None
 #: The run's verified signer: set by the controller at configure, handed to xdist workers.
 signer_key = pytest.StashKey[Verified | None]()
 SIGNER_KEY = "sop_signer"  # workerinput: {"principal": ..., "fingerprint": ...} or None
+checked_key = pytest.StashKey[bool]()  # check_signature ran in this process
 
 
 def run_signer(config: pytest.Config) -> Verified | None:
@@ -203,6 +204,7 @@ def check_signature(config: pytest.Config, policy: Policy | None) -> None:
     signers = policy.signers if policy else None
     required = bool(policy and policy.require_signatures)
     config.stash[signer_key] = None
+    config.stash[checked_key] = True
     stop = "nothing was run: "
     if key is None:
         if required:
@@ -245,7 +247,7 @@ def prove_once(config: pytest.Config) -> str | None:
     from .collect import get_suite
 
     if refused_key not in config.stash:
-        if signer_key in config.stash:
+        if checked_key in config.stash:
             config.stash[refused_key] = None  # proved at configure, or the run was stopped there
         else:
             try:
