@@ -256,7 +256,9 @@ Where the time goes: the same check in one process (no interpreter start-up) tak
 one per signed run ({args.runs} here), run side by side and beside the parsing of the log. The
 command's CPU time (user + sys, its `ssh-keygen` processes included) is {facts["cpu"]:.3f} s (median): what it
 would take on one idle core. The machine was shared with other work: load average
-{facts["load"]:.2f} (1 min) on {os.cpu_count()} CPUs when the measurement ended.
+{facts["load"]:.2f} (1 min) on {os.cpu_count()} CPUs when the measurement ended. The wall time follows that
+load: on a machine this busy the same command has measured well above and below the limit, so
+read it with the CPU time and the load.
 
 {_ab_text(ab, args.baseline)}Sealing a run (`seal()`: the head read under the writers' lock, one
 `ssh-keygen -Y sign`, the `signed` line appended, one ledger row), over the {len(seals)} runs above:
