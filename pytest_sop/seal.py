@@ -127,6 +127,7 @@ def seal_run(session: pytest.Session) -> SignedHead | None:
     except (SopError, OSError, filelock.Timeout) as e:
         reporter = config.pluginmanager.get_plugin("terminalreporter")
         if reporter is not None:
+            reporter.write_line("")  # end the progress line
             reporter.write_line(f"audit log {path} was NOT signed: {e}", red=True, bold=True)
         if session.exitstatus == pytest.ExitCode.OK:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED

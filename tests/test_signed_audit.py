@@ -321,3 +321,22 @@ def test_the_fast_check_agrees_with_the_line_by_line_check_on_damaged_logs(tmp_p
             verdicts.append(audit._Chain(blob, h).check())
             assert verdicts[-1] == _LineByLine(blob, h).check()
     assert sum(not v.ok for v in verdicts) > 300, "the damage must be seen"
+
+
+def test_a_run_whose_seal_cannot_be_written_fails_saying_why(tmp_path: Path) -> None:
+    """The key proves the operator at the start, then is gone at the end: the run must not end green."""
+    key = make_key(tmp_path, "alice")
+    write_signers(tmp_path / "allowed_signers", {"alice": key})
+    (tmp_path / "pytest.ini").write_text("[pytest]\n")
+    policy = "policy:\n  roles: {qa: {}}\n  operators: {alice: [qa]}\n  signers: allowed_signers\n"
+    (tmp_path / "sop.yaml").write_text("devices:\n  - id: p\n    platform: fake\n" + policy)
+    (tmp_path / "test_x.py").write_text("import os\n\ndef test_x():\n    os.remove(os.environ['KEY_TO_LOSE'])\n")
+    AuditLog(tmp_path / "audit.jsonl").append("lease", case="x", run="earlier", operator="alice")
+    before = (tmp_path / "audit.jsonl").read_bytes()
+    cmd = pytest_cmd("--sop-audit=audit.jsonl", "--sop-operator=alice", f"--sop-signing-key={key}")
+    env = clean_env(KEY_TO_LOSE=str(key), TMPDIR=str(tmp_path))
+    env.pop("SOP_SIGNING_KEY", None)
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == pytest.ExitCode.TESTS_FAILED, proc.stdout + proc.stderr
+    assert f"audit log {tmp_path / 'audit.jsonl'} was NOT signed: signing key {key}: no such file" in proc.stdout
+    assert (tmp_path / "audit.jsonl").read_bytes() == before
