@@ -14,6 +14,10 @@ Line format (keys sorted, compact separators, ASCII only, so a line has one cano
   write each line with one ``os.write`` on an ``O_APPEND`` descriptor: pytest-xdist workers and
   separate runs can append to the same file without interleaved or torn lines.
 
+The chain alone is no anchor (whoever can write the log can recompute it): each run with a key
+ends its part with a ``signed`` line over the chain head, written through :meth:`AuditLog.append_at_head`
+(see :mod:`pytest_sop.seal` and docs/audit-log.md).
+
 This module is engine code: it imports the standard library and filelock only.
 """
 

@@ -188,6 +188,22 @@ def test_lines_appended_after_the_signature_are_caught(suite: Suite) -> None:
     )
 
 
+def test_a_signature_copied_after_added_lines_is_caught(suite: Suite) -> None:
+    """Replaying run r1's signed line after forged lines: it signed another head."""
+    signed = suite.run("r1", "alice")
+    original = suite.lines()[signed - 1]
+    log = AuditLog(suite.log)
+    log.append("outcome", case="sops/c0.sop.yaml::c0", run="r1", operator="alice", outcome="failed")
+    copied = {k: original[k] for k in ("run", "signer", "fingerprint", "signature")}
+    replay = json.loads(log.append(SIGNED, **copied))["seq"]
+    failed(
+        suite.verify(),
+        f"line {replay}: run r1's signature (by alice) does not match the chain head at line {replay - 1}",
+        f"line {replay}: run r1 is signed again (it was signed at line {signed})",
+        f"line {signed + 1}: run r1 wrote line {signed + 1} after its signature at line {signed}",
+    )
+
+
 def test_a_run_of_one_operator_sealed_by_another_is_caught(suite: Suite) -> None:
     """bob is in the signers file, but the run is alice's: he cannot vouch for it as its signer."""
     signed = suite.run("r1", "alice", key_of="bob")  # claims alice, bob's key
