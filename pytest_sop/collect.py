@@ -20,7 +20,7 @@ from .errors import CaseSkipped, SopError, SopInvalid, StepBroken, StepFailed
 from .leasing import pairs_for
 from .model import Case
 from .policy import allowed_pairs, check_sop
-from .runrecord import alluredir, last_device_key, lease_pool, run_signer
+from .runrecord import alluredir, last_device_key, lease_pool, run_id_key, run_signer
 from .suite import Suite, display_path
 from .suiteconfig import load_config
 
@@ -154,7 +154,7 @@ class SopItem(pytest.Item):
         # Allure's steps cost time even when nothing listens: use them only with an alluredir.
         sinks: list[Recorder] = [AllureRecorder()] if alluredir(self.config) else []
         if self.audit is not None:
-            sinks.append(AuditRecorder(self.audit, self.nodeid))
+            sinks.append(AuditRecorder(self.audit, self.nodeid, self.config.stash[run_id_key]))
         recorder = Recorders(*sinks)
         self.context = Context(
             case=self.case, session=self.device_session, device=device, account=account, secrets=secrets,

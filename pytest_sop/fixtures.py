@@ -112,6 +112,7 @@ def sop_driver(request: pytest.FixtureRequest, sop_device: Device, sop_account: 
     from .config import settings_key
     from .recorders import AllureRecorder, AuditRecorder, Recorder, Recorders
     from .runner import Context
+    from .runrecord import run_id_key
     from .session import DeviceSession, capabilities, device_position
 
     suite = get_suite(request.config)
@@ -136,7 +137,7 @@ def sop_driver(request: pytest.FixtureRequest, sop_device: Device, sop_account: 
     record.event("session", device=sop_device.id, endpoint=endpoint, session=session.session_id, reused=False)
     sinks: list[Recorder] = [AllureRecorder()]
     if record.audit is not None:
-        sinks.append(AuditRecorder(record.audit, request.node.nodeid))
+        sinks.append(AuditRecorder(record.audit, request.node.nodeid, request.config.stash[run_id_key]))
     request.node.stash[_context_key] = Context(
         case=Case(sop, None, None), session=session, device=sop_device, account=sop_account, secrets=secrets,
         recorder=Recorders(*sinks), registry=suite.registry, get_sop=suite.get_sop, evidence=settings.evidence,

@@ -87,28 +87,31 @@ class Recorders(Recorder):
 
 
 class AuditRecorder(Recorder):
-    """Step and evidence events in the hash-chained audit log; evidence by its sha256."""
+    """Step and evidence events in the hash-chained audit log; evidence by its sha256.
 
-    def __init__(self, log: AuditLog, case: str) -> None:
+    Every line names its run, so a signed log can tell that no line of a run follows its seal.
+    """
+
+    def __init__(self, log: AuditLog, case: str, run: str) -> None:
         self.log = log
         self.case = case
+        self.run = run
 
     @contextlib.contextmanager
     def step(self, title: str, params: dict[str, str] | None = None) -> Iterator[None]:
-        self.log.append("step_start", case=self.case, step=title, params=params or {})
+        self.log.append("step_start", case=self.case, run=self.run, step=title, params=params or {})
         status = "failed"
         try:
             yield
             status = "passed"
         finally:
-            self.log.append("step_end", case=self.case, step=title, status=status)
+            self.log.append("step_end", case=self.case, run=self.run, step=title, status=status)
 
     def attach(self, name: str, body: bytes | str, mime: str, extension: str) -> None:
         body = masked(body)  # the sha256 of exactly what the Allure sink writes
         data = body.encode("utf-8") if isinstance(body, str) else body
-        self.log.append(
-            "evidence", case=self.case, name=name, type=mime, bytes=len(data), sha256=hashlib.sha256(data).hexdigest()
-        )
+        digest = hashlib.sha256(data).hexdigest()
+        self.log.append("evidence", case=self.case, run=self.run, name=name, type=mime, bytes=len(data), sha256=digest)
 
     def event(self, name: str, **fields: Any) -> None:
-        self.log.append(name, case=self.case, **fields)
+        self.log.append(name, case=self.case, run=self.run, **fields)

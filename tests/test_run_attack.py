@@ -51,7 +51,7 @@ def test_workers_of_one_run_share_its_run_id(tmp_path: Path, appium_url: str) ->
     assert proc.returncode == 0, proc.stdout + proc.stderr
     events = read_events(tmp_path / "audit.jsonl")
     assert len({e["worker"] for e in events if e["event"] == "lease"}) == 2, events
-    assert len({e["run"] for e in events if "run" in e}) == 1  # step lines name the case only
+    assert len({e["run"] for e in events}) == 1  # every line names its run, step and evidence lines too
     rows = sqlite3.connect(tmp_path / ".sop" / "ledger.sqlite").execute("SELECT DISTINCT run_id FROM runs").fetchall()
     assert rows == [(events[0]["run"],)]
 

@@ -356,3 +356,15 @@ def test_a_run_whose_seal_cannot_be_written_fails_saying_why(tmp_path: Path) -> 
     assert proc.returncode == pytest.ExitCode.TESTS_FAILED, proc.stdout + proc.stderr
     assert f"audit log {tmp_path / 'audit.jsonl'} was NOT signed: signing key {key}: no such file" in proc.stdout
     assert (tmp_path / "audit.jsonl").read_bytes() == before
+
+
+def test_a_step_of_a_run_written_after_its_seal_is_caught_even_before_another_seal(suite: Suite) -> None:
+    """Step and evidence lines name their run, so a run's line after its own seal is caught mid-log."""
+    log = AuditLog(suite.log)
+    log.append("lease", case="a", run="r1", operator="alice")
+    suite.seal("r1", "alice")
+    log.append("lease", case="b", run="r2", operator="bob")
+    late = log.append("step_start", case="a", run="r1", step="tap", params={})  # as AuditRecorder writes it
+    suite.seal("r2", "bob")
+    proc = suite.verify()
+    assert proc.returncode == 1 and f"line {json.loads(late)['seq']}" in proc.stdout, proc.stdout
