@@ -80,6 +80,12 @@ def leak_forms(secret: str) -> dict[str, bytes]:
     return out
 
 
+@pytest.fixture(autouse=True)
+def _fresh_maskers() -> None:
+    """Each test builds its own maskers: a cached one would hide from mutation testing which test checks what."""
+    masking.masker_for.cache_clear()
+
+
 def leaks_in(data: bytes, secret: str) -> list[str]:
     found = [name for name, form in leak_forms(secret).items() if form in data]
     if _char_array(secret).search(data):
