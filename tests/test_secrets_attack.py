@@ -168,6 +168,34 @@ def test_longer_secret_wins_over_the_shorter_one_inside_it() -> None:
     assert mask_text("pw=abcd-efgh;", ["abcd", "abcd-efgh"]) == f"pw={MASK};"
 
 
+def test_a_longer_secret_wins_in_character_arrays_and_bytes_too() -> None:
+    short, long = "abcd", "abcd-efgh"
+    assert mask_text(json.dumps({"value": list(long)}), [short, long]) == '{"value": ["***"]}'
+    for encoding in ("utf-8", "utf-16-le"):
+        assert masking.mask_bytes(f"pw={long};".encode(encoding), [short, long]) == "pw=***;".encode(encoding)
+
+
+@pytest.mark.parametrize("secret", [CANARY, PIN, 'it\'s "q" 9!'])
+def test_python_spellings_are_masked_whole(secret: str) -> None:
+    """What ``-l`` locals and assertion messages show: repr() and ascii() of the secret, quotes escaped."""
+    for shown in (repr(secret), ascii(secret), repr([secret]), repr({"pw": secret})):
+        masked = mask_text(shown, [secret])
+        assert masked.count("***") == 1 and secret[-1] not in masked.split("***")[1][:1], (shown, masked)
+
+
+def test_secrets_in_device_and_app_capabilities_are_known() -> None:
+    from pytest_sop.model import App, Device, Secret, SourcePos, SuiteConfig
+
+    env = {"DEV_TOKEN": "dev-token-1", "APP_TOKEN": "app-token-2"}
+    at = SourcePos("sop.yaml", 1, 1)
+    config = SuiteConfig(
+        path="sop.yaml",
+        devices=(Device("d", "web", at, capabilities={"appium:token": Secret("DEV_TOKEN")}),),
+        apps={"a": App("a", {"x": [Secret("APP_TOKEN"), {"y": Secret("UNSET")}]}, at)},
+    )
+    assert masking.suite_secret_values(config, env.get) == {"dev-token-1", "app-token-2"}
+
+
 @pytest.mark.parametrize("encoding", ["utf-8", "utf-16-le", "utf-16-be", "utf-16"])
 def test_bytes_are_masked_in_utf8_and_utf16(encoding: str) -> None:
     data = b"\x89PNG\x00" + f"pw={CANARY};".encode(encoding) + b"\x00end"
