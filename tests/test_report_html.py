@@ -99,6 +99,9 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     del chrome["mobileEmulation"]
     chrome["args"] = [*chrome["args"], "--window-size=1400,1000"]
     caps["appium:chromedriverPort"] = free_port()  # a port of its own: Appium ends any chromedriver on its port
+    # Idle between the report tests and the end of the worker's session: no command timeout (the
+    # server is this fixture's own, and stops with it).
+    caps["appium:newCommandTimeout"] = 0
     try:
         driver = webdriver.Remote(server.url, options=AppiumOptions().load_capabilities(caps))
         try:
