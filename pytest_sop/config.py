@@ -198,10 +198,16 @@ def suite_ini_lock_dir(start: Path) -> tuple[str | None, Path | None]:
     pytest.ini, .pytest.ini, pyproject.toml ([tool.pytest.ini_options]), tox.ini ([pytest])
     or setup.cfg ([tool:pytest]): pytest's own search, so both always agree.
     """
-    from _pytest.config.findpaths import locate_config
+    try:  # pytest's private search: the only way to find exactly the ini file pytest would use
+        from _pytest.config.findpaths import locate_config
 
-    found = locate_config(start, [])
-    inipath, values = found[1], found[2]
+        found = locate_config(start, [])
+        inipath, values = found[1], found[2]
+    except (ImportError, TypeError, IndexError, AttributeError) as e:
+        raise pytest.UsageError(
+            f"cannot find the suite's ini file with pytest {pytest.__version__} ({e}): give the lock folder "
+            "with --lock-dir"
+        ) from None
     value: object = values.get("sop_lock_dir")
     value = getattr(value, "value", value)  # pytest >= 9 wraps values
     return (str(value) if value else None), inipath
