@@ -126,19 +126,32 @@ class Refused(Exception):
 
 
 def _checkpoint_roles(sop: Sop, checkpoint: str, get_sop: Callable[[str], Sop | None]) -> list[str]:
-    """The roles asked for at ``checkpoint`` in ``sop`` or any SOP it runs (each SOP once)."""
-    roles: list[str] = []
+    """The roles asked for at ``checkpoint`` in ``sop`` itself.
+
+    A decision is taken on the file that holds the checkpoint (its sha256 is what a change voids),
+    so a checkpoint of a SOP that ``sop`` runs is refused, naming the SOP to approve instead.
+    """
+    roles = [
+        s.params["role"]
+        for s in sop.steps + sop.on_failure
+        if s.action == "approve" and s.params["checkpoint"] == checkpoint
+    ]
+    if roles:
+        return list(dict.fromkeys(roles))
     seen, todo = {sop.id}, [sop]
     while todo:
         current = todo.pop(0)
         for step in current.steps + current.on_failure:
-            if step.action == "approve" and step.params["checkpoint"] == checkpoint:
-                roles.append(step.params["role"])
+            if step.action == "approve" and step.params["checkpoint"] == checkpoint and current is not sop:
+                raise Refused(
+                    f"checkpoint {checkpoint!r} is in SOP {current.id!r} ({current.path}), which {sop.id!r} runs: "
+                    f"approve it there: pytest-sop approve {current.id} {checkpoint} ..."
+                )
             target = get_sop(step.params["sop"]) if step.action == "run" else None
             if target is not None and target.id not in seen:
                 seen.add(target.id)
                 todo.append(target)
-    return list(dict.fromkeys(roles))
+    return []
 
 
 def _approval_checks(args: argparse.Namespace) -> tuple[str, str | None]:

@@ -336,14 +336,14 @@ def do_approve(ctx: Context, step: Step) -> None:
     ``require_signatures``), taken on the SOP file as it is now, by someone else than the
     operator running the case who holds the step's role with may_approve (four eyes).
 
-    A decision may name the SOP holding the step or any SOP running it (``approve`` accepts
-    either); its recorded sha256 is of that SOP's file.
+    A decision names the SOP holding the step, and its recorded sha256 is of that SOP's file:
+    changing the file that asks for the checkpoint voids it.
     """
     checkpoint, role = step.params["checkpoint"], step.params["role"]
     sop_id, case_id = ctx.sop.id, ctx.case.case_id or ctx.case.sop.id
     path = ctx.approvals_path
     # Display paths are relative to where pytest started, the runner's working folder.
-    files = {s.id: os.path.abspath(s.path) for s in (ctx.case.sop, *ctx._sop_stack)}
+    files = {sop_id: os.path.abspath(ctx.sop.path)}
     signers = ctx.policy.signers if ctx.policy else None
     required = bool(ctx.policy and ctx.policy.require_signatures)
     signed_by: dict[Decision, Verified | None] = {}

@@ -309,11 +309,14 @@ def test_the_newest_decision_that_counts_is_used_past_forged_ones(suite: Suite) 
     assert (event["by"], event["signed"]) == ("carol", True)
 
 
-def test_a_checkpoint_inside_a_run_target_can_be_approved_by_the_outer_sop(suite: Suite) -> None:
-    assert suite.approve("outer", "caption-ok", "--by", "alice", key="alice").returncode == 0
+def test_a_checkpoint_inside_a_run_target_is_approved_on_the_sop_that_holds_it(suite: Suite) -> None:
+    """Approving through the outer SOP would hash the wrong file: refused, naming the SOP to approve."""
+    refused = suite.approve("outer", "caption-ok", "--by", "alice", key="alice")
+    assert refused.returncode == 2 and "approve it there: pytest-sop approve checked caption-ok" in refused.stderr
+    assert suite.approve("checked", "caption-ok", "--by", "alice", key="alice").returncode == 0
     suite.run("bob", "outer.sop.yaml").assert_outcomes(passed=1)
-    outer = suite.path / "outer.sop.yaml"
-    outer.write_text(OUTER + "  - note: and more\n")
+    inner = suite.path / "checked.sop.yaml"
+    inner.write_text(inner.read_text() + "  - note: and more\n")  # the SOP asking for the checkpoint changed
     result = suite.run("bob", "outer.sop.yaml")
     result.assert_outcomes(skipped=1)
     result.stdout.fnmatch_lines([WAITING.format("alice's approval not counted: SOP changed since")])
