@@ -113,10 +113,21 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         server.stop()
 
 
-def open_report(driver: Any, index: Path) -> None:
-    driver.get("about:blank")
-    driver.get(index.as_uri())
-    poll("its results tree", lambda: driver.find_elements(By.CSS_SELECTOR, "[data-testid=tree-section-title]"))
+def open_report(driver: Any, index: Path, attempts: int = 3) -> None:
+    """Open the report and wait for its results tree; a first render that never comes is loaded again."""
+    for attempt in range(1, attempts + 1):
+        driver.get("about:blank")
+        driver.get(index.as_uri())
+        try:
+            poll(
+                "its results tree",
+                lambda: driver.find_elements(By.CSS_SELECTOR, "[data-testid=tree-section-title]"),
+                60,
+            )
+            return
+        except AssertionError:
+            if attempt == attempts:
+                raise
 
 
 def expand_tree(driver: Any) -> list[WebElement]:
