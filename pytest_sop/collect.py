@@ -25,7 +25,6 @@ from .suite import Suite, display_path
 from .suiteconfig import load_config
 
 if TYPE_CHECKING:  # Appium and Selenium load only when a case runs, not on every pytest start
-    from .audit import AuditLog
     from .leasing import Lease
     from .masking import Secrets
     from .runner import Context
@@ -129,7 +128,6 @@ class SopItem(pytest.Item):
         self.case_record = CaseRecord(
             self.config, self.nodeid, sop.id, owner=sop.owner, escalate_to=sop.escalate_to, mask=secrets.mask
         )
-        self.audit = self.case_record.audit
         self.allure_labels()  # first: a case skipped by policy is labelled too
         lease = self.take_lease()
         self.case_record.leased(lease)
@@ -153,8 +151,8 @@ class SopItem(pytest.Item):
         )
         # Allure's steps cost time even when nothing listens: use them only with an alluredir.
         sinks: list[Recorder] = [AllureRecorder()] if alluredir(self.config) else []
-        if self.audit is not None:
-            sinks.append(AuditRecorder(self.audit, self.nodeid, self.config.stash[run_id_key]))
+        if self.case_record.audit is not None:
+            sinks.append(AuditRecorder(self.case_record.audit, self.nodeid, self.config.stash[run_id_key]))
         recorder = Recorders(*sinks)
         self.context = Context(
             case=self.case, session=self.device_session, device=device, account=account, secrets=secrets,
@@ -163,7 +161,6 @@ class SopItem(pytest.Item):
             approvals_path=os.path.join(str(self.config.invocation_params.dir), settings.approvals),
         )  # fmt: skip
 
-    audit: AuditLog | None = None
     secrets: Secrets | None = None
     case_record: CaseRecord | None = None
 
