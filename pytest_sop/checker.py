@@ -5,11 +5,11 @@ from __future__ import annotations
 import difflib
 import os
 import re
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
 from .errors import SopSyntaxError
-from .model import LOCATOR_STRATEGIES, MAX_EXACT, MIN_SECRET_CHARS, Locator, Secret, SourcePos, Template
+from .model import EMPTY, LOCATOR_STRATEGIES, MAX_EXACT, MIN_SECRET_CHARS, Locator, Secret, SourcePos, Template
 from .templates import TemplateError, parse
 from .yamlsafe import Loaded, Path_, format_path
 
@@ -31,9 +31,19 @@ def type_name(value: Any) -> str:
     }.get(type(value), type(value).__name__)
 
 
+def closest(word: str, options: Iterable[str]) -> str | None:
+    """The option ``word`` is most likely a typo of, or None when none is close."""
+    close = difflib.get_close_matches(word, [str(o) for o in options], n=1)
+    return close[0] if close else None
+
+
 def did_you_mean(word: str, options: Iterable[str]) -> str:
-    close = difflib.get_close_matches(word, list(options), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
+    """`` (did you mean 'timeout'?)`` for a typo of one of ``options``; empty when none is close.
+
+    Every message about an unknown name (key, action, locator, condition, choice) ends with it.
+    """
+    close = closest(word, options)
+    return f" (did you mean {close!r}?)" if close else ""
 
 
 class Checker:
@@ -62,22 +72,33 @@ class Checker:
         allowed: Collection[str],
         required: Collection[str] = (),
         what: str = "a mapping",
+        elsewhere: Mapping[str, str] = EMPTY,
     ) -> dict[str, Any] | None:
-        """Check ``value`` is a mapping with only ``allowed`` keys and all ``required`` ones."""
+        """Check ``value`` is a mapping with only ``allowed`` keys and all ``required`` ones.
+
+        ``elsewhere`` maps keys that belong at another level to where they go: ``timeout`` written
+        as a SOP key (or misspelt ``timout``) is told it is a step modifier.
+        """
         if not isinstance(value, dict):
             self.error(path, f"expected {what}, got {type_name(value)}")
             return None
+        meant: set[str] = set()
         for key in value:
             if not isinstance(key, str):
                 self.error(path + (key,), f"keys are text, got {type_name(key)}", key=True)
             elif key not in allowed:
-                self.error(
-                    path + (key,),
-                    f"unknown key {key!r}; expected one of: {', '.join(allowed)}" + did_you_mean(key, allowed),
-                    key=True,
-                )
+                guess = closest(key, [*allowed, *elsewhere])
+                mean = f" (did you mean {guess!r}?)" if guess and guess != key else ""
+                if guess is not None and guess in elsewhere:
+                    message = f"unknown key {key!r}{mean}; {elsewhere[guess]}"
+                else:
+                    message = f"unknown key {key!r}; expected one of: {', '.join(allowed)}{mean}"
+                    if guess is not None:
+                        meant.add(guess)
+                self.error(path + (key,), message, key=True)
         for key in required:
-            if key not in value:
+            # A misspelt required key is reported once, as the typo (`attemps`), not also as missing.
+            if key not in value and key not in meant:
                 self.error(path, f"missing required key {key!r}")
         return value
 

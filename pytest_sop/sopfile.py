@@ -34,6 +34,13 @@ SOP_KEYS = (
     "id", "title", "description", "owner", "tags", "severity", "app", "requires", "inputs",
     "allowed_actions", "retry", "schedule", "escalate_to", "steps", "done_when", "on_failure",
 )  # fmt: skip
+# Step modifiers written as SOP keys: most often a step's line indented too little.
+_STEP_KEYS_AT_TOP = {
+    m: f"{m!r} is a step modifier, not a SOP key: write it in its step, lined up under the action"
+    + (" (a SOP's own name is its title)" if m == "name" else "")
+    for m in STEP_MODIFIERS
+    if m not in SOP_KEYS
+}
 ROW_ID_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 _EVERY_RE = re.compile(r"(\d+(?:\.\d+)?)\s*(s|m|h|d)")
 _UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -81,7 +88,9 @@ class _SopParser(Checker):
         return ParsedSop(self.path, sop, tuple(self.errors), self.loaded, tuple(self.templates), tuple(self.steps))
 
     def sop(self, data: Any) -> Sop | None:
-        doc = self.mapping((), data, allowed=SOP_KEYS, required=("id", "steps"), what="a SOP mapping")
+        doc = self.mapping(
+            (), data, allowed=SOP_KEYS, required=("id", "steps"), what="a SOP mapping", elsewhere=_STEP_KEYS_AT_TOP
+        )
         if doc is None:
             return None
         get = doc.get
@@ -97,13 +106,18 @@ class _SopParser(Checker):
             if get("severity") in SEVERITIES:
                 severity = str(get("severity"))
             else:
-                self.error(("severity",), f"expected one of: {', '.join(SEVERITIES)}, got {get('severity')!r}")
+                self.error(
+                    ("severity",),
+                    f"expected one of: {', '.join(SEVERITIES)}, got {get('severity')!r}"
+                    + did_you_mean(str(get("severity")), SEVERITIES),
+                )
         device, account = self.requires(get("requires")) if "requires" in doc else (None, None)
         inputs = self.inputs(get("inputs")) if "inputs" in doc else ()
         allowed = self.allowed_actions(get("allowed_actions")) if "allowed_actions" in doc else None
         retry = self.retry(("retry",), get("retry")) if "retry" in doc else None
         schedule = self.schedule(get("schedule")) if "schedule" in doc else None
-        steps = self.step_list(("steps",), get("steps"), allowed, required=True)
+        # A missing `steps` is reported by mapping() (or as the typo of it), not again here.
+        steps = self.step_list(("steps",), get("steps"), allowed, required=True) if "steps" in doc else ()
         on_failure = self.step_list(("on_failure",), get("on_failure"), allowed) if "on_failure" in doc else ()
         done_when = self.conditions(get("done_when")) if "done_when" in doc else ()
         self.check_input_refs(inputs, "inputs" in doc)
@@ -200,7 +214,7 @@ class _SopParser(Checker):
 
     def retry(self, path: Path_, value: Any) -> Retry | None:
         r = self.mapping(path, value, allowed=("attempts", "backoff"), required=("attempts",))
-        if r is None:
+        if r is None or "attempts" not in r:  # its absence is reported once, by mapping()
             return None
         attempts = self.number(path + ("attempts",), r.get("attempts"), minimum=1, maximum=MAX_ATTEMPTS, integer=True)
         backoff = (
@@ -246,6 +260,19 @@ class _SopParser(Checker):
         elif isinstance(raw, dict):
             actions = [k for k in raw if k not in STEP_MODIFIERS]
             modifiers = {k: v for k, v in raw.items() if k in STEP_MODIFIERS}
+            known = [k for k in actions if isinstance(k, str) and k in self.registry]
+            if len(actions) > 1 and len(known) == 1:
+                # One real action beside misspelt modifiers (`timout: 5`): name each typo, check the rest.
+                for key in actions:
+                    if key not in known:
+                        self.error(
+                            path + (key,),
+                            f"unknown key {key!r} beside action {known[0]!r}; a step has one action and the "
+                            f"modifiers {', '.join(STEP_MODIFIERS)}"
+                            + did_you_mean(str(key), (*STEP_MODIFIERS, *self.registry)),
+                            key=True,
+                        )
+                actions = known
             if len(actions) != 1:
                 found = ", ".join(map(str, actions)) or "none"
                 self.error(path, f"expected exactly one action per step, found {len(actions)} ({found})")
@@ -346,7 +373,9 @@ class _SopParser(Checker):
         if p.kind == "boolean":
             return self.boolean(path, value)
         if value not in p.choices:
-            self.error(path, f"expected one of: {', '.join(p.choices)}, got {value!r}")
+            self.error(
+                path, f"expected one of: {', '.join(p.choices)}, got {value!r}" + did_you_mean(str(value), p.choices)
+            )
             return None
         return value
 
@@ -368,7 +397,12 @@ class _SopParser(Checker):
                 continue
             ((kind, arg),) = raw.items()
             if kind not in _CONDITIONS:
-                self.error(p + (kind,), f"unknown condition {kind!r}; expected visible, not_visible or text", key=True)
+                self.error(
+                    p + (kind,),
+                    f"unknown condition {kind!r}; expected visible, not_visible or text"
+                    + did_you_mean(str(kind), _CONDITIONS),
+                    key=True,
+                )
                 continue
             params = self.arguments(_CONDITIONS[kind], p + (kind,), arg, bare=False)
             if params is None:
@@ -389,7 +423,15 @@ class _SopParser(Checker):
                     self.error(path, f"${{inputs.{name}}} is used but the SOP has no inputs")
                     continue
                 missing = [r.id for r in rows if name not in r.values]
-                if missing:
+                if len(missing) == len(rows):  # in no row at all: most likely a typo
+                    names = sorted({k for r in rows for k in r.values})
+                    known = ", ".join(names) or "none"
+                    self.error(
+                        path,
+                        f"${{inputs.{name}}} is not an input of this SOP; inputs are: {known}"
+                        + did_you_mean(name, names),
+                    )
+                elif missing:
                     self.error(path, f"${{inputs.{name}}} is missing from input row(s): {', '.join(missing)}")
 
 

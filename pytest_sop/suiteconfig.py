@@ -8,7 +8,7 @@ from dataclasses import replace
 from types import MappingProxyType
 from typing import Any
 
-from .checker import ID_RE, NAME_RE, Checker
+from .checker import ID_RE, NAME_RE, Checker, did_you_mean
 from .discovery import discover_adb
 from .errors import SopInvalid, SopSyntaxError
 from .model import Account, App, Device, Policy, Role, SuiteConfig
@@ -49,7 +49,11 @@ class _ConfigParser(Checker):
         server = self.appium(doc["appium"]) if "appium" in doc else "local"
         apps = self.apps(doc["apps"]) if "apps" in doc else {}
         devices, discover = self.devices(doc["devices"]) if "devices" in doc else ((), ())
-        accounts = self.accounts(doc["accounts"], {d.id for d in devices}, bool(discover)) if "accounts" in doc else ()
+        # Ids of devices written with errors count too: their own error says what is wrong.
+        listed: list[Any] = doc["devices"] if isinstance(doc.get("devices"), list) else []
+        written = {d["id"] for d in listed if isinstance(d, dict) and isinstance(d.get("id"), str)}
+        device_ids = {d.id for d in devices} | written
+        accounts = self.accounts(doc["accounts"], device_ids, bool(discover)) if "accounts" in doc else ()
         policy = self.policy(doc["policy"]) if "policy" in doc else None
         return SuiteConfig(
             path=self.path,
@@ -111,7 +115,11 @@ class _ConfigParser(Checker):
                 if raw["discover"] in DISCOVERY:
                     discover.append(raw["discover"])
                 else:
-                    self.error(p + ("discover",), f"expected one of: {', '.join(DISCOVERY)}, got {raw['discover']!r}")
+                    self.error(
+                        p + ("discover",),
+                        f"expected one of: {', '.join(DISCOVERY)}, got {raw['discover']!r}"
+                        + did_you_mean(str(raw["discover"]), DISCOVERY),
+                    )
                 continue
             d = self.mapping(
                 p, raw, allowed=("id", "platform", "tags", "capabilities", "server"), required=("id", "platform")
@@ -159,7 +167,8 @@ class _ConfigParser(Checker):
                     if dev not in device_ids and not discovering:
                         self.error(
                             p + ("devices", j),
-                            f"unknown device {dev!r}; devices are: {', '.join(sorted(device_ids)) or 'none'}",
+                            f"unknown device {dev!r}; devices are: {', '.join(sorted(device_ids)) or 'none'}"
+                            + did_you_mean(dev, sorted(device_ids)),
                         )
             fields: dict[str, Any] = {}
             f = self.mapping(p + ("fields",), a["fields"], allowed=_AnyKey()) if "fields" in a else {}
@@ -206,7 +215,10 @@ class _ConfigParser(Checker):
             names = self.strings(p, role_names)
             for j, role in enumerate(names):
                 if role not in roles:
-                    self.error(p + (j,), f"unknown role {role!r}; roles are: {', '.join(roles) or 'none'}")
+                    self.error(
+                        p + (j,),
+                        f"unknown role {role!r}; roles are: {', '.join(roles) or 'none'}" + did_you_mean(role, roles),
+                    )
             operators[str(name)] = names
         signers = self.signers(pol["signers"]) if "signers" in pol else None
         require = False
