@@ -245,7 +245,12 @@ class _SopParser(Checker):
         self, path: Path_, value: Any, allowed: tuple[str, ...] | None, *, required: bool = False
     ) -> tuple[Step, ...]:
         if not isinstance(value, list) or (required and not value):
-            self.error(path, f"expected a {'non-empty ' if required else ''}list of steps, got {type_name(value)}")
+            hint = ""
+            if isinstance(value, dict) and any(isinstance(k, str) and k.startswith("-") for k in value):
+                hint = "; a list item needs a space after its '-' (`- tap: ...`, not `-tap: ...`)"
+            self.error(
+                path, f"expected a {'non-empty ' if required else ''}list of steps, got {type_name(value)}{hint}"
+            )
             return ()
         steps = [self.step(path + (i,), raw, allowed) for i, raw in enumerate(value)]
         return tuple(s for s in steps if s is not None)
@@ -285,7 +290,11 @@ class _SopParser(Checker):
             )
             return None
         if not isinstance(name, str) or name not in self.registry:
-            self.error(arg_path, f"unknown action {name!r}" + did_you_mean(str(name), self.registry), key=True)
+            hint = did_you_mean(str(name), self.registry)
+            if isinstance(name, str) and " - " in name:
+                # `- back` then `    - tap` indented deeper: YAML reads both lines as one text.
+                hint = "; a '- ' item indented deeper than the item above joins it as one text: line up the '-'s"
+            self.error(arg_path, f"unknown action {name!r}{hint}", key=True)
             return None
         if allowed is not None and name not in allowed:
             self.error(arg_path, f"action {name!r} is not in allowed_actions ({', '.join(allowed)})", key=True)

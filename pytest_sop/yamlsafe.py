@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -130,11 +131,7 @@ def load(path: str, source: str | bytes) -> Loaded:
     try:
         node = yaml.compose(source, Loader=_Loader)
     except yaml.MarkedYAMLError as e:
-        mark = e.problem_mark or e.context_mark
-        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-        problem = e.problem or e.context or "malformed YAML"
-        if _char_at(source, line, col) == "\t":
-            problem = "a tab character; YAML is indented with spaces only"
+        line, col, problem = explain(e, source)
         raise SopSyntaxError(path, line, col, "", f"malformed YAML: {problem}") from None
     except (yaml.YAMLError, UnicodeError, ValueError) as e:
         raise SopSyntaxError(path, 1, 1, "", f"malformed YAML: {e}") from None
@@ -145,12 +142,190 @@ def load(path: str, source: str | bytes) -> Loaded:
     return _Builder(path).build(node)
 
 
-def _char_at(source: str | bytes, line: int, col: int) -> str:
+def explain(e: yaml.MarkedYAMLError, source: str | bytes) -> tuple[int, int, str]:
+    """PyYAML's parser words (``mapping values are not allowed here``, ``expected <block end>``)
+    turned into what is wrong in the user's terms and how to fix it, at the most useful position
+    (1-based line and column). Works with the C and the Python loader, whose words differ."""
     text = source.decode("utf-8", "replace") if isinstance(source, bytes) else source
-    lines = text.splitlines()
-    if 0 < line <= len(lines) and 0 < col <= len(lines[line - 1]):
-        return lines[line - 1][col - 1]
-    return ""
+    return _Explainer(text.splitlines(), e).explain()
+
+
+_INDENTATION = "check the indentation of this line against the lines above"
+
+
+class _Explainer:
+    def __init__(self, lines: list[str], e: yaml.MarkedYAMLError) -> None:
+        self.lines = lines
+        self.problem = str(e.problem or "")
+        self.context = str(e.context or "")
+        mark = e.problem_mark or e.context_mark
+        self.line, self.col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        ctx = e.context_mark
+        self.ctx_line, self.ctx_col = (ctx.line + 1, ctx.column + 1) if ctx else (self.line, self.col)
+
+    def text(self, line: int) -> str:
+        return self.lines[line - 1] if 0 < line <= len(self.lines) else ""
+
+    def char(self, line: int, col: int) -> str:
+        text = self.text(line)
+        return text[col - 1] if 0 < col <= len(text) else ""
+
+    @staticmethod
+    def indent(text: str) -> int:
+        return len(text) - len(text.lstrip(" "))
+
+    def above(self, line: int) -> int:
+        """The nearest line above ``line`` that holds something (not blank, not only a comment); 0 if none."""
+        for n in range(line - 1, 0, -1):
+            stripped = self.text(n).strip()
+            if stripped and not stripped.startswith("#"):
+                return n
+        return 0
+
+    def explain(self) -> tuple[int, int, str]:
+        p, here = self.problem, (self.line, self.col)
+        tab = self.tab()
+        if tab is not None:
+            return tab
+        if "another document" in p:
+            return (*here, "a second document ('---'); a file holds one SOP (or one config): remove the '---' line")
+        if "end of stream" in p and "quoted scalar" in self.context:
+            quote = self.char(self.ctx_line, self.ctx_col) or "quote"
+            return (
+                self.ctx_line,
+                self.ctx_col,
+                f"this {quote} is never closed: end the text with a matching {quote} on the same line",
+            )
+        if "escape" in p:
+            return (
+                *here,
+                "a backslash in double quotes starts an escape such as \\n; for text with backslashes use single "
+                "quotes ('a\\b') or write each backslash twice",
+            )
+        if "flow sequence" in self.context or "flow mapping" in self.context:
+            return self.flow()
+        if "cannot start any token" in p:
+            c = self.char(*here)
+            return (*here, f"a value cannot start with {c!r} unless it is quoted: write it in quotes ('{c}...')")
+        if "undefined alias" in p:
+            return (
+                *here,
+                "a value starting with '*' names an anchor (&name) that is not defined above: quote the value "
+                "if '*' is part of the text",
+            )
+        if "sequence entries are not allowed" in p:
+            return (
+                *here,
+                "a list cannot start on the same line as its key: put each '- item' on a line of its own, "
+                "indented under the key",
+            )
+        if "mapping values are not allowed" in p:
+            return self.colon()
+        if "could not find expected ':'" in p:
+            return (
+                self.ctx_line,
+                self.ctx_col,
+                "this line is not `key: value` nor a '- item': is the ':' after the key missing (or the space "
+                "after it)? A longer text goes on one line, or in quotes",
+            )
+        if "block end" in p or "expected key" in p or "expected '-' indicator" in p:
+            return self.block()
+        return (*here, p or self.context or "not valid YAML")
+
+    def tab(self) -> tuple[int, int, str] | None:
+        text = self.text(self.line)
+        lead = text[: len(text) - len(text.lstrip(" \t"))]
+        if self.char(self.line, self.col) == "\t" or "\t" in lead:
+            col = self.col if self.char(self.line, self.col) == "\t" else lead.index("\t") + 1
+            return self.line, col, "a tab character; YAML is indented with spaces only: replace the tab with spaces"
+        return None
+
+    def flow(self) -> tuple[int, int, str]:
+        opener = self.char(self.ctx_line, self.ctx_col) or ("[" if "sequence" in self.context else "{")
+        closer = "]" if opener == "[" else "}"
+        what = "list" if opener == "[" else "mapping"
+        if self.line > self.ctx_line:
+            return (
+                self.ctx_line,
+                self.ctx_col,
+                f"this {opener!r} is never closed: end the {what} with {closer!r} on the same line",
+            )
+        if self.char(self.line, self.col) == ":":
+            return (
+                self.line,
+                self.col,
+                f"a ':' inside {opener}...{closer} that is not after a key: quote a value that holds ': ' "
+                '(text: "Sign in: now")',
+            )
+        return (
+            self.line,
+            self.col,
+            f"expected ',' or {closer!r} here: separate the entries of {opener}...{closer} with ', ' and quote a "
+            "value that holds ',', ':' or brackets",
+        )
+
+    def colon(self) -> tuple[int, int, str]:
+        text = self.text(self.line)
+        before = text[: self.col - 1]
+        if ": " in before.lstrip(" -") or before.rstrip().endswith(":"):
+            # `title: Sign in: now`: the second ': ' on the line.
+            return (
+                self.line,
+                self.col,
+                "a second ': ' on this line: quote a value that holds ': ' (title: \"Sign in: now\")",
+            )
+        prev = self.above(self.line)
+        hint = _INDENTATION
+        if prev and re.match(r"\s*-[^\s-]", self.text(prev)):
+            hint = f"line {prev} starts '-' with no space after it: a list item is '- item'"
+        elif prev and self.indent(text) > self.indent(self.text(prev)) and not self.text(prev).rstrip().endswith(":"):
+            hint = (
+                f"this line is indented more than line {prev} above, which does not end with ':' to open "
+                f"a mapping: line it up with the key it belongs beside"
+            )
+        col = self.indent(text) + 1
+        return self.line, col, f"a `key: value` cannot start here: {hint}"
+
+    def block(self) -> tuple[int, int, str]:
+        text = self.text(self.line)
+        content = self.indent(text) + 1
+        if self.col > content:
+            # `title: "a" b`: something after a complete value on the same line.
+            return (
+                self.line,
+                self.col,
+                "more text after a complete value: quote the whole value, or none of it",
+            )
+        if "collection" in self.context or "'-' indicator" in self.problem or "'?'" in self.problem:
+            m = re.match(r"(\s*-\s+)([^\s:]*)", self.text(self.ctx_line))
+            col = len(m.group(1)) + 1 if m else self.ctx_col + 2
+            under = f" (under {m.group(2)!r})" if m and m.group(2) else ""
+            return (
+                self.line,
+                self.col,
+                f"this line is lined up with the '-' of the item on line {self.ctx_line} but does not start with "
+                f"'- ': indent it to column {col}{under} to add it to that item (a step's timeout, retry, optional "
+                "or name), start it with '- ' for a new item, or indent it less to end the list",
+            )
+        prev = self.above(self.line)
+        if text.lstrip().startswith("- ") and prev and self.text(prev).lstrip().startswith("- "):
+            return (
+                self.line,
+                self.col,
+                f"this '- ' item is indented {self.indent(text)} space(s), the item on line {prev} "
+                f"{self.indent(self.text(prev))}: line up the '-' of the items of one list",
+            )
+        # A line of a mapping indented to no level of it: name the levels it could mean.
+        levels = {self.ctx_col - 1: self.ctx_line}
+        if prev:  # `  - wait_for: ...`: its keys are indented past the '- '
+            levels.setdefault(len(self.text(prev)) - len(self.text(prev).lstrip(" -")), prev)
+        known = " or ".join(f"{n} (line {line})" for n, line in sorted(levels.items()))
+        return (
+            self.line,
+            self.col,
+            f"this line is indented {self.indent(text)} space(s), but the keys around it are indented {known}: "
+            "line it up with the keys it belongs beside",
+        )
 
 
 class _Builder:

@@ -26,11 +26,21 @@ GOOD_HEAD = "id: s\nsteps:\n"
 CASES = {
     "malformed YAML": (
         "id: s\nsteps: [tap\n",
-        "s.sop.yaml:3:1: malformed YAML: did not find expected ',' or ']'",
+        "s.sop.yaml:2:8: malformed YAML: this '[' is never closed: end the list with ']' on the same line",
     ),
     "tab": (
         "id: s\nsteps:\n\t- back\n",
-        "s.sop.yaml:3:1: malformed YAML: a tab character; YAML is indented with spaces only",
+        "s.sop.yaml:3:1: malformed YAML: a tab character; YAML is indented with spaces only: replace the tab with spaces",
+    ),
+    "list item indented deeper than the one above": (
+        GOOD_HEAD + "  - back\n    - back\n",
+        "s.sop.yaml:3:5: steps[0]: unknown action 'back - back'; a '- ' item indented deeper than the item above "
+        "joins it as one text: line up the '-'s",
+    ),
+    "no space after '-' in a list of one": (
+        GOOD_HEAD + "  -tap: {id: x}\n",
+        "s.sop.yaml:3:3: steps: expected a non-empty list of steps, got a mapping; a list item needs a space after "
+        "its '-' (`- tap: ...`, not `-tap: ...`)",
     ),
     "duplicate key": (
         "id: s\nsteps:\n  - back\nid: t\n",
