@@ -1,28 +1,49 @@
-"""The example suite serves its own demo app, Snapgram, on 127.0.0.1:8765 for the whole run."""
+"""The example suite serves its own demo app, Snapgram, for the whole run.
+
+On a free port, or on SNAPGRAM_PORT when that is set; sop.yaml finds it through
+``${env.SNAPGRAM_PORT}``, which xdist workers inherit from this process.
+"""
 
 from __future__ import annotations
 
+import errno
 import os
 
 import pytest
-from demo_app import DemoServer, serve
 
-# Demo passwords, used when the environment does not set them (real suites never do this).
-DEMO_PASSWORDS = {"SNAPGRAM_PUB1_PASSWORD": "pub1-demo-pass", "SNAPGRAM_PUB2_PASSWORD": "pub2-demo-pass"}
+from pytest_sop.demo import DEMO_PASSWORDS, PORT_ENV, DemoServer, demo_accounts, serve
+
 _server_key = pytest.StashKey[DemoServer]()
-PORT = int(os.environ.get("SNAPGRAM_PORT", "8765"))
+_port_was_key = pytest.StashKey["str | None"]()
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    # Demo passwords, used when the environment does not set them (real suites never do this).
     for name, value in DEMO_PASSWORDS.items():
         os.environ.setdefault(name, value)
     if hasattr(config, "workerinput"):
         return  # xdist workers share the controller's app, and so its per-account state
-    accounts = {"pub1": os.environ["SNAPGRAM_PUB1_PASSWORD"], "pub2": os.environ["SNAPGRAM_PUB2_PASSWORD"]}
-    config.stash[_server_key] = serve(port=PORT, accounts=accounts)
+    wanted = os.environ.get(PORT_ENV, "0")
+    try:
+        server = serve(port=int(wanted), accounts=demo_accounts())
+    except (ValueError, OverflowError):
+        raise pytest.UsageError(f"{PORT_ENV}={wanted!r}: expected a port number") from None
+    except OSError as e:
+        busy = "is in use" if e.errno == errno.EADDRINUSE else f"cannot be used ({e.strerror or e})"
+        raise pytest.UsageError(
+            f"the demo app's port {PORT_ENV}={wanted} {busy}: set another, or unset it for a free one"
+        ) from None
+    config.stash[_server_key] = server
+    config.stash[_port_was_key] = os.environ.get(PORT_ENV)
+    os.environ[PORT_ENV] = str(server.port)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
     server = config.stash.get(_server_key, None)
     if server is not None:
         server.close()
+        was = config.stash[_port_was_key]
+        if was is None:
+            os.environ.pop(PORT_ENV, None)
+        else:
+            os.environ[PORT_ENV] = was

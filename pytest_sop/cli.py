@@ -1,4 +1,4 @@
-"""The ``pytest-sop`` command: lint, schema, leases, approve, exceptions, audit verify."""
+"""The ``pytest-sop`` command: init, demo, lint, schema, leases, approve, exceptions, audit verify."""
 
 from __future__ import annotations
 
@@ -8,27 +8,15 @@ import json
 import os
 import sys
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from .actions import build_registry
-from .errors import SopError, SopInvalid
-from .model import Sop
+from .errors import SopError, SopInvalid, SopSyntaxError
+from .model import Sop, SuiteConfig
 from .schema import build_schema
+from .starter import InitRefused, find_config, next_steps, no_config_message, write_starter
 from .suite import Suite, display_path
 from .suiteconfig import load_config
-
-
-def find_config(start: str) -> str | None:
-    """The nearest ``sop.yaml`` in ``start`` or a folder above it."""
-    folder = os.path.abspath(start if os.path.isdir(start) else os.path.dirname(start) or ".")
-    while True:
-        candidate = os.path.join(folder, "sop.yaml")
-        # exists, not isfile: a FIFO or unreadable sop.yaml is reported, never passed over.
-        if os.path.exists(candidate):
-            return candidate
-        parent = os.path.dirname(folder)
-        if parent == folder:
-            return None
-        folder = parent
 
 
 def _registry(plugins: Sequence[str]) -> object:
@@ -43,44 +31,67 @@ def _registry(plugins: Sequence[str]) -> object:
 
 
 def cmd_lint(args: argparse.Namespace) -> int:
-    paths = args.paths or ["."]
-    config_path = args.config or find_config(paths[0])
-    try:
-        config = load_config(config_path, display_path(config_path, os.getcwd()) if config_path else None)
-    except SopInvalid as e:
-        print(e, file=sys.stdout)
-        return 1
+    """Each file is checked against its suite: ``--config``, else the nearest sop.yaml at or above it."""
     registry = _registry(args.plugin)
-    root = (
-        os.path.dirname(config_path) if config_path else os.path.abspath(paths[0] if os.path.isdir(paths[0]) else ".")
-    )
-    suite = Suite(config, registry, root)  # type: ignore[arg-type]
     files: list[str] = []
     problems = 0
-    for path in paths:
+    for path in args.paths or ["."]:
         if os.path.isdir(path):
-            scanner = Suite(config, registry, path)  # type: ignore[arg-type]
+            scanner = Suite(SuiteConfig(path=None), registry, path)  # type: ignore[arg-type]
             files.extend(scanner.scan())
             for err in scanner.scan_errors:  # folders that could not be listed
                 print(err.format())
             problems += len(scanner.scan_errors)
-        elif os.path.exists(path):
+        elif os.path.lexists(path):
             files.append(path)
         else:
             print(f"{path}:1:1: no such file or folder")
             return 1
-    cases = 0
+    by_config: dict[str | None, list[str]] = {}
     for path in files:
-        result = suite.result(path)
-        problems += len(result.errors)
-        cases += len(result.cases)
-        for err in result.errors:
-            print(err.format())
+        by_config.setdefault(args.config or find_config(path), []).append(path)
+    cases = 0
+    for config_path, group in by_config.items():
+        if config_path is None:
+            problems += _lint_without_config(group, registry)
+            continue
+        try:
+            config = load_config(config_path, display_path(config_path, os.getcwd()))
+        except SopInvalid as e:
+            print(e)
+            problems += len(e.errors) or 1
+            continue
+        suite = Suite(config, registry, os.path.dirname(os.path.abspath(config_path)))  # type: ignore[arg-type]
+        for path in group:
+            result = suite.result(path)
+            problems += len(result.errors)
+            cases += len(result.cases)
+            for err in result.errors:
+                print(err.format())
     if problems:
         print(f"{problems} problem(s) in {len(files)} file(s)", file=sys.stderr)
         return 1
     print(f"{len(files)} SOP file(s), {cases} case(s): all valid", file=sys.stderr)
     return 0
+
+
+def _lint_without_config(paths: list[str], registry: object) -> int:
+    """SOP files with no sop.yaml at or above them: their own errors, and that the config is missing."""
+    from .sopfile import parse_sop_file
+
+    problems = 0
+    for path in paths:
+        shown = display_path(path, os.getcwd())
+        parsed = parse_sop_file(os.path.abspath(path), registry, shown)  # type: ignore[arg-type]
+        folder = os.path.dirname(os.path.abspath(path))
+        errors = [
+            *parsed.errors,
+            SopSyntaxError(shown, 1, 1, "", no_config_message([display_path(folder, os.getcwd())])),
+        ]
+        for err in sorted(errors, key=SopSyntaxError.sort_key):
+            print(err.format())
+        problems += len(errors)
+    return problems
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
@@ -255,14 +266,67 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     return audit_verify_main(args.path, args.signers, args.ledger)
 
 
+def cmd_init(args: argparse.Namespace) -> int:
+    try:
+        write_starter(args.folder)
+    except InitRefused as e:
+        print(f"pytest-sop init: refused: {e}", file=sys.stderr)
+        return 1
+    print(next_steps(args.folder), end="")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo.__main__ import run
+
+    return run(args)
+
+
+def version() -> str:
+    """This package's version, and the Python and pytest it runs on."""
+    import platform
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed
+
+    def of(name: str) -> str:
+        try:
+            return installed(name)
+        except PackageNotFoundError:
+            return "not installed"
+
+    return f"pytest-sop {of('pytest-sop')} (Python {platform.python_version()}, pytest {of('pytest')})"
+
+
+class _Version(argparse.Action):
+    """``--version``, looked up only when asked for."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help=kwargs.get("help"))
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any) -> None:
+        print(version())
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from .demo.__main__ import add_arguments as demo_arguments
+
     parser = argparse.ArgumentParser(prog="pytest-sop", description="Run and check standard operating procedures.")
+    parser.add_argument("--version", action=_Version, help="show the versions of pytest-sop, Python and pytest")
     sub = parser.add_subparsers(dest="command", required=True)
     plugin_help = "import MODULE and add the actions its pytest_sop_actions() returns (repeatable)"
 
+    init = sub.add_parser("init", help="write a starter suite: sop.yaml, a first SOP, pytest.ini, package.json")
+    init.add_argument("folder", nargs="?", default=".", metavar="DIR", help="where (default: here; made if missing)")
+    init.set_defaults(func=cmd_init)
+
+    demo = sub.add_parser("demo", help="serve the demo app, Snapgram, until Ctrl-C")
+    demo_arguments(demo)
+    demo.set_defaults(func=cmd_demo)
+
     lint = sub.add_parser("lint", help="check SOP files; prints FILE:LINE:COLUMN: message lines")
     lint.add_argument("paths", nargs="*", help="SOP files or folders (default: .)")
-    lint.add_argument("--config", help="suite config (default: the nearest sop.yaml)")
+    lint.add_argument("--config", help="suite config (default: each file's nearest sop.yaml, at or above it)")
     lint.add_argument("-p", "--plugin", action="append", default=[], metavar="MODULE", help=plugin_help)
     lint.set_defaults(func=cmd_lint)
 

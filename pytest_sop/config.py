@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from .leasing import DEFAULT_LOCK_DIR, LockDirError, check_lock_dir
+from .starter import CONFIG_NAME, find_config, no_config_message
 
 #: The longest a case may wait for a device or account: a day.
 MAX_LEASE_TIMEOUT = 86400.0
@@ -62,7 +63,10 @@ class Option:
 
 OPTIONS = (
     Option("--sop", "collect SOP files (ini sop_files) as test items", False, is_flag=True),
-    Option("--sop-config", "suite config file (default: sop.yaml in the rootdir)"),
+    Option(
+        "--sop-config",
+        "suite config file (default: sop.yaml in the rootdir, else the nearest at or above the paths given)",
+    ),
     Option("--sop-operator", "who runs this (default: env SOP_OPERATOR, then the CI actor, then the OS user)"),
     Option("--sop-approvals", "approvals file (default: sop-approvals.yaml)", "sop-approvals.yaml"),
     Option("--sop-evidence", "screenshots after every step, on failure only, or none", "failure", choices=EVIDENCE),
@@ -241,6 +245,34 @@ def signing_key_setting(
     return None
 
 
+def suite_config(rootdir: Path, args: list[str], invocation_dir: Path) -> tuple[str | None, list[str]]:
+    """pytest's suite config: ``sop.yaml`` in the rootdir, else the nearest at or above the paths
+    pytest was given (the invocation folder when none), and the folders that were looked in.
+
+    Paths whose nearest configs differ are a usage error: a run has one suite.
+    """
+    in_root = os.path.join(rootdir, CONFIG_NAME)
+    if os.path.exists(in_root):
+        return in_root, [str(rootdir)]
+    looked = [str(rootdir)]
+    found: dict[str, str] = {}  # config -> the path it was found from
+    for arg in args or [str(invocation_dir)]:
+        path = os.path.join(invocation_dir, arg.split("::")[0])  # a node id: its file
+        start = path if os.path.isdir(path) else os.path.dirname(path)
+        if start not in looked:
+            looked.append(start)
+        nearest = find_config(start)
+        if nearest is not None:
+            found.setdefault(nearest, arg)
+    if len(found) > 1:
+        suites = "; ".join(f"{arg} -> {cfg}" for cfg, arg in found.items())
+        raise pytest.UsageError(
+            f"the paths given belong to different suites ({suites}): run each suite on its own, "
+            "or name one with --sop-config"
+        )
+    return next(iter(found), None), looked
+
+
 def resolve(config: pytest.Config) -> Settings:
     workerinput = getattr(config, "workerinput", None) or {}
     if WORKER_SETTINGS_KEY in workerinput:
@@ -249,11 +281,11 @@ def resolve(config: pytest.Config) -> Settings:
         data = dict(workerinput[WORKER_SETTINGS_KEY])
         return Settings(**{**data, "patterns": tuple(data["patterns"])})
     values = {opt.ini: _value(config, opt) for opt in OPTIONS}
-    root = str(config.rootpath)
     config_path = values["sop_config"]
     if config_path is None:
-        default = os.path.join(root, "sop.yaml")
-        config_path = default if os.path.exists(default) else None
+        config_path, looked = suite_config(config.rootpath, config.args, config.invocation_params.dir)
+        if config_path is None and values["sop"]:
+            raise pytest.UsageError(no_config_message(looked))
     else:
         config_path = os.path.join(str(config.invocation_params.dir), config_path)
         if not os.path.exists(config_path):

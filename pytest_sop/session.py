@@ -27,6 +27,7 @@ from . import appium_server, masking
 from .appium_server import free_port
 from .errors import DeviceError, SopError
 from .model import App, Device, Locator, SuiteConfig
+from .templates import render_setting
 
 DEFAULT_CAPABILITIES = {"appium:newCommandTimeout": 120}
 # Android key codes for press_key; the web maps the same names to Selenium keys.
@@ -156,11 +157,15 @@ class DeviceSession:
     endpoint: str
     driver: Any
     kind: str
+    # The app's url with its ${env.NAME} references filled in when the session was made.
+    url: str | None = None
 
     @classmethod
     def create(
         cls, device: Device, app: App | None, endpoint: str, caps: dict[str, Any], mask: Callable[[str], str] = str
     ) -> DeviceSession:
+        # Before the session: an unset ${env.NAME} in the url stops the case before it starts.
+        url = render_setting(app.url, f"apps.{app.id}.url ({app.pos})") if app is not None and app.url else None
         caps = with_profile(caps, endpoint)
         connection = SensitiveConnection(client_config=AppiumClientConfig(remote_server_addr=endpoint))
         try:
@@ -171,7 +176,7 @@ class DeviceSession:
             raise DeviceError(device.id, masking.mask(mask(reason))) from None
         except (OSError, HTTPError) as e:
             raise DeviceError(device.id, masking.mask(mask(f"Appium at {endpoint} cannot be reached: {e}"))) from None
-        return cls(device, app, endpoint, driver, kind_of(caps))
+        return cls(device, app, endpoint, driver, kind_of(caps), url)
 
     @property
     def session_id(self) -> str:
@@ -263,9 +268,9 @@ class DeviceSession:
     # -- device commands --------------------------------------------------------------
     def launch_app(self) -> None:
         if self.kind == "web":
-            if self.app is None or self.app.url is None:
+            if self.url is None:
                 raise UnsupportedHere("launch_app on a web device needs the app's url in sop.yaml")
-            self.driver.get(self.app.url)
+            self.driver.get(self.url)
         elif self.kind in ("android", "ios"):
             app_id = self._app_id()
             if app_id:
@@ -287,8 +292,7 @@ class DeviceSession:
 
     def open_url(self, url: str) -> None:
         if self.kind == "web":
-            base = self.app.url if self.app and self.app.url else None
-            self.driver.get(urljoin(base, url) if base else url)
+            self.driver.get(urljoin(self.url, url) if self.url else url)
         elif self.kind == "android":
             self.driver.execute_script("mobile: deepLink", {"url": url, "package": self._app_id()})
         else:

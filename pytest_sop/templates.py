@@ -1,19 +1,51 @@
-"""``${namespace.name}`` templates: split once when loaded, rendered at run time."""
+"""``${namespace.name}`` templates: split once when loaded, rendered at run time.
+
+``${env.NAME}`` reads a (non-secret) environment variable when it is rendered: a port, a host,
+a build number. An unset one is an error naming it, never an empty string. Secrets are
+``{env: NAME}`` values in sop.yaml instead: those are masked, ``${env.NAME}`` values are not.
+"""
 
 from __future__ import annotations
 
+import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
+from .errors import SopError
+from .masking import SecretMissing
 from .model import Secret, Template
 
-NAMESPACES = ("inputs", "account", "device", "vars")
+NAMESPACES = ("inputs", "account", "device", "vars", "env")
 _TOKEN = re.compile(r"\$\$\{|\$\{([^}]*)\}|\$\{")
 _REF = re.compile(r"([a-z]+)\.([A-Za-z0-9_][A-Za-z0-9_-]*)")
 
 
 class TemplateError(ValueError):
     pass
+
+
+class EnvMissing(SecretMissing):
+    """An ``${env.NAME}`` whose variable is not set. Handled as a missing secret is: the case
+    stops there (no retry, no ``optional`` pass), as a SOP error, not a product failure."""
+
+    def __init__(self, name: str, where: str = "") -> None:
+        self.name = name
+        SopError.__init__(
+            self, f"environment variable {name} is not set (${{env.{name}}}{' in ' + where if where else ''})"
+        )
+
+
+def env_value(name: str, where: str = "") -> str:
+    value = os.environ.get(name)
+    if value is None:
+        raise EnvMissing(name, where)
+    return value
+
+
+def missing_env(templates: Iterable[Template]) -> list[str]:
+    """The variables ``${env.NAME}`` references in ``templates`` need that are not set, in order."""
+    names = dict.fromkeys(name for t in templates for ns, name in t.refs if ns == "env")
+    return [name for name in names if name not in os.environ]
 
 
 def parse(text: str) -> Template:
@@ -52,11 +84,23 @@ Lookup = Callable[[str, str], "str | Secret | object"]
 
 
 def render(template: Template, lookup: Lookup, *, reveal: Callable[[Secret], str] | None = None) -> str:
-    """Fill in references. Secrets stay ``***`` unless ``reveal`` resolves them (run time only)."""
+    """Fill in references. Secrets stay ``***`` unless ``reveal`` resolves them (run time only).
+
+    ``${env.NAME}`` is read here, for every caller alike. An unset one raises :class:`EnvMissing`
+    when the text is for the device (``reveal`` given); text only shown (a plan, a step title)
+    shows the reference itself, and the case stops when the step uses it.
+    """
     out: list[str] = []
     for part in template.parts:
         if isinstance(part, str):
             out.append(part)
+            continue
+        if part[0] == "env":
+            name = part[1]
+            if reveal is None and name not in os.environ:
+                out.append(f"${{env.{name}}}")
+            else:
+                out.append(env_value(name))
             continue
         value = lookup(*part)
         if isinstance(value, Secret):
@@ -64,3 +108,19 @@ def render(template: Template, lookup: Lookup, *, reveal: Callable[[Secret], str
         else:
             out.append(str(value))
     return "".join(out)
+
+
+def render_setting(text: str, where: str) -> str:
+    """A sop.yaml setting (``apps.NAME.url``) with its ``${env.NAME}`` references filled in.
+
+    :raises SopError: another kind of reference, or a bad one, naming ``where``.
+    :raises EnvMissing: an unset variable, naming it and ``where``.
+    """
+    try:
+        template = parse(text)
+    except TemplateError as e:
+        raise SopError(f"{where}: {e}") from None
+    other = [f"${{{ns}.{name}}}" for ns, name in template.refs if ns != "env"]
+    if other:
+        raise SopError(f"{where}: only ${{env.NAME}} can be used here, not {', '.join(other)}")
+    return "".join(part if isinstance(part, str) else env_value(part[1], where) for part in template.parts)

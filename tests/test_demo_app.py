@@ -18,7 +18,7 @@ from http.cookiejar import CookieJar
 
 import pytest
 
-from example_suite.demo_app import DEFAULT_ACCOUNTS, DemoServer, serve
+from pytest_sop.demo import DEFAULT_ACCOUNTS, DemoServer, serve
 
 ACCOUNTS = {"alice": "alice-pw", "bob": "bob-pw"}
 SEEDED = 15

@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "example_suite"))
-from demo_app import DemoServer, serve  # noqa: E402
+from conftest import ExampleRun
+from pytest_sop.demo import DemoServer, serve
 
-from conftest import ExampleRun  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 CHROMIUM_CONFIG = """\
 apps:

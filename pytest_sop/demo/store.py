@@ -99,9 +99,7 @@ class Store:
                 # Oldest first, so the newest seeded post gets the highest id.
                 for age in range(self._seed_posts, 0, -1):
                     caption = SEED_CAPTIONS[(age - 1) % len(SEED_CAPTIONS)]
-                    post = Post(
-                        next(self._ids), name, caption, PUBLISHED, now - age * 3 * 3600
-                    )
+                    post = Post(next(self._ids), name, caption, PUBLISHED, now - age * 3 * 3600)
                     posts[post.id] = post
                 self._posts[name] = posts
 
@@ -133,9 +131,7 @@ class Store:
         """Newest first; rejected posts never show up."""
         with self._lock:
             posts = self._posts.get(username, {}).values()
-            return sorted(
-                (p for p in posts if p.status != REJECTED), key=lambda p: -p.id
-            )
+            return sorted((p for p in posts if p.status != REJECTED), key=lambda p: -p.id)
 
     def publish(self, username: str, caption: str, *, needs_review: bool) -> Post:
         with self._lock:
@@ -153,9 +149,7 @@ class Store:
         """Oldest first, like a real moderation queue."""
         with self._lock:
             posts = self._posts.get(username, {}).values()
-            return sorted(
-                (p for p in posts if p.status == IN_REVIEW), key=lambda p: p.id
-            )
+            return sorted((p for p in posts if p.status == IN_REVIEW), key=lambda p: p.id)
 
     def decide(self, username: str, post_id: int, *, approve: bool) -> Post | None:
         """Approve or reject a queued post; None if it is not in the queue."""

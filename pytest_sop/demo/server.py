@@ -80,12 +80,8 @@ class _Handler(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(data)
 
-    def _redirect(
-        self, location: str, *, headers: Mapping[str, str] | None = None
-    ) -> None:
-        self._send(
-            HTTPStatus.SEE_OTHER, headers={"Location": location, **(headers or {})}
-        )
+    def _redirect(self, location: str, *, headers: Mapping[str, str] | None = None) -> None:
+        self._send(HTTPStatus.SEE_OTHER, headers={"Location": location, **(headers or {})})
 
     def _token(self) -> str | None:
         cookie = SimpleCookie()
@@ -176,9 +172,7 @@ class _Handler(BaseHTTPRequestHandler):
     def login(self, req: _Request) -> None:
         username = req.field("username").strip()
         if not self.app.store.check_password(username, req.field("password")):
-            self._send(
-                HTTPStatus.UNAUTHORIZED, views.login(username=username, error=True)
-            )
+            self._send(HTTPStatus.UNAUTHORIZED, views.login(username=username, error=True))
             return
         token = self.app.store.open_session(username)
         cookie = f"{_COOKIE}={token}; Path=/; HttpOnly; SameSite=Lax"
@@ -202,9 +196,7 @@ class _Handler(BaseHTTPRequestHandler):
         caption = req.field("caption").strip()
         needs_review = bool(req.field("needs_review"))
         if not caption:
-            page = views.compose(
-                req.user, needs_review=needs_review, error="Caption is required"
-            )
+            page = views.compose(req.user, needs_review=needs_review, error="Caption is required")
             self._send(HTTPStatus.BAD_REQUEST, page)
             return
         post = self.app.store.publish(req.user, caption, needs_review=needs_review)
@@ -221,9 +213,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def review_queue(self, req: _Request) -> None:
         done = req.query.get("done", [""])[0]
-        result = {"approved": "Post approved", "rejected": "Post rejected"}.get(
-            done, ""
-        )
+        result = {"approved": "Post approved", "rejected": "Post rejected"}.get(done, "")
         queue = self.app.store.review_queue(req.user)
         self._send(HTTPStatus.OK, views.review(req.user, queue, result=result))
 
@@ -245,9 +235,7 @@ class _Handler(BaseHTTPRequestHandler):
         if language not in LANGUAGES:
             language = self.app.store.settings(req.user).language
         # An unchecked checkbox is simply absent from the form.
-        new = Settings(
-            notifications=bool(req.field("notifications")), language=language
-        )
+        new = Settings(notifications=bool(req.field("notifications")), language=language)
         self.app.store.save_settings(req.user, new)
         self._redirect("/settings?saved=1")
 
@@ -255,9 +243,7 @@ class _Handler(BaseHTTPRequestHandler):
 class _Request:
     __slots__ = ("form", "groups", "query", "user")
 
-    def __init__(
-        self, user: str, form: _Form, query: _Form, groups: tuple[str | None, ...]
-    ) -> None:
+    def __init__(self, user: str, form: _Form, query: _Form, groups: tuple[str | None, ...]) -> None:
         self.user = user
         self.form = form
         self.query = query
@@ -303,9 +289,7 @@ def make_server(
 ) -> _AppServer:
     """Bind (but do not start) a server; ``serve`` is the usual entry point."""
     store = Store(DEFAULT_ACCOUNTS if accounts is None else accounts)
-    return _AppServer(
-        (host, port), store, publish_delay=publish_delay, log_requests=log_requests
-    )
+    return _AppServer((host, port), store, publish_delay=publish_delay, log_requests=log_requests)
 
 
 class DemoServer:
@@ -313,9 +297,7 @@ class DemoServer:
 
     def __init__(self, httpd: _AppServer) -> None:
         self._httpd = httpd
-        self._thread = threading.Thread(
-            target=httpd.serve_forever, name="snapgram-demo", daemon=True
-        )
+        self._thread = threading.Thread(target=httpd.serve_forever, name="snapgram-demo", daemon=True)
         self._thread.start()
         self._closed = False
 

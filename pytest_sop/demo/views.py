@@ -96,9 +96,7 @@ def _status_class(status: str) -> str:
 
 def login(*, username: str = "", error: bool = False) -> str:
     # The heading avoids the words "Sign in" so a text locator hits only the button.
-    err = (
-        '<p id="login-error" class="error" role="alert">Wrong username or password</p>'
-    )
+    err = '<p id="login-error" class="error" role="alert">Wrong username or password</p>'
     body = (
         '<h1>Welcome back</h1><form class="card" method="post" action="/login">'
         '<label for="username">Username</label>'
@@ -145,14 +143,8 @@ def feed(user: str, posts: list[Post], now: float) -> str:
     return page("Feed", body, user=user)
 
 
-def compose(
-    user: str, *, caption: str = "", needs_review: bool = False, error: str = ""
-) -> str:
-    err = (
-        f'<p id="compose-error" class="error" role="alert">{_e(error)}</p>'
-        if error
-        else ""
-    )
+def compose(user: str, *, caption: str = "", needs_review: bool = False, error: str = "") -> str:
+    err = f'<p id="compose-error" class="error" role="alert">{_e(error)}</p>' if error else ""
     checked = " checked" if needs_review else ""
     body = (
         '<h1>New post</h1><form class="card" method="post" action="/compose">'
@@ -181,9 +173,7 @@ _REVEAL_JS = (
 
 def posted(user: str, post: Post, *, remaining: float) -> str:
     if remaining > 0:
-        state = (
-            '<p id="post-processing" class="processing" role="status">Processing…</p>'
-        )
+        state = '<p id="post-processing" class="processing" role="status">Processing…</p>'
         script = _REVEAL_JS % max(1, round(remaining * 1000))
     else:
         state = '<p id="post-published">Posted</p>'
@@ -213,14 +203,8 @@ def _review_item(post: Post) -> str:
 
 
 def review(user: str, queue: list[Post], *, result: str = "") -> str:
-    note = (
-        f'<p id="review-result" class="notice" role="status">{_e(result)}</p>'
-        if result
-        else ""
-    )
-    empty = (
-        '<p id="review-empty" class="muted">Nothing to review</p>' if not queue else ""
-    )
+    note = f'<p id="review-result" class="notice" role="status">{_e(result)}</p>' if result else ""
+    empty = '<p id="review-empty" class="muted">Nothing to review</p>' if not queue else ""
     body = (
         f"<h1>Review queue</h1>{note}"
         f'<ul id="review-queue">{"".join(_review_item(p) for p in queue)}</ul>{empty}'
@@ -231,8 +215,7 @@ def review(user: str, queue: list[Post], *, result: str = "") -> str:
 
 def settings(user: str, current: Settings, *, saved: bool = False) -> str:
     options = "".join(
-        f'<option value="{code}"{" selected" if code == current.language else ""}>'
-        f"{label}</option>"
+        f'<option value="{code}"{" selected" if code == current.language else ""}>{label}</option>'
         for code, label in LANGUAGES.items()
     )
     checked = " checked" if current.notifications else ""
@@ -253,7 +236,5 @@ def settings(user: str, current: Settings, *, saved: bool = False) -> str:
 
 
 def not_found() -> str:
-    body = (
-        '<h1>Page not found</h1><a id="go-home" class="btn block" href="/">Go home</a>'
-    )
+    body = '<h1>Page not found</h1><a id="go-home" class="btn block" href="/">Go home</a>'
     return page("Not found", body)
