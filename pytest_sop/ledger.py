@@ -3,8 +3,10 @@
 Tables (schema version :data:`SCHEMA_VERSION`, kept in ``PRAGMA user_version``):
 
 - ``runs``: one row per recorded outcome (case, sop, outcome, message, evidence, run_id, operator,
-  device, account, at).
-- ``exceptions``: at most one row per case; see :class:`ExceptionRecord`.
+  device, account, at). ``message`` is the whole error, every line of it.
+- ``exceptions``: at most one row per case; see :class:`ExceptionRecord`. Since version 3 it counts
+  product failures (``failed``) and infrastructure failures (``broken``: device, session or server
+  trouble) apart, and says where an escalation's target came from (``escalated_to_source``).
 - ``exception_events``: the history of every exception: ``opened``, ``recurred``, ``escalated``,
   ``resolved``, ``reopened``, each with its time, who (the operator of the run, or the resolver)
   and what (the message, the escalation target, the resolution note).
@@ -13,17 +15,25 @@ Tables (schema version :data:`SCHEMA_VERSION`, kept in ``PRAGMA user_version``):
   sha256, the head it signs, the signer and key fingerprint. A copy of the log rolled back to an
   older head, or cut, no longer has the lines the ledger remembers (``pytest-sop audit verify --ledger``).
 
-An older ledger is brought up to date when it is opened: every table is ``CREATE ... IF NOT EXISTS``.
+An older ledger is brought up to date when it is opened, in one write transaction: every table is
+``CREATE ... IF NOT EXISTS``; a version 1 or 2 ledger gains the version 3 columns, its open
+exceptions' ``failed`` and ``broken`` counted from its ``runs`` since they were (re)opened.
 
 Rules (:meth:`Ledger.record_outcome`):
 
 - ``failed``, ``broken`` and ``awaiting`` open the case's exception, or count one more occurrence
-  on it (``count``, ``last_seen``, ``last_error``; ``evidence`` when one is given).
-- Only ``failed`` and ``broken`` count toward escalation (``failures_in_row``): awaiting approval
-  is not a failure, so it neither counts nor breaks the row. ``passed`` resets the row to 0 but
-  does not resolve the exception; a person does that (:meth:`Ledger.resolve`).
+  on it (``count``; ``failed`` or ``broken``; ``last_seen``, ``last_error``; ``evidence`` when one
+  is given).
+- Only the outcomes in ``escalate_on`` count toward escalation (``failures_in_row``): by default
+  ``failed`` alone, so a flaky phone or Appium server does not page the SOP's owner; a SOP says
+  ``escalate_on: [failed, broken]`` to escalate on both. Any other outcome (``broken`` by default,
+  ``awaiting`` always) neither counts nor breaks the row. ``passed`` resets the row to 0 but does
+  not resolve the exception; a person does that (:meth:`Ledger.resolve`).
 - At ``escalate_after`` failures in a row an ``open`` exception becomes ``escalated``, to
-  ``escalate_to``, else the owner, else ``"unassigned"``. It stays escalated until resolved.
+  ``escalate_to``; when the SOP has no ``escalate_to``, to its ``owner`` (the record says so:
+  ``escalated_to_source`` is ``"owner"`` and the ``escalated`` event reads "to social-ops (the SOP's
+  owner; no escalate_to) after 3 failures in a row"); with neither, to ``"unassigned"``
+  (``escalated_to_source`` ``"none"``). It stays escalated until resolved.
 - An occurrence after the exception was resolved re-opens the same id: status ``open``,
   ``count`` restarts at 1, ``first_seen`` is the reopen time, escalation and resolution are
   cleared (the earlier life stays in ``exception_events``).
@@ -43,7 +53,7 @@ import contextlib
 import os
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -52,6 +62,8 @@ from typing import Any
 from .errors import SopError
 
 __all__ = [
+    "DEFAULT_ESCALATE_ON",
+    "ESCALATING",
     "OUTCOMES",
     "SCHEMA_VERSION",
     "ExceptionEvent",
@@ -60,14 +72,18 @@ __all__ = [
     "LedgerError",
     "RunRecord",
     "SignedHead",
+    "escalation_target",
     "format_exceptions",
+    "headline",
 ]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 OUTCOMES = frozenset({"passed", "failed", "broken", "skipped", "awaiting"})
 STATUSES = frozenset({"open", "escalated", "resolved"})
 _OPENING = frozenset({"failed", "broken", "awaiting"})
-_FAILING = frozenset({"failed", "broken"})
+# What may count toward escalation (a SOP's ``escalate_on``), and what does when it says nothing.
+ESCALATING = ("failed", "broken")
+DEFAULT_ESCALATE_ON = ("failed",)
 _TS_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 UNASSIGNED = "unassigned"
 
@@ -102,7 +118,10 @@ _SCHEMA = (
         escalated_at TEXT,
         resolved_by TEXT,
         resolved_note TEXT,
-        resolved_at TEXT
+        resolved_at TEXT,
+        failed INTEGER NOT NULL DEFAULT 0,
+        broken INTEGER NOT NULL DEFAULT 0,
+        escalated_to_source TEXT
     )""",
     "CREATE INDEX IF NOT EXISTS exceptions_by_last_seen ON exceptions (last_seen)",
     """CREATE TABLE IF NOT EXISTS exception_events (
@@ -131,10 +150,19 @@ _SCHEMA = (
     "CREATE INDEX IF NOT EXISTS audit_heads_by_path ON audit_heads (log_path, line)",
 )
 
+# Columns added after version 2, with their definitions: an older ledger gains them when opened.
+_V3_COLUMNS = (
+    ("failed", "INTEGER NOT NULL DEFAULT 0"),
+    ("broken", "INTEGER NOT NULL DEFAULT 0"),
+    ("escalated_to_source", "TEXT"),
+)
+
 _EXC_COLUMNS = (
     "id, case_id, sop, owner, status, first_seen, last_seen, count, failures_in_row, last_error, evidence, "
-    "escalated_to, escalated_at, resolved_by, resolved_note, resolved_at"
+    "escalated_to, escalated_at, resolved_by, resolved_note, resolved_at, failed, broken, escalated_to_source"
 )
+# Where an escalation's target came from.
+SOURCES = ("escalate_to", "owner", "none")
 
 
 class LedgerError(SopError):
@@ -159,10 +187,35 @@ def _iso(at: datetime | None) -> str | None:
     return None if at is None else at.strftime(_TS_FORMAT)
 
 
+def escalation_target(escalate_to: str | None, owner: str | None) -> tuple[str, str, str]:
+    """Who an exception escalates to, where that came from (one of :data:`SOURCES`), and the words that
+    say so after the name in the ``escalated`` event: the SOP's ``escalate_to``; else its ``owner``
+    (" (the SOP's owner; no escalate_to)"); else ``"unassigned"``."""
+    if escalate_to:
+        return escalate_to, "escalate_to", ""
+    if owner:
+        return owner, "owner", " (the SOP's owner; no escalate_to)"
+    return UNASSIGNED, "none", " (the SOP has no escalate_to and no owner)"
+
+
+def headline(message: str) -> str:
+    """The line of a whole error message that says what went wrong: pytest's first ``E`` line (a Python
+    test's traceback), else the first line that is not blank."""
+    lines = message.splitlines()
+    for line in lines:
+        if line.startswith("E   "):
+            return line[1:].strip()
+    return next((line.strip() for line in lines if line.strip()), "")
+
+
 @dataclass(frozen=True)
 class ExceptionRecord:
-    """One case's exception. ``count`` counts occurrences (failed, broken, awaiting) since it was (re)opened;
-    ``failures_in_row`` counts consecutive failed/broken runs (reset by a pass).
+    """One case's exception. ``count`` counts occurrences (failed, broken, awaiting) since it was (re)opened,
+    ``failed`` the product failures and ``broken`` the infrastructure failures among them;
+    ``failures_in_row`` counts consecutive outcomes that escalate (the SOP's ``escalate_on``; reset by a pass).
+    ``last_error`` is the whole message of the last occurrence. ``escalated_to_source`` says where
+    ``escalated_to`` came from: ``"escalate_to"``, ``"owner"`` (the SOP has no escalate_to) or ``"none"``
+    (neither: ``"unassigned"``).
 
     ``changes`` lists what the call that returned this record did to it, in order (``opened``, ``recurred``,
     ``reopened``, ``escalated``, ``resolved``; ``reset`` when a pass cleared ``failures_in_row``), so the
@@ -186,7 +239,15 @@ class ExceptionRecord:
     resolved_by: str | None
     resolved_note: str | None
     resolved_at: datetime | None
+    failed: int = 0
+    broken: int = 0
+    escalated_to_source: str | None = None
     changes: tuple[str, ...] = field(default=(), compare=False)
+
+    @property
+    def headline(self) -> str:
+        """The line of ``last_error`` that says what went wrong, for one-line views."""
+        return headline(self.last_error)
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict of every stored field; times as UTC text with a ``Z``."""
@@ -199,10 +260,13 @@ class ExceptionRecord:
             "first_seen": _iso(self.first_seen),
             "last_seen": _iso(self.last_seen),
             "count": self.count,
+            "failed": self.failed,
+            "broken": self.broken,
             "failures_in_row": self.failures_in_row,
             "last_error": self.last_error,
             "evidence": self.evidence,
             "escalated_to": self.escalated_to,
+            "escalated_to_source": self.escalated_to_source,
             "escalated_at": _iso(self.escalated_at),
             "resolved_by": self.resolved_by,
             "resolved_note": self.resolved_note,
@@ -228,6 +292,9 @@ class ExceptionRecord:
             resolved_by=row[13],
             resolved_note=row[14],
             resolved_at=_parse_opt(row[15]),
+            failed=row[16],
+            broken=row[17],
+            escalated_to_source=row[18],
             changes=changes,
         )
 
@@ -346,8 +413,28 @@ class Ledger:
             if version < SCHEMA_VERSION:
                 for statement in _SCHEMA:
                     conn.execute(statement)
+                self._upgrade(conn)
                 conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         self._use_wal()
+
+    @staticmethod
+    def _upgrade(conn: sqlite3.Connection) -> None:
+        """Version 1 or 2 -> 3: the columns it lacks; each unresolved exception's failed and broken counted
+        from the runs since it was (re)opened (a resolved one restarts its counts when it reopens)."""
+        have = {row[1] for row in conn.execute("PRAGMA table_info(exceptions)")}
+        missing = [(name, kind) for name, kind in _V3_COLUMNS if name not in have]
+        if not missing:
+            return
+        for name, kind in missing:
+            conn.execute(f"ALTER TABLE exceptions ADD COLUMN {name} {kind}")
+        for outcome in ESCALATING:  # the column is named after the outcome
+            conn.execute(
+                f"UPDATE exceptions SET {outcome} = (SELECT COUNT(*) FROM runs WHERE runs.case_id = exceptions.case_id"
+                f" AND runs.outcome = '{outcome}' AND runs.at >= exceptions.first_seen) WHERE status != 'resolved'"
+            )
+        # Before version 3 the target was escalate_to, else the owner, else "unassigned": which one, the
+        # ledger did not keep; "unassigned" at least is certain.
+        conn.execute("UPDATE exceptions SET escalated_to_source = 'none' WHERE escalated_to = ?", (UNASSIGNED,))
 
     def _use_wal(self) -> None:
         """Switch the file to WAL (a persistent setting). Several processes may try at once on a new file:
@@ -394,16 +481,23 @@ class Ledger:
         account: str | None,
         at: datetime | None = None,
         escalate_after: int = 3,
+        escalate_on: Collection[str] = DEFAULT_ESCALATE_ON,
     ) -> ExceptionRecord | None:
         """Record one case outcome; open, count, escalate or re-open its exception (see the module doc).
 
+        ``message`` is stored whole (every line); ``escalate_on`` says which outcomes count toward
+        escalation (some of ``failed`` and ``broken``; by default ``failed`` only).
+
         Returns the exception this call touched (for ``passed``: the unresolved one whose row it reset),
-        or None. Raises ValueError for an unknown outcome, ``escalate_after < 1`` or a naive ``at``.
+        or None. Raises ValueError for an unknown outcome, ``escalate_after < 1``, an ``escalate_on``
+        that is empty or names anything but failed and broken, or a naive ``at``.
         """
         if outcome not in OUTCOMES:
             raise ValueError(f"unknown outcome {outcome!r}; expected one of {', '.join(sorted(OUTCOMES))}")
         if escalate_after < 1:
             raise ValueError(f"escalate_after must be at least 1, got {escalate_after}")
+        if isinstance(escalate_on, str) or not escalate_on or not set(escalate_on) <= set(ESCALATING):
+            raise ValueError(f"escalate_on must be some of {', '.join(ESCALATING)}, got {escalate_on!r}")
         ts = _stamp(at if at is not None else datetime.now(UTC))
         with self._writing() as conn:
             conn.execute(
@@ -416,7 +510,8 @@ class Ledger:
             row = conn.execute(f"SELECT {_EXC_COLUMNS} FROM exceptions WHERE case_id = ?", (case,)).fetchone()
             if outcome == "passed":
                 return self._passed(conn, row)
-            failing = outcome in _FAILING
+            failing = outcome in escalate_on
+            failed, broken = int(outcome == "failed"), int(outcome == "broken")
             changes: list[str] = []
 
             def event(exc_id: int, kind: str, detail: str) -> None:
@@ -431,8 +526,9 @@ class Ledger:
             if row is None:
                 cur = conn.execute(
                     "INSERT INTO exceptions (case_id, sop, owner, status, first_seen, last_seen, count,"
-                    " failures_in_row, last_error, evidence) VALUES (?, ?, ?, 'open', ?, ?, 1, ?, ?, ?)",
-                    (case, sop, owner, ts, ts, int(failing), message, evidence),
+                    " failures_in_row, last_error, evidence, failed, broken)"
+                    " VALUES (?, ?, ?, 'open', ?, ?, 1, ?, ?, ?, ?, ?)",
+                    (case, sop, owner, ts, ts, int(failing), message, evidence, failed, broken),
                 )
                 exc_id = cur.lastrowid
                 assert exc_id is not None
@@ -441,31 +537,33 @@ class Ledger:
                 exc_id = row[0]
                 conn.execute(
                     "UPDATE exceptions SET sop = ?, owner = ?, status = 'open', first_seen = ?, last_seen = ?,"
-                    " count = 1, failures_in_row = ?, last_error = ?, evidence = ?, escalated_to = NULL,"
-                    " escalated_at = NULL, resolved_by = NULL, resolved_note = NULL, resolved_at = NULL"
-                    " WHERE id = ?",
-                    (sop, owner, ts, ts, int(failing), message, evidence, exc_id),
+                    " count = 1, failures_in_row = ?, last_error = ?, evidence = ?, failed = ?, broken = ?,"
+                    " escalated_to = NULL, escalated_to_source = NULL, escalated_at = NULL, resolved_by = NULL,"
+                    " resolved_note = NULL, resolved_at = NULL WHERE id = ?",
+                    (sop, owner, ts, ts, int(failing), message, evidence, failed, broken, exc_id),
                 )
                 event(exc_id, "reopened", what)
             else:
                 exc_id = row[0]
                 conn.execute(
                     "UPDATE exceptions SET sop = ?, owner = ?, last_seen = MAX(last_seen, ?), count = count + 1,"
-                    " failures_in_row = failures_in_row + ?, last_error = ?, evidence = COALESCE(?, evidence)"
-                    " WHERE id = ?",
-                    (sop, owner, ts, int(failing), message, evidence, exc_id),
+                    " failures_in_row = failures_in_row + ?, last_error = ?, evidence = COALESCE(?, evidence),"
+                    " failed = failed + ?, broken = broken + ? WHERE id = ?",
+                    (sop, owner, ts, int(failing), message, evidence, failed, broken, exc_id),
                 )
                 event(exc_id, "recurred", what)
             status, in_row = conn.execute(
                 "SELECT status, failures_in_row FROM exceptions WHERE id = ?", (exc_id,)
             ).fetchone()
             if failing and status == "open" and in_row >= escalate_after:
-                target = escalate_to or owner or UNASSIGNED
+                target, source, why = escalation_target(escalate_to, owner)
                 conn.execute(
-                    "UPDATE exceptions SET status = 'escalated', escalated_to = ?, escalated_at = ? WHERE id = ?",
-                    (target, ts, exc_id),
+                    "UPDATE exceptions SET status = 'escalated', escalated_to = ?, escalated_to_source = ?,"
+                    " escalated_at = ? WHERE id = ?",
+                    (target, source, ts, exc_id),
                 )
-                event(exc_id, "escalated", f"to {target} after {in_row} failures in a row")
+                failures = "failure" if in_row == 1 else "failures"
+                event(exc_id, "escalated", f"to {target}{why} after {in_row} {failures} in a row")
             return self._get(conn, exc_id, tuple(changes))
 
     def _passed(self, conn: sqlite3.Connection, row: Sequence[Any] | None) -> ExceptionRecord | None:
@@ -638,25 +736,29 @@ def _one_line(text: str, width: int) -> str:
 
 
 def format_exceptions(records: Iterable[ExceptionRecord], *, error_width: int = _ERROR_WIDTH) -> str:
-    """A table for the terminal: id, status, case, count, last seen (UTC), escalated to, last error (one line,
-    cut to ``error_width`` characters). ``"no exceptions"`` when there are none."""
-    header = ("ID", "STATUS", "CASE", "COUNT", "LAST SEEN", "ESCALATED TO", "LAST ERROR")
+    """A table for the terminal: id, status, case, occurrences (count), product failures (failed),
+    infrastructure failures (broken), last seen (UTC), escalated to ("(owner)" after the name when it fell
+    back to the SOP's owner), last error (its :func:`headline`, cut to ``error_width`` characters; the whole
+    message is in ``--json``). ``"no exceptions"`` when there are none."""
+    header = ("ID", "STATUS", "CASE", "COUNT", "FAILED", "BROKEN", "LAST SEEN", "ESCALATED TO", "LAST ERROR")
     rows = [
         (
             str(r.id),
             r.status,
             r.case,
             str(r.count),
+            str(r.failed),
+            str(r.broken),
             r.last_seen.strftime("%Y-%m-%d %H:%M:%SZ"),
-            r.escalated_to or "-",
-            _one_line(r.last_error, error_width),
+            (r.escalated_to or "-") + (" (owner)" if r.escalated_to_source == "owner" else ""),
+            _one_line(r.headline, error_width),
         )
         for r in records
     ]
     if not rows:
         return "no exceptions"
     widths = [max(len(row[i]) for row in (header, *rows)) for i in range(len(header))]
-    right = {0, 3}  # numbers line up on the right
+    right = {0, 3, 4, 5}  # numbers line up on the right
 
     def line(cells: Sequence[str]) -> str:
         parts = [c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))]
