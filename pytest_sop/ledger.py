@@ -44,7 +44,7 @@ datetimes are refused. Every call opens its own short-lived connection (WAL mode
 writes in ``BEGIN IMMEDIATE``), so pytest-xdist workers and concurrent runs can share one file and
 forked processes never share a connection. Messages are stored exactly as passed: the caller masks them.
 
-This module is engine code: it imports the standard library only.
+This module is engine code: it imports the standard library only (and the plain constants of ``model``).
 """
 
 from __future__ import annotations
@@ -59,6 +59,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from . import model as _model
 from .errors import SopError
 
 __all__ = [
@@ -82,8 +83,8 @@ OUTCOMES = frozenset({"passed", "failed", "broken", "skipped", "awaiting"})
 STATUSES = frozenset({"open", "escalated", "resolved"})
 _OPENING = frozenset({"failed", "broken", "awaiting"})
 # What may count toward escalation (a SOP's ``escalate_on``), and what does when it says nothing.
-ESCALATING = ("failed", "broken")
-DEFAULT_ESCALATE_ON = ("failed",)
+ESCALATING = _model.ESCALATING
+DEFAULT_ESCALATE_ON = _model.DEFAULT_ESCALATE_ON
 _TS_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 UNASSIGNED = "unassigned"
 

@@ -10,6 +10,10 @@ from typing import Any, Literal
 SEVERITIES = ("blocker", "critical", "normal", "minor", "trivial")
 LOCATOR_STRATEGIES = ("id", "accessibility_id", "text", "xpath", "css", "class", "uiautomator")
 TEXT_MATCHES = ("equals", "contains", "matches")
+# Outcomes that may count toward escalating a case's exception (a SOP's escalate_on); the default is
+# product failures only: device, session or server trouble (broken) does not page the SOP's people.
+ESCALATING = ("failed", "broken")
+DEFAULT_ESCALATE_ON = ("failed",)
 EMPTY: Mapping[str, Any] = MappingProxyType({})
 
 # Bounds of the numbers a SOP holds, checked at collection and stated in the JSON Schema.
@@ -170,6 +174,7 @@ class Sop:
     retry: Retry | None = None
     schedule: float | None = None  # seconds
     escalate_to: str | None = None
+    escalate_on: tuple[str, ...] = DEFAULT_ESCALATE_ON
     done_when: tuple[Condition, ...] = ()
     on_failure: tuple[Step, ...] = ()
     description: str = ""

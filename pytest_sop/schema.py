@@ -10,7 +10,7 @@ from typing import Any
 
 from .actions import CONDITIONS, ActionRegistry, ActionSpec, Param
 from .checker import ENV_RE, ID_RE, NAME_RE
-from .model import LOCATOR_STRATEGIES, MAX_ATTEMPTS, MAX_BACKOFF, MAX_EXACT, MAX_SECONDS, SEVERITIES
+from .model import ESCALATING, LOCATOR_STRATEGIES, MAX_ATTEMPTS, MAX_BACKOFF, MAX_EXACT, MAX_SECONDS, SEVERITIES
 from .sopfile import ROW_ID_RE, SECONDS_PARAMS
 
 DIALECT = "https://json-schema.org/draft/2020-12/schema"
@@ -155,7 +155,15 @@ def build_schema(registry: ActionRegistry) -> dict[str, Any]:
                     }
                 },
             },
-            "escalate_to": {"type": "string"},
+            "escalate_to": {"type": "string", "description": "who an exception escalates to (default: the owner)"},
+            "escalate_on": {
+                "type": "array",
+                "minItems": 1,
+                "uniqueItems": True,
+                "items": {"enum": list(ESCALATING)},
+                "description": "outcomes that count toward escalation: failed (the product), broken (device, "
+                "session or server trouble); default [failed]",
+            },
             "steps": {"type": "array", "minItems": 1, "items": {"$ref": _REF + "step"}},
             "on_failure": {"type": "array", "items": {"$ref": _REF + "step"}},
             "done_when": {"type": "array", "items": {"oneOf": [_step(c, modifiers=False) for c in CONDITIONS]}},

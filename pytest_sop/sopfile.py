@@ -12,6 +12,8 @@ from .actions import CONDITIONS, STEP_MODIFIERS, ActionRegistry, ActionSpec, Par
 from .checker import ID_RE, NAME_RE, Checker, did_you_mean, type_name
 from .errors import SopSyntaxError
 from .model import (
+    DEFAULT_ESCALATE_ON,
+    ESCALATING,
     MAX_ATTEMPTS,
     MAX_BACKOFF,
     MAX_EXACT,
@@ -32,7 +34,7 @@ from .yamlsafe import Loaded, Path_, load, read_file
 
 SOP_KEYS = (
     "id", "title", "description", "owner", "tags", "severity", "app", "requires", "inputs",
-    "allowed_actions", "retry", "schedule", "escalate_to", "steps", "done_when", "on_failure",
+    "allowed_actions", "retry", "schedule", "escalate_to", "escalate_on", "steps", "done_when", "on_failure",
 )  # fmt: skip
 # Step modifiers written as SOP keys: most often a step's line indented too little.
 _STEP_KEYS_AT_TOP = {
@@ -99,6 +101,7 @@ class _SopParser(Checker):
         description = self.text_field("description", get("description"))
         owner = self.text_field("owner", get("owner"))
         escalate_to = self.text_field("escalate_to", get("escalate_to"))
+        escalate_on = self.escalate_on(get("escalate_on")) if "escalate_on" in doc else DEFAULT_ESCALATE_ON
         app = self.text_field("app", get("app"))
         tags = self.strings(("tags",), get("tags"), pattern=NAME_RE, what="a tag") if "tags" in doc else ()
         severity = "normal"
@@ -126,7 +129,7 @@ class _SopParser(Checker):
             id=sop_id or str(get("id")), path=self.path, pos=self.pos(()), steps=steps, title=title or sop_id or "",
             owner=owner, tags=tags, severity=severity, app=app, device=device, account=account,
             inputs=inputs, allowed_actions=allowed, retry=retry, schedule=schedule,
-            escalate_to=escalate_to, done_when=done_when, on_failure=on_failure,
+            escalate_to=escalate_to, escalate_on=escalate_on, done_when=done_when, on_failure=on_failure,
             description=description or "",
         )  # fmt: skip
 
@@ -137,6 +140,24 @@ class _SopParser(Checker):
             self.error((key,), f"expected text, got {type_name(value)}")
             return None
         return str(value)
+
+    def escalate_on(self, value: Any) -> tuple[str, ...]:
+        """Which outcomes count toward escalation: some of failed (the product) and broken (device,
+        session or server trouble), e.g. ``[failed, broken]``; ``failed`` when not written."""
+        p: Path_ = ("escalate_on",)
+        if isinstance(value, list) and not value:
+            self.error(p, f"expected a list of one or both of: {', '.join(ESCALATING)}, got an empty list")
+            return DEFAULT_ESCALATE_ON
+        names = self.strings(p, value)
+        for i, name in enumerate(names):
+            if name not in ESCALATING:
+                self.error(
+                    p + (i,) if isinstance(value, list) else p,
+                    f"expected one of: {', '.join(ESCALATING)} (product or infrastructure failures), got {name!r}"
+                    + did_you_mean(name, ESCALATING),
+                )
+        chosen = tuple(n for n in ESCALATING if n in names)
+        return chosen or DEFAULT_ESCALATE_ON
 
     def requires(self, value: Any) -> tuple[DeviceRequirement | None, AccountRequirement | None]:
         req = self.mapping(("requires",), value, allowed=("device", "account"))
