@@ -49,10 +49,11 @@ class CaseRecord:
         if self.audit is not None:
             self.audit.append(event, case=self.nodeid, sop=self.sop, **who_where(self.config), **fields)
 
-    def leased(self, lease: Lease) -> None:
+    def leased(self, lease: Lease, **sop_version: Any) -> None:
+        """The case's first line: what it holds, and which version of its SOP file (sha256, git commit) runs."""
         self.lease = lease
         account = lease.account.id if lease.account else None
-        self.event("lease", device=lease.device.id, account=account, waited=lease.waited)
+        self.event("lease", device=lease.device.id, account=account, waited=lease.waited, **sop_version)
 
     def release(self) -> None:
         """Recorded while still held (the audit log alone proves no two cases overlapped), released whatever happens."""
@@ -122,3 +123,18 @@ class CaseRecord:
             self.event("escalated", exception=record.id, to=record.escalated_to, count=record.failures_in_row)
         if record is not None and record.escalated_to:
             AllureRecorder().add_labels([("escalated_to", record.escalated_to)])
+
+
+def attach_run_files(config: pytest.Config, timeline: str) -> None:
+    """The device timeline and the audit log as the report's run-level (global) attachments: once, by
+    the controlling process, after the run's last audit line (its seal)."""
+    from .recorders import attach_to_run
+    from .runrecord import audit_path
+
+    if hasattr(config, "workerinput") or alluredir(config) is None:
+        return
+    if timeline:
+        attach_to_run("device timeline", timeline, "image/svg+xml", "svg")
+    audit = audit_path(config)
+    if audit:
+        attach_to_run("audit log", audit, "text/plain", "jsonl")

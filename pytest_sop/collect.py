@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -130,7 +131,7 @@ class SopItem(pytest.Item):
         )
         self.allure_labels()  # first: a case skipped by policy is labelled too
         lease = self.take_lease()
-        self.case_record.leased(lease)
+        self.case_record.leased(lease, **(self.sop_version or {}))
         device, account = lease.device, lease.account
         AllureRecorder().add_labels([("device", device.id)] + ([("account", account.id)] if account else []))
         app = suite.config.apps.get(sop.app) if sop.app else None
@@ -163,6 +164,7 @@ class SopItem(pytest.Item):
 
     secrets: Secrets | None = None
     case_record: CaseRecord | None = None
+    sop_version: dict[str, Any] | None = None
 
     @property
     def lease(self) -> Lease | None:
@@ -211,7 +213,16 @@ class SopItem(pytest.Item):
         allure = AllureRecorder()
         # allure-pytest adds the tag and framework labels itself, from the marks
         allure.add_labels([(name, value) for name, value in labels if name not in ("tag", "framework")])
-        allure.identify_case(self.case.case_id, (Path(sop.path).resolve().as_uri(), f"SOP file {sop.path}"))
+        path = os.path.join(str(self.config.invocation_params.dir), sop.path)
+        self.sop_version = sop_version(self.config, path)
+        allure.identify_case(
+            self.case.case_id, (sop_link(self.config, path, sop.pos.line, sop.id), f"SOP file {sop.path}")
+        )
+        shown = [("SOP sha256", self.sop_version["sop_sha256"])]
+        if "sop_commit" in self.sop_version:
+            dirty = " (the SOP file has uncommitted changes)" if self.sop_version["sop_dirty"] else ""
+            shown.append(("SOP commit", self.sop_version["sop_commit"] + dirty))
+        allure.add_parameters(shown)
 
     def record_report(self, report: pytest.TestReport, call: pytest.CallInfo[None]) -> None:
         """The case's outcome, once per phase that decides it: audit log, then run ledger."""
@@ -278,3 +289,82 @@ class SopItem(pytest.Item):
 
     def reportinfo(self) -> tuple[Any, int, str]:
         return self.path, self.case.sop.pos.line - 1, f"SOP {self.name}"
+
+
+# -- which version of a SOP ran, and where to read it ---------------------------------------------
+
+SOURCE_URL_INI = "sop_source_url"
+SOURCE_URL_HELP = (
+    "web address of a SOP file in its repository, for the report's SOP link; placeholders {commit}, "
+    "{path} (from the repository root), {line}, {sop}; without {path}, '{path}#L{line}' is appended "
+    "(e.g. https://github.com/org/repo/blob/{commit}/)"
+)
+SOURCE_URL_FIELDS = ("commit", "path", "line", "sop")
+_git_key = pytest.StashKey[dict[str, tuple[str, str] | None]]()
+
+
+def _git(folder: str, *args: str) -> str | None:
+    try:
+        done = subprocess.run(["git", "-C", folder, *args], capture_output=True, text=True, timeout=60, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None  # no git here
+    return done.stdout if done.returncode == 0 else None
+
+
+def git_head(config: pytest.Config, folder: str) -> tuple[str, str] | None:
+    """(repository root, commit) of the git repository holding ``folder``, asked once per run; None: not in one."""
+    cache = config.stash.setdefault(_git_key, {})
+    if folder not in cache:
+        out = _git(folder, "rev-parse", "--show-toplevel", "HEAD")
+        lines = out.split("\n") if out else []
+        cache[folder] = (lines[0], lines[1]) if len(lines) >= 2 and lines[1] else None
+    return cache[folder]
+
+
+def sop_version(config: pytest.Config, path: str) -> dict[str, Any]:
+    """The SOP file's sha256 and, in a git repository, its commit and whether the file differs from it."""
+    from .approvals import file_sha256  # the hash approvals are taken on
+
+    version: dict[str, Any] = {"sop_sha256": file_sha256(path)}
+    head = git_head(config, os.path.dirname(os.path.abspath(path)))
+    if head is not None:
+        status = _git(head[0], "status", "--porcelain", "--", os.path.abspath(path))
+        version["sop_commit"] = head[1]
+        version["sop_dirty"] = status is None or bool(status.strip())  # untracked is not in the commit either
+    return version
+
+
+def project_folder(config: pytest.Config) -> str:
+    """The folder of sop.yaml, else pytest's rootdir: what SOP links are relative to."""
+    path = config.stash[settings_key].config_path
+    return os.path.dirname(os.path.abspath(path)) if path else str(config.rootpath)
+
+
+def source_url_template(config: pytest.Config) -> str | None:
+    try:
+        value = config.getini(SOURCE_URL_INI)
+    except ValueError:  # not registered: no source URL was asked for
+        return None
+    return (str(value).strip() or None) if value else None
+
+
+def sop_link(config: pytest.Config, path: str, line: int, sop_id: str) -> str:
+    """Where the report's SOP link points: ``sop_source_url`` filled in, else the file relative to the project.
+
+    :raises SopError: for a template with a placeholder it does not know.
+    """
+    abspath = os.path.abspath(path)
+    relative = Path(os.path.relpath(abspath, project_folder(config))).as_posix()
+    template = source_url_template(config)
+    if template is None:
+        return relative
+    head = git_head(config, os.path.dirname(abspath))
+    in_repo = Path(os.path.relpath(abspath, head[0])).as_posix() if head else relative
+    fields = {"commit": head[1] if head else "HEAD", "path": in_repo, "line": str(line), "sop": sop_id}
+    if "{path}" not in template:
+        template += "{path}#L{line}"
+    try:
+        return template.format_map(fields)
+    except (KeyError, IndexError, ValueError) as e:
+        known = ", ".join(f"{{{f}}}" for f in SOURCE_URL_FIELDS)
+        raise SopError(f"ini {SOURCE_URL_INI} = {template!r}: {e} is not a placeholder; known: {known}") from None

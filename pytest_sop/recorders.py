@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
+import re
+import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +21,11 @@ def masked(body: bytes | str) -> bytes | str:
     return masking.mask(body) if isinstance(body, str) else masking.known().mask_bytes(body)
 
 
+class BrokenStep(Exception):
+    """Raised out of a step to record it broken (an optional step that failed) without failing the case:
+    the runner catches it just outside the step."""
+
+
 class Recorder:
     """Records nothing; the base of every sink."""
 
@@ -25,11 +33,25 @@ class Recorder:
     def step(self, title: str, params: dict[str, str] | None = None) -> Iterator[None]:
         yield
 
+    def mark(self) -> Any:
+        """Where the record is now, for :meth:`group`."""
+        return None
+
+    def group(self, mark: Any, title: str, error: BaseException) -> None:
+        """Put what was recorded since ``mark`` (at the case's top level) into one step ``title``,
+        ended by ``error``: a first attempt, once it turns out there will be a second."""
+
     def attach(self, name: str, body: bytes | str, mime: str, extension: str) -> None:
         pass
 
     def event(self, name: str, **fields: Any) -> None:
         """Something worth a line of its own in the record (an approval, say)."""
+
+    def add_labels(self, labels: list[tuple[str, str]]) -> None:
+        """Labels of the case (the report filters and groups by them)."""
+
+    def add_parameters(self, parameters: list[tuple[str, str]]) -> None:
+        """Parameters that describe this run of the case, not which case it is."""
 
 
 class AllureRecorder(Recorder):
@@ -50,9 +72,36 @@ class AllureRecorder(Recorder):
     def attach(self, name: str, body: bytes | str, mime: str, extension: str) -> None:
         self._allure.attach(masked(body), name=name, attachment_type=mime, extension=extension)
 
+    def mark(self) -> Any:
+        test = current_test()
+        return (test, len(test.steps), len(test.attachments)) if test is not None else None
+
+    def group(self, mark: Any, title: str, error: BaseException) -> None:
+        from allure_commons.model2 import Status, StatusDetails, TestStepResult
+
+        if mark is None:
+            return
+        test, n_steps, n_attachments = mark
+        steps, attachments = test.steps[n_steps:], test.attachments[n_attachments:]
+        del test.steps[n_steps:], test.attachments[n_attachments:]
+        group = TestStepResult(
+            name=title,
+            status=Status.FAILED if isinstance(error, AssertionError) else Status.BROKEN,
+            statusDetails=StatusDetails(message=str(error)),
+            start=steps[0].start if steps else _now_ms(),
+            stop=_now_ms(),
+        )
+        group.steps, group.attachments = steps, attachments
+        test.steps.append(group)
+
+    def add_parameters(self, parameters: list[tuple[str, str]]) -> None:
+        """Parameters that describe the run, not the case: left out of Allure's history id."""
+        for name, value in parameters:
+            self._allure.dynamic.parameter(name, masking.mask(value), excluded=True)
+
     def add_labels(self, labels: list[tuple[str, str]]) -> None:
         for name, value in labels:
-            self._allure.dynamic.label(name, value)
+            self._allure.dynamic.label(name, masking.mask(value))
 
     def identify_case(self, case_id: str, link: tuple[str, str]) -> None:
         """The case id as a parameter (Allure's history id then tells the cases of one SOP apart)."""
@@ -64,11 +113,75 @@ class AllureRecorder(Recorder):
         self._allure.dynamic.description(text)
 
 
+def _now_ms() -> int:
+    return int(time.time() * 1000)  # Allure's clock: ms since the epoch
+
+
+def current_test() -> Any:
+    """allure-pytest's result of the case running now (allure_commons TestResult), or None."""
+    import allure_commons
+    from allure_commons.model2 import TestResult
+
+    for plugin in allure_commons.plugin_manager.get_plugins():
+        logger = getattr(plugin, "allure_logger", None)
+        if logger is not None:
+            test = logger.get_test(None)
+            if isinstance(test, TestResult):
+                return test
+    return None
+
+
+# allure-pytest writes an error as ``module.Class: text``; pytest-sop's errors are said in words.
+_CLASS_PREFIX = re.compile(r"\A(?:pytest_sop(?:\.\w+)+|Skipped): ")
+
+
+def human_message(message: str | None) -> str | None:
+    """``message`` without the Python class name of a pytest-sop error (or a skip) in front of it."""
+    return _CLASS_PREFIX.sub("", message).rstrip("\n") if message else message
+
+
+def clean_messages(result: Any) -> None:
+    """The messages of a case's result and its steps in words. A pytest-sop error's step keeps
+    no Python traceback: where it happened is the step itself (the case's trace has its SOP line)."""
+    from allure_commons.model2 import TestStepResult
+
+    details = result.statusDetails
+    if details is not None and details.message and _CLASS_PREFIX.match(details.message):
+        details.message = human_message(details.message)
+        if isinstance(result, TestStepResult):
+            details.trace = None
+    for step in result.steps:
+        clean_messages(step)
+
+
+def clean_current_result() -> None:
+    """The running case's Allure messages in words (see :func:`clean_messages`), once allure-pytest set them."""
+    test = current_test()
+    if test is not None:
+        clean_messages(test)
+
+
+def attach_to_run(name: str, path: str, mime: str, extension: str) -> None:
+    """A file for the whole run: an Allure global attachment (``*-globals.json``), shown on the report's
+    overview. Nothing without an alluredir (allure-pytest then listens to nothing)."""
+    import allure
+
+    if os.path.isfile(path):
+        allure.global_attach.file(path, name=name, attachment_type=mime, extension=extension)
+
+
 class Recorders(Recorder):
     """Several sinks as one."""
 
     def __init__(self, *sinks: Recorder) -> None:
         self.sinks = sinks
+
+    def mark(self) -> Any:
+        return [sink.mark() for sink in self.sinks]
+
+    def group(self, mark: Any, title: str, error: BaseException) -> None:
+        for sink, at in zip(self.sinks, mark, strict=True):
+            sink.group(at, title, error)
 
     @contextlib.contextmanager
     def step(self, title: str, params: dict[str, str] | None = None) -> Iterator[None]:
@@ -84,6 +197,14 @@ class Recorders(Recorder):
     def event(self, name: str, **fields: Any) -> None:
         for sink in self.sinks:
             sink.event(name, **fields)
+
+    def add_labels(self, labels: list[tuple[str, str]]) -> None:
+        for sink in self.sinks:
+            sink.add_labels(labels)
+
+    def add_parameters(self, parameters: list[tuple[str, str]]) -> None:
+        for sink in self.sinks:
+            sink.add_parameters(parameters)
 
 
 class AuditRecorder(Recorder):
@@ -104,6 +225,9 @@ class AuditRecorder(Recorder):
         try:
             yield
             status = "passed"
+        except BrokenStep:
+            status = "broken"
+            raise
         finally:
             self.log.append("step_end", case=self.case, run=self.run, step=title, status=status)
 

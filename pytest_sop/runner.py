@@ -32,7 +32,7 @@ from .masking import SecretMissing, Secrets
 from .model import Account, Case, Condition, Device, Locator, Policy, Sop, Step, Template, TextMatch
 from .plan import describe_params
 from .policy import allowed_pairs, check_sop, may_approve
-from .recorders import Recorder
+from .recorders import BrokenStep, Recorder
 from .session import DeviceSession, UnsupportedHere, appium_reason, poll
 from .signing import Verified
 from .templates import render
@@ -371,6 +371,9 @@ def do_approve(ctx: Context, step: Step) -> None:
         f": {decision.note}" if decision.note else ""
     )
     ctx.recorder.attach(f"approval {checkpoint}", said, "text/plain", "txt")
+    # On the case itself, not only in the attachment: who decided which checkpoint, and when.
+    ctx.recorder.add_labels([(f"{decision.decision}_by", decision.by)])
+    ctx.recorder.add_parameters([(f"approval {checkpoint}", said)])
     ctx.recorder.event(
         "approval", sop=decision.sop, checkpoint=checkpoint, decision=decision.decision, by=decision.by,
         at=decision.at, note=decision.note, signed=signer is not None,
@@ -437,25 +440,28 @@ def _execute(ctx: Context, step: Step) -> None:
 def run_step(ctx: Context, step: Step) -> None:
     title, params = ctx.describe(step)
     attempts = step.retry.attempts if step.retry else 1
-    with ctx.recorder.step(title, params):
-        for attempt in range(1, attempts + 1):
-            try:
-                _execute(ctx, step)
-                break
-            except (StepFailed, StepBroken) as e:
-                if attempt == attempts:
-                    if step.optional:
-                        _optional_failed(ctx, step, title, e)
-                        return
+    try:
+        with ctx.recorder.step(title, params):
+            for attempt in range(1, attempts + 1):
+                try:
+                    _execute(ctx, step)
+                    break
+                except (StepFailed, StepBroken) as e:
+                    if attempt == attempts:
+                        if step.optional:
+                            _optional_failed(ctx, step, title, e)
+                            raise BrokenStep(str(e)) from None  # the step broken, the case going on
+                        ctx.failure = ctx.failure or Failure(ctx.sop, step, e)
+                        raise
+                    ctx.recorder.attach(f"attempt {attempt} failed", str(e), "text/plain", "txt")
+                    time.sleep(step.retry.backoff * attempt if step.retry else 0)
+                except (CaseSkipped, SecretMissing) as e:
                     ctx.failure = ctx.failure or Failure(ctx.sop, step, e)
                     raise
-                ctx.recorder.attach(f"attempt {attempt} failed", str(e), "text/plain", "txt")
-                time.sleep(step.retry.backoff * attempt if step.retry else 0)
-            except (CaseSkipped, SecretMissing) as e:
-                ctx.failure = ctx.failure or Failure(ctx.sop, step, e)
-                raise
-        if ctx.evidence == "step" and step.action not in ("screenshot", "note"):
-            _attach_screenshot(ctx, f"after {title}")
+            if ctx.evidence == "step" and step.action not in ("screenshot", "note"):
+                _attach_screenshot(ctx, f"after {title}")
+    except BrokenStep:
+        return
 
 
 def _optional_failed(ctx: Context, step: Step, title: str, error: SopError) -> None:
@@ -502,24 +508,33 @@ def check_condition(ctx: Context, cond: Condition) -> None:
 
 
 def run_case(ctx: Context) -> None:
-    """All steps, then done_when. On failure: on_failure steps, then failure evidence."""
+    """All steps, then done_when. On failure: on_failure steps, then failure evidence.
+
+    A SOP with ``retry`` runs its first attempt unwrapped: a case that passes at once reads like
+    any other. Once an attempt fails and another follows, the first one's steps are grouped
+    under "attempt 1 of N" after the fact, and each further attempt runs in a step of its own.
+    """
     sop = ctx.case.sop
     attempts = sop.retry.attempts if sop.retry else 1
     for attempt in range(1, attempts + 1):
         ctx.failure = None
         ctx.optional_failures = []  # each attempt is reported on its own
-        title = f"attempt {attempt} of {attempts}" if attempts > 1 else None
+        title = f"attempt {attempt} of {attempts}"
+        mark = ctx.recorder.mark() if attempt == 1 else None
         try:
-            if title:
+            if attempt == 1:
+                _run_once(ctx)
+            else:
                 with ctx.recorder.step(title):
                     _run_once(ctx)
-            else:
-                _run_once(ctx)
             _report_optional_failures(ctx)
             return
         except (StepFailed, StepBroken) as e:
             if attempt == attempts:
                 raise
+            if attempt == 1:
+                ctx.recorder.group(mark, title, e)
+            ctx.recorder.event("attempt_failed", sop=sop.id, attempt=attempt, attempts=attempts, message=str(e))
             ctx.recorder.attach(f"attempt {attempt} failed", str(e), "text/plain", "txt")
             ctx.session.reset_app()  # the next attempt starts where a new session would
 
