@@ -13,13 +13,14 @@ import pytest
 
 from . import hookspecs
 from .appium_service import AppiumService, appium_key
-from .caserecord import record_key
+from .caserecord import attach_run_files, record_key
 from .collect import SopFile, SopItem, get_suite, kept_session_key
 from .config import WORKER_SETTINGS_KEY, addoption, resolve, settings_key, without_signing_key, worker_settings
 from .errors import SopError, SopInvalid
 from .fixtures import _sop_lease, sop_account, sop_device, sop_driver, sop_run  # noqa: F401 - fixtures
 from .masking import guard_library_logs
 from .plan import plan_lines
+from .recorders import clean_current_result
 from .runrecord import (
     RUN_ID_KEY,
     SIGNATURE_REFUSED,
@@ -114,6 +115,11 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         wanted = service.wanted(get_suite(config).config)
         config.stash[timeline_key] = write_run_files(config, service.url if wanted == "local" else wanted) or ""
         seal_run(session)  # last: the run's signed head covers every line it wrote
+        attach_run_files(config, config.stash[timeline_key])  # the sealed log, as the report's run-level files
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    clean_current_result()  # allure-pytest has written its messages as module.Class: text; say them in words
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
