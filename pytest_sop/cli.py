@@ -86,7 +86,7 @@ def _lint_without_config(paths: list[str], registry: object) -> int:
         folder = os.path.dirname(os.path.abspath(path))
         errors = [
             *parsed.errors,
-            SopSyntaxError(shown, 1, 1, "", no_config_message([display_path(folder, os.getcwd())])),
+            SopSyntaxError(shown, 1, 1, "", no_config_message([folder])),
         ]
         for err in sorted(errors, key=SopSyntaxError.sort_key):
             print(err.format())

@@ -101,3 +101,42 @@ def test_the_schema_the_examples_point_at_is_current() -> None:
     """Example SOPs name docs/sop.schema.json for their editors; it must match the registry."""
     committed = json.loads((ROOT / "docs" / "sop.schema.json").read_text())
     assert committed == build_schema(build_registry()), "run: pytest-sop schema -o docs/sop.schema.json"
+
+
+def test_lint_checks_each_file_against_the_sop_yaml_beside_it(tmp_path: Path) -> None:
+    """Two suites under one folder: lint from above both uses each file's own sop.yaml (and its apps)."""
+    for name in ("web", "android"):
+        suite = tmp_path / name
+        (suite / "sops").mkdir(parents=True)
+        (suite / "sop.yaml").write_text(f"apps:\n  {name}-app: {{}}\ndevices:\n  - {{id: {name}-phone, platform: android}}\n")
+        (suite / "sops" / f"{name}.sop.yaml").write_text(
+            f"id: {name}\napp: {name}-app\nrequires:\n  device: {{id: {name}-phone}}\nsteps: [back]\n"
+        )
+    result = run_cli("lint", ".", cwd=tmp_path)
+    assert (result.returncode, result.stdout) == (0, ""), result.stdout
+    assert "2 SOP file(s), 2 case(s): all valid" in result.stderr
+    # files given one by one, and from inside a suite, find theirs too
+    result = run_cli("lint", "web/sops/web.sop.yaml", "android", cwd=tmp_path)
+    assert (result.returncode, result.stdout) == (0, ""), result.stdout
+    assert run_cli("lint", "../../android/sops", cwd=tmp_path / "web" / "sops").returncode == 0
+    # --config still names one config for every file
+    result = run_cli("lint", "--config", "web/sop.yaml", ".", cwd=tmp_path)
+    assert result.returncode == 1
+    assert "android/sops/android.sop.yaml:2:6: app: unknown app 'android-app'" in result.stdout
+
+
+def test_lint_of_a_file_without_sop_yaml_says_so_once_not_on_its_id(tmp_path: Path) -> None:
+    (tmp_path / "s.sop.yaml").write_text("id: s\nsteps:\n  - tapp: {id: x}\n")
+    result = run_cli("lint", ".", cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stdout.splitlines() == [
+        f"s.sop.yaml:1:1: no sop.yaml found (looked in {tmp_path} and every folder above it); run pytest-sop init",
+        "s.sop.yaml:3:5: steps[0].tapp: unknown action 'tapp' (did you mean 'tap'?)",
+    ]
+
+
+@pytest.mark.parametrize("path", ["example_suite", "."])
+def test_lint_from_the_repo_root_gives_no_false_errors(path: str) -> None:
+    result = run_cli("lint", path, cwd=ROOT)
+    assert (result.returncode, result.stdout) == (0, ""), result.stdout
+    assert "all valid" in result.stderr
