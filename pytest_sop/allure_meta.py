@@ -80,7 +80,8 @@ def labels_for(
 # *found* in it (JS RegExp with the "s" flag). Each regex below therefore starts and ends with
 # ``.*``, uses only syntax the three engines share, and the broken categories exclude each
 # other, so both reports sort a result the same way. allure-pytest writes the message as
-# ``module.ExceptionType: text`` (``Skipped: text`` for a skip).
+# ``module.ExceptionType: text`` (``Skipped: text`` for a skip); pytest-sop then takes the class
+# name off its own errors and skips (recorders.clean_messages), so each phrase matches both forms.
 
 SOP_ERROR_PHRASES = (
     r"is not in the suite",

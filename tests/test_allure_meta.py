@@ -28,6 +28,7 @@ from pytest_sop.allure_meta import (
     write_text_atomic,
 )
 from pytest_sop.model import Case, InputRow, Sop, SourcePos
+from pytest_sop.recorders import human_message
 
 POS = SourcePos("social/publish.sop.yaml", 1, 1)
 
@@ -187,7 +188,17 @@ def allure3_category(status: str, message: str) -> str | None:
     return None
 
 
-@pytest.mark.parametrize(("status", "message", "expected"), SAMPLES)
+# pytest-sop says its errors in words: the class name is taken off before the result is written.
+IN_WORDS = [(status, human_message(message) or "", expected) for status, message, expected in SAMPLES]
+
+
+def test_messages_in_words_have_no_class_name() -> None:
+    assert human_message("pytest_sop.errors.StepFailed: text of {id: a}\n") == "text of {id: a}"
+    assert human_message("Skipped: awaiting approval: caption-ok") == "awaiting approval: caption-ok"
+    assert human_message("ValueError: something else") == "ValueError: something else"  # not pytest-sop's own
+
+
+@pytest.mark.parametrize(("status", "message", "expected"), SAMPLES + IN_WORDS)
 def test_categories_sort_messages_in_allure2_and_allure3(status: str, message: str, expected: str | None) -> None:
     assert allure2_categories(status, message) == ([expected] if expected else [])
     assert allure3_category(status, message) == expected
@@ -210,14 +221,14 @@ def test_categories_sort_messages_with_javascript_regexes(tmp_path: Path) -> Non
         process.stdout.write(JSON.stringify(out));
         """
     )
-    samples = [[s, m] for s, m, _ in SAMPLES]
+    samples = [[s, m] for s, m, _ in SAMPLES + IN_WORDS]
     proc = subprocess.run(
         ["node", str(script)], input=json.dumps([categories(), samples]), capture_output=True, text=True, timeout=60
     )
     assert proc.returncode == 0, proc.stderr
     got = json.loads(proc.stdout)
-    assert [first for first, _ in got] == [expected for _, _, expected in SAMPLES]
-    assert [all_ for _, all_ in got] == [[expected] if expected else [] for _, _, expected in SAMPLES]
+    assert [first for first, _ in got] == [expected for _, _, expected in SAMPLES + IN_WORDS]
+    assert [all_ for _, all_ in got] == [[expected] if expected else [] for _, _, expected in SAMPLES + IN_WORDS]
 
 
 def test_categories_are_allures_format() -> None:

@@ -136,7 +136,9 @@ def test_sop_version_and_source_url_from_git(pytester: pytest.Pytester, appium_u
     args = ["--sop", "--sop-config", "suite/sop.yaml", "--sop-appium", appium_url, f"--sop-audit={audit}"]
     pytester.runpytest(*args, "--alluredir", str(pytester.path / "allure")).assert_outcomes(passed=1)
     (res,) = allure_results(pytester.path / "allure")
-    assert [link["url"] for link in res["links"]] == [f"https://git.example/org/repo/blob/{commit}/suite/sops/s.sop.yaml#L1"]
+    assert [link["url"] for link in res["links"]] == [
+        f"https://git.example/org/repo/blob/{commit}/suite/sops/s.sop.yaml#L1"
+    ]
     assert params(res)["SOP sha256"] == f"'{digest}'" and params(res)["SOP commit"] == f"'{commit}'"
     assert all(p.get("excluded") for p in res["parameters"] if p["name"].startswith("SOP "))  # history id stays
     (lease,) = [e for e in events(audit) if e["event"] == "lease"]
