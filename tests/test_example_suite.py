@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import socket
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -88,3 +93,37 @@ def test_example_suite_checkpoint_used_the_leads_approval(example_run: ExampleRu
         ("review-post", "announcement-ok", "approved", "demo-lead")
     ]
     assert {e["operator"] for e in events if e["event"] == "lease"} == {"demo-operator"}
+
+
+def _example(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args], cwd=ROOT / "example_suite",
+                          env=env, capture_output=True, text=True, timeout=600)  # fmt: skip
+
+
+def _env(**extra: str) -> dict[str, str]:
+    drop = ("PYTEST_XDIST", "PYTEST_ADDOPTS", "SNAPGRAM_")
+    return {**{k: v for k, v in os.environ.items() if not k.startswith(drop)}, **extra}
+
+
+def test_example_suite_on_a_busy_snapgram_port_is_a_usage_error() -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        run = _example("--collect-only", "-q", env=_env(SNAPGRAM_PORT=str(port)))
+    assert run.returncode == 4, run.stdout + run.stderr
+    assert "INTERNALERROR" not in run.stdout + run.stderr
+    assert f"ERROR: the demo app's port SNAPGRAM_PORT={port} is in use: set another, or unset it for a free one" in (
+        run.stderr
+    )
+
+
+def test_example_suite_serves_its_app_on_a_free_port(appium_url: str) -> None:
+    """8765, the port it once had fixed, taken by someone else: the suite's app goes elsewhere and a SOP passes."""
+    with socket.socket() as other:
+        with contextlib.suppress(OSError):  # already taken is as good
+            other.bind(("127.0.0.1", 8765))
+            other.listen()
+        run = _example("--sop", "--sop-appium", appium_url, "sops/sign-in.sop.yaml", "-v", env=_env())
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr
+    assert "1 passed" in run.stdout

@@ -264,3 +264,18 @@ def test_an_unset_env_in_step_text_stops_the_case_naming_it(
     typed = [s for s in res["steps"] if s["name"].startswith("type ")]
     assert [s["name"] for s in typed] == ["type into={id: username} text='${env.H2_WHO}'"]  # never ''
     assert not any(a["name"].startswith("attempt") for s in typed for a in s.get("attachments", []))
+
+
+@pytest.mark.appium
+def test_the_starter_suite_passes_on_chromium_as_init_says_to_run_it(
+    tmp_path: Path, demo: tuple[subprocess.Popen[str], str]
+) -> None:
+    """init, then the demo in the background and pytest --sop, with this checkout's Appium (no npm install here)."""
+    assert cli("init", cwd=tmp_path).returncode == 0
+    port = demo[1].rsplit(":", 1)[1].strip("/")
+    env = clean_env(SOP_APPIUM_HOME=str(ROOT), SNAPGRAM_PORT=port, SNAPGRAM_PUB1_PASSWORD="pub1-demo-pass")
+    run = pytest_in(tmp_path, "--sop", "-v", "--alluredir=allure-results", env=env)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr
+    assert "sign-in" in run.stdout and "1 passed" in run.stdout
+    assert "pub1-demo-pass" not in run.stdout + run.stderr
+    assert (tmp_path / "allure-results" / "sop-audit.jsonl").is_file()
