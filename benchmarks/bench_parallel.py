@@ -303,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-parallel-") as tmp:
         suite = Path(tmp) / "suite"
         write_suite(suite, args.wait, args.server == "local")
-        server = None if args.server == "local" else ManagedAppium(home=home, log_path=Path(tmp) / "appium.log")
+        server = None if args.server == "local" else ManagedAppium(home, log_path=Path(tmp) / "appium.log")
         try:
             url = server.start() if server else None
             print(f"Appium: {url or 'managed per run'}; {appium_version(home)}", flush=True)

@@ -368,7 +368,7 @@ def main(argv: list[str] | None = None) -> int:
         suites = {n: root / f"suite-{n}" for n in (args.n1, args.n2)}
         for n, folder in suites.items():
             write_suite(folder, n, root / "locks")
-        server = ManagedAppium(home=home, log_path=root / "appium.log")
+        server = ManagedAppium(home, log_path=root / "appium.log")
         try:
             url = server.start()
             print(f"Appium at {url}; {appium_version(home)}", flush=True)

@@ -26,7 +26,8 @@ from .allure_meta import (
     write_json_atomic,
     write_text_atomic,
 )
-from .appium_server import find_appium_home, installed_drivers, status
+from .appium_server import status
+from .appium_service import appium_key
 from .audit import AuditLog
 from .config import SIGNING_KEY_ENV, settings_key
 from .errors import SopError
@@ -161,8 +162,8 @@ def write_run_files(config: pytest.Config, appium_url: str | None) -> str | None
     if results is None or hasattr(config, "workerinput"):
         return None
     Path(results).mkdir(parents=True, exist_ok=True)
-    home = find_appium_home(Path(config.rootpath))
-    env = collect_environment(status(appium_url) if appium_url else None, installed_drivers(home) if home else None)
+    appium = config.stash[appium_key].install  # the Appium this run started, if it started one
+    env = collect_environment(status(appium_url) if appium_url else None, dict(appium.drivers) if appium else None)
     env["Host"] = platform.node()
     signer = run_signer(config)
     env["Operator"] = config.stash[settings_key].operator
