@@ -180,7 +180,10 @@ class XdistHooks:
         # xdist hands workers the controller's command line too: not the key's path in it.
         node.workerinput["mainargv"] = without_signing_key(list(node.workerinput.get("mainargv", ())))
         if settings.enabled and config.stash[appium_key].wanted(get_suite(config).config) == "local":
-            node.workerinput.update(config.stash[appium_key].worker_input())
+            try:
+                node.workerinput.update(config.stash[appium_key].worker_input())
+            except SopError as e:  # no Appium, or it would not start: said once, not as an INTERNALERROR
+                raise pytest.UsageError(str(e)) from None
 
 
 @pytest.hookimpl(optionalhook=True, tryfirst=True)
