@@ -1,13 +1,19 @@
-"""A case's plan as text: what ``--sop-dry-run`` prints. Secrets are shown as ``***``."""
+"""A case's plan as text: what ``--sop-dry-run`` prints. Secrets are shown as ``***``.
+
+A plan also names the environment variables the case needs that are not set (``{env: NAME}``
+secrets its steps, device or app use; ``${env.NAME}`` in its steps): by name only, never a value.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import os
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from .matching import candidate_accounts, candidate_devices, may_use
-from .model import Account, Case, Locator, Secret, Step, SuiteConfig, Template, TextMatch
-from .templates import render
+from .model import Account, Case, Condition, Device, Locator, Secret, Step, SuiteConfig, Template, TextMatch
+from .templates import TemplateError, parse, render
 
 
 def _lookup(case: Case, account: Account | None) -> Any:
@@ -42,14 +48,98 @@ def describe_params(step: Step, lookup: Any) -> str:
     )  # fmt: skip
 
 
-def plan_lines(case: Case, config: SuiteConfig) -> Iterator[str]:
+@dataclass(frozen=True)
+class MissingVariable:
+    """An environment variable a case needs that is not set: its name and what needs it (never a value)."""
+
+    name: str
+    needed_by: str
+
+    def __str__(self) -> str:
+        return f"environment variable {self.name} is not set ({self.needed_by})"
+
+
+def _candidates(case: Case, config: SuiteConfig) -> tuple[list[Device], list[Account]]:
+    """The devices and accounts the case may lease: its pinned account, else every matching one."""
     sop = case.sop
     devices = candidate_devices(config, sop.device)
-    account: Account | None = None
     accounts = candidate_accounts(config, sop.device, sop.account) if sop.account else []
     if case.account_id:
-        account = next(a for a in accounts if a.id == case.account_id)
-        devices = [d for d in devices if may_use(account, d)]
+        accounts = [a for a in accounts if a.id == case.account_id]
+        devices = [d for d in devices if any(may_use(a, d) for a in accounts)]
+    return devices, accounts
+
+
+def _templates(value: Any) -> Iterator[Template]:
+    if isinstance(value, Template):
+        yield value
+    elif isinstance(value, Locator):
+        yield value.value
+    elif isinstance(value, TextMatch):
+        yield value.locator.value
+        yield value.expected
+    elif isinstance(value, Condition):
+        yield value.locator.value
+        if value.match is not None:
+            yield value.match.expected
+
+
+def _secrets(value: Any) -> Iterator[Secret]:
+    if isinstance(value, Secret):
+        yield value
+    elif isinstance(value, Mapping):
+        for v in value.values():
+            yield from _secrets(v)
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            yield from _secrets(v)
+
+
+def missing_variables(
+    case: Case, config: SuiteConfig, environ: Mapping[str, str] = os.environ
+) -> list[MissingVariable]:
+    """What the case would stop on, for want of an environment variable: the ``{env: NAME}`` secrets of the
+    account fields and inputs its steps use, of its app's and devices' capabilities, and the ``${env.NAME}``
+    its steps and app url use. An account not pinned to the case is any of the matching ones: each is named."""
+    sop = case.sop
+    devices, accounts = _candidates(case, config)
+    found: dict[tuple[str, str], None] = {}  # in order, once each
+
+    def need(secret: Any, needed_by: str) -> None:
+        for s in _secrets(secret):
+            if s.env not in environ:
+                found.setdefault((s.env, needed_by), None)
+
+    steps: Iterable[Step] = (*sop.steps, *sop.on_failure)
+    templates = [t for step in steps for v in step.params.values() for t in _templates(v)]
+    templates += [t for cond in sop.done_when for t in _templates(cond)]
+    for ns, name in dict.fromkeys(ref for t in templates for ref in t.refs):
+        if ns == "account":
+            for account in accounts:
+                need(account.fields.get(name), f"account {account.id}, field {name}")
+        elif ns == "inputs" and case.inputs is not None:
+            need(case.inputs.values.get(name), f"input {name} of row {case.inputs.id}")
+        elif ns == "env" and name not in environ:
+            found.setdefault((name, f"${{env.{name}}} in the steps"), None)
+    app = config.apps.get(sop.app) if sop.app else None
+    if app is not None:
+        need(app.capabilities, f"app {app.id}, capabilities")
+        try:
+            url_refs = parse(app.url).refs if app.url else ()
+        except TemplateError:
+            url_refs = ()  # reported when the run starts
+        for ns, name in url_refs:
+            if ns == "env" and name not in environ:
+                found.setdefault((name, f"app {app.id}, url"), None)
+    for device in devices:
+        need(device.capabilities, f"device {device.id}, capabilities")
+    return [MissingVariable(name, needed_by) for name, needed_by in found]
+
+
+def plan_lines(case: Case, config: SuiteConfig) -> Iterator[str]:
+    sop = case.sop
+    devices, accounts = _candidates(case, config)
+    account: Account | None = accounts[0] if case.account_id and accounts else None
     yield f"{sop.path}::{case.name}  {sop.title}"
     yield f"  device:  {sop.device or 'any device'} -> {', '.join(d.id for d in devices) or 'discovered at run time'}"
     if sop.account is not None:
@@ -61,6 +151,8 @@ def plan_lines(case: Case, config: SuiteConfig) -> Iterator[str]:
             yield f"  account: {sop.account} -> {', '.join(a.id for a in accounts)}"
     if sop.app:
         yield f"  app:     {sop.app}"
+    for missing in missing_variables(case, config):
+        yield f"  MISSING: {missing}: the case would stop where it is needed"
     lookup = _lookup(case, account)
     for title, steps in (("steps", sop.steps), ("on_failure", sop.on_failure)):
         if not steps:
