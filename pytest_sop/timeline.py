@@ -40,6 +40,11 @@ BAR_H = 18
 LANE_PAD = 5
 AXIS_H = 34
 MIN_BAR_W = 3.0
+MIN_PLOT_W = 360  # the time axis never gets narrower than this
+KEY_HEAD = 26  # the cases' legend: its heading, then one line per case
+KEY_ROW_H = 16
+KEY_SWATCH = 14
+KEY_GAP = 24
 
 
 @dataclass(frozen=True)
@@ -170,14 +175,6 @@ def _tick_step(span_ms: int, max_ticks: int) -> int:
     return _STEPS_MS[-1] * math.ceil(span_ms / (_STEPS_MS[-1] * max_ticks))
 
 
-def _fit(text: str, width: float) -> str | None:
-    """``text`` cut with an ellipsis to fit ``width`` pixels, or None when not even a few letters fit."""
-    if len(text) * CHAR_W <= width:
-        return text
-    keep = int(width / CHAR_W) - 1
-    return text[:keep] + "…" if keep >= 4 else None
-
-
 def _utc(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, tz=UTC)
 
@@ -190,6 +187,7 @@ class _Bar:
     run: CaseRun
     x0: float
     x1: float
+    key: int  # the case's number in the legend (in start order)
     row: int = 0
 
 
@@ -270,7 +268,13 @@ def render_timeline(runs: Sequence[CaseRun], *, width: int = 1200) -> str:
         lanes.setdefault(run.device, []).append(run)
     devices = sorted(lanes, key=_lane_order)
 
-    label_w = min(max(max(len(d) for d in devices) * 7.2 + 24, 96), 220)
+    # Device names are written whole: the lane labels are as wide as the longest, and the
+    # picture wider when they would leave the bars too little room.
+    label_w = max(max(len(d) for d in devices) * 7.2 + 24, 96)
+    width = max(width, int(PAD + label_w + MIN_PLOT_W + PAD + 12))
+    keys = {id(run): k for k, run in enumerate(runs, start=1)}
+    key_lines, key_w = _case_key_lines(runs)
+    width = max(width, int(2 * PAD + key_w))  # a legend line is never cut either
     x_left = PAD + label_w
     x_right = width - PAD - 12
     plot_w = x_right - x_left
@@ -281,12 +285,17 @@ def render_timeline(runs: Sequence[CaseRun], *, width: int = 1200) -> str:
     lane_bars: dict[str, list[_Bar]] = {}
     lane_rows: dict[str, int] = {}
     for device in devices:
-        bars = [_Bar(r, x_of(r.start), max(x_of(r.stop), x_of(r.start) + MIN_BAR_W)) for r in lanes[device]]
+        bars = [
+            _Bar(r, x_of(r.start), max(x_of(r.stop), x_of(r.start) + MIN_BAR_W), keys[id(r)]) for r in lanes[device]
+        ]
         lane_rows[device] = _pack(bars)
         lane_bars[device] = bars
 
     lanes_h = sum(lane_rows[d] * ROW_H + 2 * LANE_PAD for d in devices)
-    height = TOP + lanes_h + AXIS_H + 8
+    columns = max(1, int((width - 2 * PAD + KEY_GAP) // (key_w + KEY_GAP)))
+    key_rows = math.ceil(len(runs) / columns)
+    key_top = TOP + lanes_h + AXIS_H + 14
+    height = key_top + KEY_HEAD + key_rows * KEY_ROW_H + 8
     counts = {s: sum(1 for r in runs if r.status == s) for s in STATUS_ORDER}
     n_dev = sum(1 for d in devices if d != NO_DEVICE)
     summary = (
@@ -331,14 +340,15 @@ def render_timeline(runs: Sequence[CaseRun], *, width: int = 1200) -> str:
         y += lane_h
     stripes.append("</g>")
 
-    # stripes under the grid, bars over it
+    # stripes under the grid, bars over it, the cases' legend under the axis
     out += stripes + grid + body
+    out += _case_key(runs, key_lines, key_top, key_w, key_rows)
     out.append("</svg>")
     return "\n".join(out) + "\n"
 
 
 def _lane_label(device: str, n_cases: int, mid: float, label_w: float) -> list[str]:
-    name = _fit(device, label_w - 12) or device[:6] + "…"
+    name = device
     colour, style = ("#57606a", ' font-style="italic"') if device == NO_DEVICE else ("#1f2328", "")
     return [
         f'<text class="lane-label" x="{PAD}" y="{_n(mid - 2)}" font-size="12" font-weight="600" '
@@ -378,42 +388,68 @@ def _tooltip(run: CaseRun) -> str:
 
 
 def _bar(bar: _Bar, y: float, room_left: float, room_right: float) -> tuple[str, float]:
-    """A bar with its tooltip and, where it fits, its case name: inside the bar, else right of it,
-    else left of it, else cut short where there is most room. Returns the SVG and the right-most x used."""
+    """A bar with its tooltip and its label, never cut short: its legend number and case name where
+    they fit (inside the bar, else right of it, else left of it), else the number alone (the legend
+    has the name), placed the same way or, with no room anywhere, where there is most.
+    Returns the SVG and the right-most x used."""
     run = bar.run
     fill, ink = STATUS_COLOURS[run.status]
     w = bar.x1 - bar.x0
     parts = [
         f'<g class="bar status-{run.status}" data-status="{run.status}" data-device="{_attr(run.device)}" '
-        f'data-case="{_attr(run.name)}">',
+        f'data-case="{_attr(run.name)}" data-key="{bar.key}">',
         f"<title>{_text(_tooltip(run))}</title>",
         f'<rect x="{_n(bar.x0)}" y="{_n(y)}" width="{_n(w)}" height="{BAR_H}" rx="3" fill="{fill}"/>',
     ]
     text_y = _n(y + BAR_H / 2 + 4)
-    room_inside = w - 8
-    need = len(run.name) * CHAR_W
-    if need <= room_inside:
-        where, text = "inside", run.name
-    elif need <= room_right:
-        where, text = "right", run.name
-    elif need <= room_left:
-        where, text = "left", run.name
+    rooms = {"inside": w - 8, "right": room_right, "left": room_left}
+    for text in (f"{bar.key} {run.name}", str(bar.key)):
+        where = next((side for side, room in rooms.items() if len(text) * CHAR_W <= room), None)
+        if where is not None:
+            break
     else:
-        where = max(("inside", room_inside), ("right", room_right), ("left", room_left), key=lambda p: p[1])[0]
-        text = _fit(run.name, {"inside": room_inside, "right": room_right, "left": room_left}[where]) or ""
+        where = max(rooms, key=lambda side: rooms[side])
     used = bar.x1
-    if text and where == "inside":
+    if where == "inside":
         parts.append(f'<text x="{_n(bar.x0 + 4)}" y="{text_y}" font-size="11" fill="{ink}">{_text(text)}</text>')
-    elif text and where == "right":
+    elif where == "right":
         parts.append(f'<text x="{_n(bar.x1 + 4)}" y="{text_y}" font-size="11" fill="#1f2328">{_text(text)}</text>')
         used = bar.x1 + 4 + len(text) * CHAR_W
-    elif text:
+    else:
         parts.append(
             f'<text x="{_n(bar.x0 - 4)}" y="{text_y}" font-size="11" fill="#1f2328" text-anchor="end">'
             f"{_text(text)}</text>"
         )
     parts.append("</g>")
     return "".join(parts), used
+
+
+def _case_key_lines(runs: Sequence[CaseRun]) -> tuple[list[str], float]:
+    """Each case's legend line (number, full name, device, status, duration) and the widest one's width."""
+    lines = [
+        f"{k} {run.name} · {run.device} · {run.status} · {format_duration(run.duration_ms)}"
+        for k, run in enumerate(runs, start=1)
+    ]
+    return lines, KEY_SWATCH + max(len(line) for line in lines) * CHAR_W
+
+
+def _case_key(runs: Sequence[CaseRun], lines: list[str], top: float, key_w: float, rows: int) -> list[str]:
+    """The cases' legend: every case by its bar's number, with its whole name, in columns."""
+    out = [
+        '<g class="case-key">',
+        f'<text x="{PAD}" y="{_n(top + 10)}" font-size="12" font-weight="600" fill="#1f2328">Cases</text>',
+    ]
+    for i, (run, line) in enumerate(zip(runs, lines, strict=True)):
+        col, row = divmod(i, rows)
+        x = PAD + col * (key_w + KEY_GAP)
+        y = top + KEY_HEAD + row * KEY_ROW_H
+        out.append(
+            f'<g class="case-key-item" data-key="{i + 1}" data-case="{_attr(run.name)}" data-status="{run.status}">'
+            f'<rect x="{_n(x)}" y="{_n(y - 9)}" width="10" height="10" rx="2" fill="{STATUS_COLOURS[run.status][0]}"/>'
+            f'<text x="{_n(x + KEY_SWATCH)}" y="{_n(y)}" font-size="11" fill="#1f2328">{_text(line)}</text></g>'
+        )
+    out.append("</g>")
+    return out
 
 
 def build_timeline(results_dir: str | os.PathLike[str], *, width: int = 1200, only_sops: bool = False) -> str:

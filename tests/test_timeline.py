@@ -188,23 +188,61 @@ def bar_labels(svg: str) -> dict[str, tuple[str, str]]:
 
 
 def test_case_names_are_written_on_or_next_to_bars(tmp_path: Path) -> None:
+    """Each bar carries its legend number, and its case name where the whole name fits."""
     example_run(tmp_path)
     labels = bar_labels(build_timeline(tmp_path))
-    assert labels["publish-post[cat-publisher-1]"] == ("publish-post[cat-publisher-1]", "inside")
-    assert labels["publish-post[dog-publisher-1]"] == ("publish-post[dog-publisher-1]", "inside")
-    assert labels["publish-post[not-allowed]"] == ("publish-post[not-allowed]", "right")  # an instant
-    # too short a bar between its neighbour and the end: no room for a name, the tooltip still has it
-    assert "login[eu]" not in labels
+    assert labels["publish-post[cat-publisher-1]"] == ("2 publish-post[cat-publisher-1]", "inside")
+    assert labels["publish-post[dog-publisher-1]"] == ("6 publish-post[dog-publisher-1]", "inside")
+    assert labels["publish-post[not-allowed]"] == ("1 publish-post[not-allowed]", "right")  # an instant
+    # too short a bar between its neighbour and the end for its name: its number, the name in the legend
+    assert labels["login[eu]"] == ("7", "inside")
     assert tooltip(lanes(build_timeline(tmp_path))["pixel-a"][2]).startswith("login[eu]\n")
 
 
-def test_long_names_are_cut_short_where_there_is_most_room(tmp_path: Path) -> None:
+def case_key(svg: str) -> dict[str, str]:
+    """case -> its line in the cases' legend."""
+    root = ET.fromstring(svg)
+    return {
+        str(g.get("data-case")): "".join(g.itertext())
+        for g in root.iter(f"{SVG}g")
+        if g.get("class") == "case-key-item"
+    }
+
+
+def test_no_name_is_ever_cut_short(tmp_path: Path) -> None:
+    """A name that does not fit is not cut: the bar shows its number, the legend the whole name."""
     long_name = "very-long-sop-name-for-checking-truncation[row-with-a-long-id-admin-1]"
-    write_result(tmp_path, "a", "passed", 0, 30, device="pixel-a")
-    write_result(tmp_path, long_name, "passed", 30.5, 50, device="pixel-a")
-    write_result(tmp_path, "c", "passed", 50.5, 100, device="pixel-a")
-    text, where = bar_labels(build_timeline(tmp_path))[long_name]
-    assert where == "inside" and text.endswith("…") and long_name.startswith(text[:-1])
+    long_device = "emulator-5554-on-the-lab-rack-in-building-7-second-floor-left"
+    write_result(tmp_path, "a", "passed", 0, 30, device=long_device)
+    write_result(tmp_path, long_name, "passed", 30.5, 50, device=long_device)
+    write_result(tmp_path, "c", "passed", 50.5, 100, device=long_device)
+    svg = build_timeline(tmp_path)
+    assert "…" not in svg
+    assert bar_labels(svg)[long_name] == ("2", "inside")
+    assert case_key(svg)[long_name] == f"2 {long_name} · {long_device} · passed · 19.5s"
+    root = ET.fromstring(svg)
+    assert [t.text for t in root.iter(f"{SVG}text") if t.get("class") == "lane-label"] == [long_device]
+
+
+def test_the_legend_lists_every_case_by_number(tmp_path: Path) -> None:
+    example_run(tmp_path)
+    svg = build_timeline(tmp_path)
+    key = case_key(svg)
+    assert len(key) == 7
+    assert key["login[eu]"] == "7 login[eu] · pixel-a · passed · 3.0s"
+    assert key["publish-post[not-allowed]"].startswith(f"1 publish-post[not-allowed] · {NO_DEVICE} · skipped")
+    numbers = {bar.get("data-case"): bar.get("data-key") for bars in lanes(svg).values() for bar in bars}
+    assert numbers == {case: line.split(" ", 1)[0] for case, line in key.items()}
+    # the legend is inside the picture
+    root = ET.fromstring(svg)
+    height = float(root.get("height", "0"))
+    ys = [
+        float(t.get("y", "0"))
+        for g in root.iter(f"{SVG}g")
+        if g.get("class") == "case-key"
+        for t in g.iter(f"{SVG}text")
+    ]
+    assert ys and max(ys) < height
 
 
 def test_labels_go_left_when_the_right_is_taken(tmp_path: Path) -> None:
@@ -212,8 +250,8 @@ def test_labels_go_left_when_the_right_is_taken(tmp_path: Path) -> None:
     write_result(tmp_path, "short-one", "failed", 80, 81, device="pixel-a")
     write_result(tmp_path, "last-case", "passed", 81.5, 120, device="pixel-a")
     labels = bar_labels(build_timeline(tmp_path))
-    assert labels["short-one"] == ("short-one", "left")
-    assert labels["first-case"] == ("first-case", "inside")
+    assert labels["short-one"] == ("2 short-one", "left")
+    assert labels["first-case"] == ("1 first-case", "inside")
 
 
 def test_axis_legend_and_summary(tmp_path: Path) -> None:
