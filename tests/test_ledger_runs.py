@@ -68,3 +68,27 @@ def test_due_deselects_cases_that_passed_within_their_schedule(pytester: pytest.
     second = pytester.runpytest("--sop", "--sop-appium", appium_url, "--sop-due", "-v")
     second.assert_outcomes(passed=1, failed=1, deselected=1)
     second.stdout.fnmatch_lines(["*always.sop.yaml::always PASSED*", "*flaky.sop.yaml::flaky[[]bad] FAILED*"])
+
+
+WHOLE = """\
+id: missing-banner
+steps:
+  - assert_visible: {id: nope}
+    timeout: 0.2
+"""
+
+
+def test_the_ledger_keeps_the_whole_error_of_a_real_failure(pytester: pytest.Pytester, appium_url: str) -> None:
+    """Not only its last line (the ``found:`` line): the headline, the SOP around the step, expected and found.
+
+    Needs caserecord.py to hand the ledger the whole masked longrepr (it kept its last line)."""
+    pytester.makefile(".yaml", sop=FAKE_CONFIG)
+    (pytester.path / "missing-banner.sop.yaml").write_text(WHOLE)
+    pytester.runpytest("--sop", "--sop-appium", appium_url).assert_outcomes(failed=1)
+    (exc,) = exceptions(pytester.path)
+    error = str(exc["last_error"])
+    assert error.splitlines()[0].startswith("missing-banner.sop.yaml:3: assert_visible failed"), error
+    assert "expected:" in error and "found:" in error
+    assert (exc["count"], exc["failed"], exc["broken"]) == (1, 1, 0)
+    table = cli(pytester.path, "exceptions", "list").stdout
+    assert "missing-banner.sop.yaml:3: assert_visible failed" in table
