@@ -10,7 +10,10 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shutil
 import tempfile
+import time
+import uuid
 from collections.abc import Mapping
 from importlib import metadata
 from pathlib import Path
@@ -314,3 +317,28 @@ def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
 def write_json_atomic(path: str | os.PathLike[str], obj: Any) -> Path:
     """:func:`write_text_atomic` of ``obj`` as indented UTF-8 JSON."""
     return write_text_atomic(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+
+
+# -- run-level ("global") attachments ----------------------------------------------------------
+
+
+def write_globals(results_dir: str | os.PathLike[str], files: list[tuple[str, str, str, str]]) -> Path | None:
+    """Copy each ``(name, path, mime, extension)`` into ``results_dir`` as an attachment and declare
+    them in one ``<uuid>-globals.json``: Allure 3 shows them under "Global Attachments".
+
+    One file for all: Allure 3.18 lists every attachment once per globals file it reads. Files
+    that do not exist are left out; None when none does.
+    """
+    results = Path(results_dir)
+    attachments: list[dict[str, Any]] = []
+    for name, path, mime, extension in files:
+        if not os.path.isfile(path):
+            continue
+        source = f"{uuid.uuid4()}-attachment.{extension}"
+        tmp = results / f".{source}.tmp"
+        shutil.copyfile(path, tmp)
+        os.replace(tmp, results / source)
+        attachments.append({"name": name, "source": source, "type": mime, "timestamp": int(time.time() * 1000)})
+    if not attachments:
+        return None
+    return write_json_atomic(results / f"{uuid.uuid4()}-globals.json", {"attachments": attachments, "errors": []})

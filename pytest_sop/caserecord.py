@@ -128,13 +128,14 @@ class CaseRecord:
 def attach_run_files(config: pytest.Config, timeline: str) -> None:
     """The device timeline and the audit log as the report's run-level (global) attachments: once, by
     the controlling process, after the run's last audit line (its seal)."""
-    from .recorders import attach_to_run
+    from .allure_meta import write_globals
     from .runrecord import audit_path
 
-    if hasattr(config, "workerinput") or alluredir(config) is None:
+    results = alluredir(config)
+    if hasattr(config, "workerinput") or results is None:
         return
-    if timeline:
-        attach_to_run("device timeline", timeline, "image/svg+xml", "svg")
     audit = audit_path(config)
+    files = [("device timeline", timeline, "image/svg+xml", "svg")] if timeline else []
     if audit:
-        attach_to_run("audit log", audit, "text/plain", "jsonl")
+        files.append(("audit log", audit, "text/plain", "jsonl"))
+    write_globals(results, files)

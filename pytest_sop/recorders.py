@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import os
 import re
 import time
 from collections.abc import Iterator
@@ -159,15 +158,6 @@ def clean_current_result() -> None:
     test = current_test()
     if test is not None:
         clean_messages(test)
-
-
-def attach_to_run(name: str, path: str, mime: str, extension: str) -> None:
-    """A file for the whole run: an Allure global attachment (``*-globals.json``), shown on the report's
-    overview. Nothing without an alluredir (allure-pytest then listens to nothing)."""
-    import allure
-
-    if os.path.isfile(path):
-        allure.global_attach.file(path, name=name, attachment_type=mime, extension=extension)
 
 
 class Recorders(Recorder):

@@ -24,6 +24,7 @@ from pytest_sop.allure_meta import (
     environment_properties,
     executor,
     labels_for,
+    write_globals,
     write_json_atomic,
     write_text_atomic,
 )
@@ -461,3 +462,19 @@ def test_engine_modules_do_not_import_pytest() -> None:
             alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names
         } | {node.module.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
         assert "pytest" not in imported and "_pytest" not in imported, name
+
+
+def test_write_globals_declares_copies_in_one_file(tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    results.mkdir()
+    (tmp_path / "a.svg").write_text("<svg/>")
+    written = write_globals(results, [("picture", str(tmp_path / "a.svg"), "image/svg+xml", "svg"),
+                                      ("gone", str(tmp_path / "missing.log"), "text/plain", "log")])  # fmt: skip
+    assert written is not None and written.name.endswith("-globals.json")
+    data = json.loads(written.read_text())
+    (attachment,) = data["attachments"]
+    assert (attachment["name"], attachment["type"], data["errors"]) == ("picture", "image/svg+xml", [])
+    assert attachment["source"].endswith("-attachment.svg") and isinstance(attachment["timestamp"], int)
+    assert (results / attachment["source"]).read_text() == "<svg/>"
+    assert sorted(p.name for p in results.iterdir()) == sorted([written.name, attachment["source"]])
+    assert write_globals(results, [("gone", str(tmp_path / "missing.log"), "text/plain", "log")]) is None

@@ -183,8 +183,8 @@ def test_the_timeline_and_audit_log_are_the_runs_attachments(pytester: pytest.Py
     """Allure's global attachments (``*-globals.json``): copies taken after the run's last audit line."""
     results = pytester.path / "allure"
     run_sop(pytester, appium_url, {"s.sop.yaml": PASSES}).assert_outcomes(passed=1)
-    found = [json.loads(p.read_text()) for p in results.glob("*-globals.json")]
-    attached = {a["name"]: a for g in found for a in g.get("attachments", [])}
+    (found,) = [json.loads(p.read_text()) for p in results.glob("*-globals.json")]  # one: Allure 3 repeats per file
+    attached = {a["name"]: a for a in found["attachments"]}
     assert set(attached) == {"device timeline", "audit log"}
     assert attached["device timeline"]["type"] == "image/svg+xml"
     timeline = (results / attached["device timeline"]["source"]).read_bytes()
