@@ -98,8 +98,8 @@ CASES = {
         "s.sop.yaml:4:12: requires.account: no account in",
     ),
     "unknown template namespace": (
-        GOOD_HEAD + "  - open_url: ${env.HOME}\n",
-        "s.sop.yaml:3:15: steps[0].open_url: unknown namespace 'env' in '${env.HOME}'",
+        GOOD_HEAD + "  - open_url: ${environ.HOME}\n",  # ${env.NAME} is a namespace now
+        "s.sop.yaml:3:15: steps[0].open_url: unknown namespace 'environ' in '${environ.HOME}'",
     ),
     "unknown input name": (
         "id: s\ninputs:\n  - {id: a, caption: x}\n  - {id: b}\nsteps:\n  - type: {into: {id: c}, text: '${inputs.caption}'}\n",

@@ -43,7 +43,7 @@ SOP_TYPOS = {
     "top-level key": (
         "id: s\ntitel: x\nsteps:\n  - back\n",
         "s.sop.yaml:2:1: titel: unknown key 'titel'; expected one of: id, title, description, owner, tags, "
-        "severity, app, requires, inputs, allowed_actions, retry, schedule, escalate_to, steps, done_when, "
+        "severity, app, requires, inputs, allowed_actions, retry, schedule, escalate_to, escalate_on, steps, done_when, "
         "on_failure (did you mean 'title'?)",
     ),
     "step modifier written as a SOP key": (
@@ -59,7 +59,7 @@ SOP_TYPOS = {
     "requires": (
         "id: s\nrequire:\n  device: {}\nsteps:\n  - back\n",
         "s.sop.yaml:2:1: require: unknown key 'require'; expected one of: id, title, description, owner, tags, "
-        "severity, app, requires, inputs, allowed_actions, retry, schedule, escalate_to, steps, done_when, "
+        "severity, app, requires, inputs, allowed_actions, retry, schedule, escalate_to, escalate_on, steps, done_when, "
         "on_failure (did you mean 'requires'?)",
     ),
     "requires.device key": (
@@ -84,7 +84,7 @@ SOP_TYPOS = {
     "steps key, reported once": (
         "id: s\nstep:\n  - back\n",
         "s.sop.yaml:2:1: step: unknown key 'step'; expected one of: id, title, description, owner, tags, "
-        "severity, app, requires, inputs, allowed_actions, retry, schedule, escalate_to, steps, done_when, "
+        "severity, app, requires, inputs, allowed_actions, retry, schedule, escalate_to, escalate_on, steps, done_when, "
         "on_failure (did you mean 'steps'?)",
     ),
     "done_when condition": (
