@@ -235,10 +235,10 @@ def test_an_older_ledger_gains_the_table_of_signed_heads(tmp_path: Path) -> None
     with sqlite3.connect(path) as conn:  # as version 1 left it: no table of signed heads
         conn.execute("DROP TABLE audit_heads")
         conn.execute("PRAGMA user_version = 1")
-    assert SCHEMA_VERSION == 2
+    assert SCHEMA_VERSION >= 2
     assert Ledger(path).signed_heads(log_id="x", log_path="y") == []
     with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
 
 
 def test_sealing_writes_nothing_without_a_log(suite: Suite) -> None:
