@@ -7,13 +7,15 @@ a build number. An unset one is an error naming it, never an empty string. Secre
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 
 from .errors import SopError
 from .masking import SecretMissing
-from .model import Secret, Template
+from .model import Condition, Secret, Sop, Step, Template
 
 NAMESPACES = ("inputs", "account", "device", "vars", "env")
 _TOKEN = re.compile(r"\$\$\{|\$\{([^}]*)\}|\$\{")
@@ -42,10 +44,39 @@ def env_value(name: str, where: str = "") -> str:
     return value
 
 
-def missing_env(templates: Iterable[Template]) -> list[str]:
-    """The variables ``${env.NAME}`` references in ``templates`` need that are not set, in order."""
-    names = dict.fromkeys(name for t in templates for ns, name in t.refs if ns == "env")
-    return [name for name in names if name not in os.environ]
+def _templates_in(value: Any) -> Iterator[Template]:
+    if isinstance(value, Template):
+        yield value
+    elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+        for f in dataclasses.fields(value):
+            yield from _templates_in(getattr(value, f.name))
+    elif isinstance(value, Mapping):
+        for item in value.values():
+            yield from _templates_in(item)
+    elif isinstance(value, tuple | list):
+        for item in value:
+            yield from _templates_in(item)
+
+
+def check_env(sop: Sop, get_sop: Callable[[str], Sop | None]) -> None:
+    """Before a case starts: every ``${env.NAME}`` its steps (and the SOPs they run) use is set.
+
+    :raises EnvMissing: naming the first unset variable and the step that uses it.
+    """
+    seen, todo = {sop.id}, [sop]
+    while todo:
+        current = todo.pop(0)
+        steps: tuple[Step | Condition, ...] = (*current.steps, *current.on_failure, *current.done_when)
+        for step in steps:
+            for template in _templates_in(step):
+                for ns, name in template.refs:
+                    if ns == "env" and name not in os.environ:
+                        raise EnvMissing(name, f"{step.pos.file}:{step.pos.line}")
+            target = step.params.get("sop") if isinstance(step, Step) and step.action == "run" else None
+            found = get_sop(target) if isinstance(target, str) else None
+            if found is not None and found.id not in seen:
+                seen.add(found.id)
+                todo.append(found)
 
 
 def parse(text: str) -> Template:

@@ -279,3 +279,32 @@ def test_the_starter_suite_passes_on_chromium_as_init_says_to_run_it(
     assert "sign-in" in run.stdout and "1 passed" in run.stdout
     assert "pub1-demo-pass" not in run.stdout + run.stderr
     assert (tmp_path / "allure-results" / "sop-audit.jsonl").is_file()
+
+
+def test_check_env_names_an_unset_variable_before_the_case_and_where_it_is_used(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a case's setup calls: the SOP, the SOPs it runs and its done_when, before any lease or session."""
+    from pytest_sop.actions import build_registry
+    from pytest_sop.suite import Suite
+    from pytest_sop.suiteconfig import load_config
+    from pytest_sop.templates import EnvMissing, check_env
+
+    (tmp_path / "sop.yaml").write_text(FAKE_CONFIG)
+    (tmp_path / "main.sop.yaml").write_text(
+        "id: main\nsteps:\n  - note: on ${env.H2_HOST}\n  - run: inner\n"
+        "done_when:\n  - text: {in: {id: x}, equals: '${env.H2_DONE}'}\n"
+    )
+    (tmp_path / "inner.sop.yaml").write_text("id: inner\nsteps:\n  - type: {into: {id: u}, text: '${env.H2_INNER}'}\n")
+    suite = Suite(load_config(str(tmp_path / "sop.yaml")), build_registry(), str(tmp_path), base=str(tmp_path))
+    sop = suite.get_sop("main")
+    assert sop is not None
+    for name in ("H2_HOST", "H2_INNER", "H2_DONE"):
+        monkeypatch.delenv(name, raising=False)
+    expected = [("H2_HOST", "main.sop.yaml:3"), ("H2_DONE", "main.sop.yaml:6"), ("H2_INNER", "inner.sop.yaml:3")]
+    for name, where in expected:
+        with pytest.raises(EnvMissing) as e:
+            check_env(sop, suite.get_sop)
+        assert str(e.value) == f"environment variable {name} is not set (${{env.{name}}} in {where})"
+        monkeypatch.setenv(name, "")  # set, even empty, is set
+    check_env(sop, suite.get_sop)
