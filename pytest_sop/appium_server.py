@@ -261,11 +261,15 @@ def _path_install(appium: str, tried: list[str]) -> AppiumInstall:
             f"appium on PATH is Appium {version}; pytest-sop needs Appium 3\n{_tried_text(tried)}\nfix: {reinstall}"
         )
     argv = [appium, "driver", "list", "--installed", "--json"]
+    # Named even when it is the default: without APPIUM_HOME, Appium takes a working folder whose
+    # package.json lists appium (what `pytest-sop init` writes) for its home, and finds no drivers there.
+    env = {"APPIUM_HOME": home}
     output = ""
     try:
         done = subprocess.run(
-            argv, capture_output=True, text=True, timeout=DRIVER_LIST_TIMEOUT, stdin=subprocess.DEVNULL
-        )
+            argv, capture_output=True, text=True, timeout=DRIVER_LIST_TIMEOUT, stdin=subprocess.DEVNULL,
+            env={**os.environ, **env},
+        )  # fmt: skip
         output = (done.stderr or done.stdout).strip()[-1500:]
         if done.returncode != 0:
             raise ValueError(f"it exited with status {done.returncode}")
@@ -283,7 +287,7 @@ def _path_install(appium: str, tried: list[str]) -> AppiumInstall:
             if meta.get("automationName"):
                 automation[str(meta["automationName"]).lower()] = str(name)
     return AppiumInstall(
-        command=(appium,), env={}, source="PATH", location=appium, home=home, version=version, drivers=drivers,
+        command=(appium,), env=env, source="PATH", location=appium, home=home, version=version, drivers=drivers,
         automation_names=automation, tried=tuple(tried),
     )  # fmt: skip
 
