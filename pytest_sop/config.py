@@ -282,10 +282,9 @@ def resolve(config: pytest.Config) -> Settings:
         return Settings(**{**data, "patterns": tuple(data["patterns"])})
     values = {opt.ini: _value(config, opt) for opt in OPTIONS}
     config_path = values["sop_config"]
+    looked: list[str] = []
     if config_path is None:
         config_path, looked = suite_config(config.rootpath, config.args, config.invocation_params.dir)
-        if config_path is None and values["sop"]:
-            raise pytest.UsageError(no_config_message(looked))
     else:
         config_path = os.path.join(str(config.invocation_params.dir), config_path)
         if not os.path.exists(config_path):
@@ -305,6 +304,9 @@ def resolve(config: pytest.Config) -> Settings:
             check_lock_dir(lock_dir, create=False)
         except LockDirError as e:
             raise pytest.UsageError(str(e)) from None
+    if config_path is None and values["sop"]:
+        # After the options' own checks: a bad value is named first, whatever the folder holds.
+        raise pytest.UsageError(no_config_message(looked))
     return Settings(
         enabled=values["sop"],
         config_path=config_path,
