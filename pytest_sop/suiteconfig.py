@@ -8,6 +8,7 @@ from dataclasses import replace
 from types import MappingProxyType
 from typing import Any
 
+from . import templates
 from .checker import ID_RE, NAME_RE, Checker, did_you_mean
 from .discovery import discover_adb
 from .errors import SopInvalid, SopSyntaxError
@@ -83,6 +84,17 @@ class _ConfigParser(Checker):
             out["appium:app"] = os.path.normpath(os.path.join(self.folder, app))
         return MappingProxyType(out)
 
+    def url_template(self, p: Path_, url: str) -> None:
+        """Only ``${env.NAME}`` can fill an app's URL: it is rendered before any case has inputs."""
+        try:
+            template = templates.parse(url)
+        except templates.TemplateError as e:
+            self.error(p, str(e))
+            return
+        for part in template.parts:
+            if isinstance(part, tuple) and part[0] != "env":
+                self.error(p, f"'${{{part[0]}.{part[1]}}}' cannot be used in an app's url; only ${{env.NAME}} can")
+
     def apps(self, value: Any) -> dict[str, App]:
         apps = self.mapping(("apps",), value, allowed=_AnyKey(), what="a mapping of app names to {capabilities: ...}")
         out: dict[str, App] = {}
@@ -97,6 +109,8 @@ class _ConfigParser(Checker):
             url = s.get("url")
             if url is not None and not (isinstance(url, str) and _URL_RE.fullmatch(url)):
                 self.error(p + ("url",), f"expected an http(s) URL, got {url!r}")
+            elif url is not None:
+                self.url_template(p + ("url",), url)
             caps = self.capabilities(p + ("capabilities",), s.get("capabilities", {}))
             out[name] = App(name, caps, self.pos(p), url)
         return out

@@ -263,3 +263,17 @@ def test_one_bad_file_does_not_hide_another_and_nothing_runs(pytester: pytest.Py
     )
     assert result.ret == pytest.ExitCode.INTERRUPTED
     assert not (pytester.path / "ran").exists()
+
+
+def test_an_app_url_takes_only_env_references(pytester: pytest.Pytester) -> None:
+    """An app's url is rendered before a case has inputs or an account: only ${env.NAME} can fill it."""
+    config = "apps:\n  a:\n    url: http://127.0.0.1/${inputs.y}\n  b:\n    url: http://127.0.0.1:${env.PORT\n"
+    write_suite(pytester, {"s.sop.yaml": "id: s\nsteps: [back]\n"}, config=config)
+    result = pytester.runpytest("--sop")
+    result.stderr.fnmatch_lines(
+        [
+            "sop.yaml:3:10: apps.a.url: '${inputs.y}' cannot be used in an app's url; only ${env.NAME} can",
+            "sop.yaml:5:10: apps.b.url: '${' is not closed by '}'*",
+        ]
+    )
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
