@@ -14,6 +14,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 
 from .actions import ActionRegistry
+from .checker import did_you_mean
 from .errors import SopSyntaxError
 from .matching import candidate_accounts, candidate_devices, discovered_may_match
 from .model import Case, Sop, Step, SuiteConfig
@@ -184,7 +185,11 @@ class _SuiteCheck:
     def app(self, sop: Sop) -> None:
         if sop.app is not None and sop.app not in self.config.apps:
             known = ", ".join(self.config.apps) or "none"
-            self.error(("app",), f"unknown app {sop.app!r}; apps in {self.config_name()}: {known}")
+            self.error(
+                ("app",),
+                f"unknown app {sop.app!r}; apps in {self.config_name()}: {known}"
+                f"{did_you_mean(sop.app, self.config.apps)}",
+            )
 
     def config_name(self) -> str:
         return self.config.path or "sop.yaml (not found)"
@@ -230,7 +235,11 @@ class _SuiteCheck:
             ref = step.params["sop"]
             found = self.suite._by_id.get(ref, [])
             if not found:
-                self.error(path + ("run",), f"unknown SOP {ref!r}; no SOP file under {self.suite.root} has that id")
+                self.error(
+                    path + ("run",),
+                    f"unknown SOP {ref!r}; no SOP file under {self.suite.root} has that id"
+                    f"{did_you_mean(ref, self.suite._by_id)}",
+                )
             elif len(found) > 1:
                 self.error(
                     path + ("run",), f"SOP id {ref!r} is defined more than once: {', '.join(p.path for p in found)}"
@@ -280,16 +289,28 @@ class _SuiteCheck:
             for ns, name in template.refs:
                 ref = f"${{{ns}.{name}}}"
                 if ns == "vars" and name not in saved:
-                    self.error(path, f"{ref} is never saved; add a save_text step with 'as: {name}' before it")
+                    self.error(
+                        path,
+                        f"{ref} is never saved; add a save_text step with 'as: {name}' before it"
+                        f"{did_you_mean(name, saved)}",
+                    )
                 elif ns == "device" and name not in DEVICE_FIELDS:
-                    self.error(path, f"{ref} is not a device field; expected one of: {', '.join(DEVICE_FIELDS)}")
+                    self.error(
+                        path,
+                        f"{ref} is not a device field; expected one of: {', '.join(DEVICE_FIELDS)}"
+                        f"{did_you_mean(name, DEVICE_FIELDS)}",
+                    )
                 elif ns == "account" and name not in ACCOUNT_BUILTINS:
                     if accounts is None:
                         self.error(path, f"{ref} is used but the SOP requires no account (add requires.account)")
                         continue
                     missing = [a.id for a in accounts if name not in a.fields]
                     if missing:
-                        self.error(path, f"{ref} is not a field of account(s) {', '.join(missing)}")
+                        fields = {f for a in accounts for f in a.fields} | set(ACCOUNT_BUILTINS)
+                        self.error(
+                            path,
+                            f"{ref} is not a field of account(s) {', '.join(missing)}{did_you_mean(name, fields)}",
+                        )
 
     def cases(self, sop: Sop) -> tuple[Case, ...]:
         rows = sop.inputs or (None,)

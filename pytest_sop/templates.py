@@ -8,6 +8,7 @@ a build number. An unset one is an error naming it, never an empty string. Secre
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import os
 import re
 from collections.abc import Callable, Iterator, Mapping
@@ -100,7 +101,11 @@ def parse(text: str) -> Template:
             raise TemplateError(f"'${{{inner}}}' is not a reference; expected ${{namespace.name}}")
         ns, name = ref.groups()
         if ns not in NAMESPACES:
-            raise TemplateError(f"unknown namespace {ns!r} in '${{{inner}}}'; expected one of {', '.join(NAMESPACES)}")
+            close = difflib.get_close_matches(ns, NAMESPACES, n=1)  # checker's helper imports this module
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise TemplateError(
+                f"unknown namespace {ns!r} in '${{{inner}}}'; expected one of {', '.join(NAMESPACES)}{hint}"
+            )
         if literal:
             parts.append(literal)
             literal = ""

@@ -189,3 +189,32 @@ def test_misspelt_modifier_does_not_hide_the_steps_other_errors(tmp_path: Path) 
         "the modifiers timeout, retry, optional, name (did you mean 'timeout'?)",
         "s.sop.yaml:5:15: steps[0].optional: expected true or false, got text",
     ]
+
+
+REFERENCE_TYPOS = {
+    "template namespace": (
+        H + "  - type: {into: {id: x}, text: '${acount.username}'}\n",
+        "unknown namespace 'acount' in '${acount.username}'; expected one of inputs, account, device, vars, env "
+        "(did you mean 'account'?)",
+    ),
+    "app": (
+        "id: s\napp: socal\nsteps: [back]\n",
+        "unknown app 'socal'; apps in sop.yaml: social (did you mean 'social'?)",
+    ),
+    "run target": (H + "  - run: ss\n", "has that id (did you mean 's'?)"),
+    "saved variable": (
+        H + "  - save_text: {from: {id: x}, as: total}\n  - type: {into: {id: y}, text: '${vars.totl}'}\n",
+        "${vars.totl} is never saved; add a save_text step with 'as: totl' before it (did you mean 'total'?)",
+    ),
+    "device field": (H + "  - type: {into: {id: x}, text: '${device.idd}'}\n", "(did you mean 'id'?)"),
+    "account field": (
+        "id: s\nrequires: {account: {role: publisher}}\nsteps:\n  - type: {into: {id: x}, text: '${account.usrname}'}\n",
+        "${account.usrname} is not a field of account(s) publisher-1, publisher-2 (did you mean 'username'?)",
+    ),
+}
+
+
+@pytest.mark.parametrize(("text", "expected"), REFERENCE_TYPOS.values(), ids=REFERENCE_TYPOS.keys())
+def test_reference_typo_gets_did_you_mean(tmp_path: Path, text: str, expected: str) -> None:
+    (error,) = lint(tmp_path, text)
+    assert error.endswith(expected), error
