@@ -56,7 +56,7 @@ def _run_example_suite(folder: Path) -> ExampleRun:
 
 @pytest.fixture(scope="session")
 def example_run(tmp_path_factory: pytest.TempPathFactory) -> ExampleRun:
-    """The example suite, run once per test run and shared by xdist workers (its demo app has a fixed port)."""
+    """The example suite, run once per test run and shared by xdist workers (it is slow)."""
     if not os.environ.get("PYTEST_XDIST_WORKER"):
         return _run_example_suite(tmp_path_factory.mktemp("example"))
     shared = tmp_path_factory.getbasetemp().parent / "example-run"

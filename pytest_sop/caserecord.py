@@ -32,6 +32,7 @@ class CaseRecord:
         *,
         owner: str | None = None,
         escalate_to: str | None = None,
+        escalate_on: tuple[str, ...] = ("failed",),
         mask: Any = str,
     ) -> None:
         self.config = config
@@ -39,6 +40,7 @@ class CaseRecord:
         self.sop = sop
         self.owner = owner
         self.escalate_to = escalate_to
+        self.escalate_on = escalate_on
         self.mask = mask
         self.audit: AuditLog | None = open_audit(config, mask)
         self.lease: Lease | None = None
@@ -89,9 +91,10 @@ class CaseRecord:
                 self.event("outcome", phase=report.when, outcome=outcome, message=last)
             except Exception as e:  # the ledger still hears of the case, as broken
                 unaudited = e
-                says, last = "broken", f"the audit log could not be written: {e}"
+                says = "broken"
+                text = last = f"the audit log could not be written: {e}"
         if says is not None and (report.when != "teardown" or says == "broken"):
-            self.ledger(says, last)
+            self.ledger(says, text)  # the whole message: the ledger is where someone reads why
         if unaudited is not None:
             raise unaudited
 
@@ -117,10 +120,13 @@ class CaseRecord:
             message=self.mask(message), evidence=alluredir(self.config),
             run_id=who["run"], operator=who["operator"], device=lease.device.id if lease else None,
             account=lease.account.id if lease and lease.account else None,
-            escalate_after=int(self.config.getini("sop_escalate_after")),
+            escalate_after=int(self.config.getini("sop_escalate_after")), escalate_on=self.escalate_on,
         )  # fmt: skip
         if record is not None and "escalated" in record.changes:
-            self.event("escalated", exception=record.id, to=record.escalated_to, count=record.failures_in_row)
+            self.event(
+                "escalated", exception=record.id, to=record.escalated_to, to_source=record.escalated_to_source,
+                count=record.failures_in_row,
+            )  # fmt: skip
         if record is not None and record.escalated_to:
             AllureRecorder().add_labels([("escalated_to", record.escalated_to)])
 

@@ -24,6 +24,7 @@ from .policy import allowed_pairs, check_sop
 from .runrecord import alluredir, last_device_key, lease_pool, run_id_key, run_signer
 from .suite import Suite, display_path
 from .suiteconfig import load_config
+from .templates import check_env
 
 if TYPE_CHECKING:  # Appium and Selenium load only when a case runs, not on every pytest start
     from .leasing import Lease
@@ -127,9 +128,11 @@ class SopItem(pytest.Item):
         self.secrets = secrets = Secrets()
         sop = self.case.sop
         self.case_record = CaseRecord(
-            self.config, self.nodeid, sop.id, owner=sop.owner, escalate_to=sop.escalate_to, mask=secrets.mask
-        )
+            self.config, self.nodeid, sop.id, owner=sop.owner, escalate_to=sop.escalate_to,
+            escalate_on=sop.escalate_on, mask=secrets.mask,
+        )  # fmt: skip
         self.allure_labels()  # first: a case skipped by policy is labelled too
+        check_env(sop, suite.get_sop)  # an unset ${env.NAME} stops the case before it holds anything
         lease = self.take_lease()
         self.case_record.leased(lease, **(self.sop_version or {}))
         device, account = lease.device, lease.account
@@ -228,7 +231,8 @@ class SopItem(pytest.Item):
         """The case's outcome, once per phase that decides it: audit log, then run ledger."""
         if self.case_record is None:  # setup stopped before the record existed
             self.case_record = CaseRecord(self.config, self.nodeid, self.case.sop.id, owner=self.case.sop.owner,
-                                          escalate_to=self.case.sop.escalate_to)  # fmt: skip
+                                          escalate_to=self.case.sop.escalate_to,
+                                          escalate_on=self.case.sop.escalate_on)  # fmt: skip
         self.case_record.report(report, call)
 
     def runtest(self) -> None:
@@ -294,11 +298,6 @@ class SopItem(pytest.Item):
 # -- which version of a SOP ran, and where to read it ---------------------------------------------
 
 SOURCE_URL_INI = "sop_source_url"
-SOURCE_URL_HELP = (
-    "web address of a SOP file in its repository, for the report's SOP link; placeholders {commit}, "
-    "{path} (from the repository root), {line}, {sop}; without {path}, '{path}#L{line}' is appended "
-    "(e.g. https://github.com/org/repo/blob/{commit}/)"
-)
 SOURCE_URL_FIELDS = ("commit", "path", "line", "sop")
 _git_key = pytest.StashKey[dict[str, tuple[str, str] | None]]()
 
@@ -328,10 +327,36 @@ def sop_version(config: pytest.Config, path: str) -> dict[str, Any]:
     version: dict[str, Any] = {"sop_sha256": file_sha256(path)}
     head = git_head(config, os.path.dirname(os.path.abspath(path)))
     if head is not None:
-        status = _git(head[0], "status", "--porcelain", "--", os.path.abspath(path))
+        changed = _changed_files(config, head[0])
         version["sop_commit"] = head[1]
-        version["sop_dirty"] = status is None or bool(status.strip())  # untracked is not in the commit either
+        # Untracked is not in the commit either; no answer from git: not known to be clean.
+        version["sop_dirty"] = changed is None or os.path.realpath(path) in changed
     return version
+
+
+_changed_key = pytest.StashKey[dict[str, frozenset[str] | None]]()
+
+
+def _changed_files(config: pytest.Config, repo: str) -> frozenset[str] | None:
+    """Files of ``repo`` that differ from its HEAD (untracked included), asked once per run and repository:
+    a git process per case would cost every case its start-up."""
+    cache = config.stash.setdefault(_changed_key, {})
+    if repo not in cache:
+        out = _git(repo, "status", "--porcelain=v1", "-z", "--untracked-files=all")
+        if out is None:
+            cache[repo] = None
+        else:
+            entries = out.split("\0")
+            paths: set[str] = set()
+            skip = False
+            for entry in entries:
+                if skip or len(entry) < 4:  # a rename's second field is its old name
+                    skip = False
+                    continue
+                skip = entry[0] in "RC"
+                paths.add(os.path.realpath(os.path.join(repo, entry[3:])))
+            cache[repo] = frozenset(paths)
+    return cache[repo]
 
 
 def project_folder(config: pytest.Config) -> str:

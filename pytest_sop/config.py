@@ -145,6 +145,12 @@ def addoption(parser: pytest.Parser) -> None:
             parser.addini(opt.ini, opt.help, default=None)
     parser.addini("sop_files", "glob patterns of SOP files", type="args", default=["*.sop.yaml", "*.sop.yml"])
     parser.addini("sop_lock_dir", "folder for device and account lease locks, shared by every run on the host")
+    parser.addini(
+        "sop_source_url",
+        "web address of a SOP file in its repository, for the report's SOP link; placeholders {commit}, "
+        "{path} (from the repository root), {line}, {sop}; without {path}, '{path}#L{line}' is appended "
+        "(e.g. https://github.com/org/repo/blob/{commit}/)",
+    )
     parser.addini("sop_escalate_after", "failures in a row before an exception is escalated", default="3")
 
 

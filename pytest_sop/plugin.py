@@ -18,8 +18,8 @@ from .collect import SopFile, SopItem, get_suite, kept_session_key
 from .config import WORKER_SETTINGS_KEY, addoption, resolve, settings_key, without_signing_key, worker_settings
 from .errors import SopError, SopInvalid
 from .fixtures import _sop_lease, sop_account, sop_device, sop_driver, sop_run  # noqa: F401 - fixtures
-from .masking import guard_library_logs
-from .plan import plan_lines
+from .masking import guard_library_logs, mask
+from .plan import missing_variables, plan_lines
 from .recorders import clean_current_result
 from .runrecord import (
     RUN_ID_KEY,
@@ -153,10 +153,10 @@ class XdistHooks:
         """A worker died in a case: the dead worker cannot record its outcome, so the controller does."""
         if not self.config.stash[settings_key].enabled:
             return
-        message = str(report.longrepr).splitlines()[-1] if report.longrepr else "worker crashed"
-        audit = open_audit(self.config, str)
+        message = mask(str(report.longrepr)) if report.longrepr else "worker crashed"
+        audit = open_audit(self.config, mask)
         if audit is not None:
-            audit.append("outcome", case=crashitem, phase="call", outcome="failed", message=message,
+            audit.append("outcome", case=crashitem, phase="call", outcome="failed", message=message.splitlines()[-1],
                          **who_where(self.config))  # fmt: skip
         from .ledger import Ledger
 
@@ -257,4 +257,11 @@ def pytest_runtestloop(session: pytest.Session) -> bool | None:
         for line in plan_lines(item.case, suite.config):
             write(line)
     write(f"dry run: {len(cases)} case(s) planned, nothing was run")
+    # A dry run is CI's pre-check: a case that would stop for want of a variable fails it (exit 1).
+    short = {item.nodeid: sorted({m.name for m in missing_variables(item.case, suite.config)}) for item in cases}
+    short = {nodeid: names for nodeid, names in short.items() if names}
+    if short:
+        names = sorted({name for names in short.values() for name in names})
+        write(f"dry run: {len(short)} case(s) need unset environment variables: {', '.join(names)}")
+        session.testsfailed = len(short)
     return True

@@ -24,12 +24,11 @@ import pytest
 
 import pytest_sop
 from pytest_sop.appium_server import ManagedAppium, find_appium_home, free_port, open_sessions
+from pytest_sop.demo import DemoServer, serve
 
 ROOT = Path(__file__).resolve().parents[1]
 APPIUM_VERSION = json.loads((ROOT / "node_modules" / "appium" / "package.json").read_text())["version"]
-sys.path.insert(0, str(ROOT / "example_suite"))
 sys.path.insert(0, str(ROOT / "tests"))
-from demo_app import DemoServer, serve  # noqa: E402
 from test_engine_fake import FAKE_CONFIG  # noqa: E402
 from test_example_suite import CHROMIUM_CONFIG, SIGN_IN  # noqa: E402
 from test_secrets_attack import leaks_in  # noqa: E402

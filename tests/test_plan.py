@@ -78,6 +78,11 @@ def test_dry_run_names_unset_variables_and_no_value(pytester: pytest.Pytester, m
     )
     assert "PUB1_PASSWORD" not in out and "SOCIAL_HOST" not in out
     assert "hunter2-canary" not in out and "example.invalid" not in out
+    # CI's pre-check fails: the run would stop on them.
+    result.stdout.fnmatch_lines(
+        ["dry run: 2 case(s) need unset environment variables: BUILD_ID, POST_TOKEN, PUB2_PASSWORD"]
+    )
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
 
 
 def test_a_plan_with_every_variable_set_names_none(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:

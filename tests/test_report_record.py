@@ -111,18 +111,10 @@ def test_the_sop_link_is_relative_to_the_project(pytester: pytest.Pytester, appi
     assert [(link["url"], link["name"]) for link in res["links"]] == [("sops/s.sop.yaml", "SOP file sops/s.sop.yaml")]
 
 
-# Registered again here until pytest-sop's own ini keys include it (a second registration replaces the first).
-SOURCE_URL_CONFTEST = """\
-def pytest_addoption(parser):
-    parser.addini("sop_source_url", "SOP web address")
-"""
-
-
 def test_sop_version_and_source_url_from_git(pytester: pytest.Pytester, appium_url: str) -> None:
     """sha256 and commit as parameters and in the case's first audit line; the link into the repository."""
     project = pytester.path / "suite"
     (project / "sops").mkdir(parents=True)
-    pytester.makeconftest(SOURCE_URL_CONFTEST)
     pytester.makeini("[pytest]\nsop_source_url = https://git.example/org/repo/blob/{commit}/\n")
     (project / "sop.yaml").write_text(FAKE_CONFIG)
     sop_file = project / "sops" / "s.sop.yaml"
