@@ -30,7 +30,7 @@ from .model import (
     Template,
     TextMatch,
 )
-from .yamlsafe import Loaded, Path_, load, read_file
+from .yamlsafe import Loaded, Path_, Pos, load, read_file
 
 SOP_KEYS = (
     "id", "title", "description", "owner", "tags", "severity", "app", "requires", "inputs",
@@ -53,20 +53,36 @@ _PATTERN_ACTIONS = ("assert_text", "text")
 _CONDITIONS = ActionRegistry(CONDITIONS)
 
 
-@dataclass(frozen=True)
+# Template namespaces the suite checks (suite.py): the others are checked per file, here.
+SUITE_NAMESPACES = frozenset(("vars", "device", "account"))
+# Fields the suite checks may name in an error, besides templates and run steps.
+_SUITE_FIELDS: tuple[Path_, ...] = (("id",), ("app",), ("requires", "device"), ("requires", "account"))
+
+
+@dataclass(frozen=True, slots=True)
 class ParsedSop:
     """A file's SOP (None when the file is not a mapping) plus what suite checks need.
 
     With ``errors`` the SOP is incomplete: good for more checks, never for running.
+    The YAML data and its position tables are not kept: a suite of 10,000 files would hold
+    them all at once (the suite reads every file before checking the first). What the suite
+    checks read is kept instead, until the file is checked: its templates with suite-level
+    references, its run steps, and where the fields they may name are written.
     """
 
     path: str
     sop: Sop | None
     errors: tuple[SopSyntaxError, ...]
-    loaded: Loaded | None = None
-    templates: tuple[tuple[Template, Path_], ...] = ()
-    # Steps with their YAML path, on_failure included, for suite-level checks.
-    step_paths: tuple[tuple[Step, Path_], ...] = field(default=())
+    raw_id: str | None = None  # ``id`` as written, when it is text: the file is found by it even with errors
+    templates: tuple[tuple[Template, Path_], ...] = ()  # those with ${vars|device|account.X}
+    run_steps: tuple[tuple[Step, Path_], ...] = ()  # ``run`` steps, on_failure included
+    positions: Mapping[Path_, tuple[int, int]] = field(default_factory=dict)
+
+    def at(self, path: Path_) -> Pos:
+        """Where ``path`` is written, for the paths the suite checks name; else its nearest kept ancestor."""
+        while path not in self.positions and path:
+            path = path[:-1]
+        return Pos(*self.positions.get(path, (1, 1)))
 
 
 def parse_sop_file(path: str, registry: ActionRegistry, display: str | None = None) -> ParsedSop:
@@ -83,11 +99,20 @@ class _SopParser(Checker):
     def __init__(self, loaded: Loaded, registry: ActionRegistry) -> None:
         super().__init__(loaded)
         self.registry = registry
-        self.steps: list[tuple[Step, Path_]] = []
+        self.run_steps: list[tuple[Step, Path_]] = []
 
     def parse(self) -> ParsedSop:
-        sop = self.sop(self.loaded.data)
-        return ParsedSop(self.path, sop, tuple(self.errors), self.loaded, tuple(self.templates), tuple(self.steps))
+        data = self.loaded.data
+        sop = self.sop(data)
+        raw_id = data.get("id") if isinstance(data, dict) else None
+        templates = tuple((t, p) for t, p in self.templates if any(ns in SUITE_NAMESPACES for ns, _ in t.refs))
+        wanted = [*_SUITE_FIELDS, *(p for _, p in templates), *(p + ("run",) for _, p in self.run_steps)]
+        at = self.loaded.at
+        positions = {p: (pos.line, pos.col) for p in wanted for pos in (at(p),)}
+        return ParsedSop(
+            self.path, sop, tuple(self.errors), raw_id if isinstance(raw_id, str) else None,
+            templates, tuple(self.run_steps), positions,
+        )  # fmt: skip
 
     def sop(self, data: Any) -> Sop | None:
         doc = self.mapping(
@@ -333,7 +358,8 @@ class _SopParser(Checker):
         if params is None:
             return None
         step = Step(name, params, self.pos(path), timeout, retry, optional, label)
-        self.steps.append((step, path))
+        if name == "run":
+            self.run_steps.append((step, path))
         return step
 
     def arguments(self, spec: ActionSpec, path: Path_, arg: Any, *, bare: bool) -> dict[str, Any] | None:

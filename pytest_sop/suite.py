@@ -93,7 +93,7 @@ class Suite:
         return tuple(self.scan_errors) + tuple(
             e
             for path, parsed in index.items()
-            if parsed.loaded is None and not os.path.isfile(path)
+            if parsed.sop is None and not os.path.isfile(path)
             for e in parsed.errors
         )
 
@@ -116,7 +116,7 @@ class Suite:
         assert self._parsed is not None
         parsed = parse_sop_file(abspath, self.registry, display_path(abspath, self.base))
         self._parsed[abspath] = parsed
-        sop_id = _raw_id(parsed)
+        sop_id = parsed.raw_id
         if sop_id:
             self._by_id.setdefault(sop_id, []).append(parsed)
         return parsed
@@ -138,18 +138,12 @@ class Suite:
 
     def _release(self, abspath: str, parsed: ParsedSop) -> None:
         """Once a file is checked, other files only need its SOP and errors, not its positions."""
-        slim = replace(parsed, loaded=None, templates=(), step_paths=())
+        slim = replace(parsed, templates=(), run_steps=(), positions={})
         self._parsed[abspath] = slim  # type: ignore[index]
-        same = self._by_id.get(_raw_id(parsed) or "", [])
+        same = self._by_id.get(parsed.raw_id or "", [])
         for i, p in enumerate(same):
             if p is parsed:
                 same[i] = slim
-
-
-def _raw_id(parsed: ParsedSop) -> str | None:
-    data = parsed.loaded.data if parsed.loaded else None
-    value = data.get("id") if isinstance(data, dict) else None
-    return value if isinstance(value, str) else None
 
 
 class _SuiteCheck:
@@ -159,9 +153,8 @@ class _SuiteCheck:
         self.parsed = parsed
         self.errors: list[SopSyntaxError] = list(parsed.errors)
 
-    def error(self, path: Path_, message: str, *, key: bool = False) -> None:
-        assert self.parsed.loaded is not None
-        p = self.parsed.loaded.at(path, key=key)
+    def error(self, path: Path_, message: str) -> None:
+        p = self.parsed.at(path)
         self.errors.append(SopSyntaxError(self.parsed.path, p.line, p.col, format_path(path), message))
 
     def run(self) -> FileResult:
@@ -229,9 +222,7 @@ class _SuiteCheck:
         return list(seen.values())
 
     def run_refs(self, sop: Sop) -> None:
-        for step, path in self.parsed.step_paths:
-            if step.action != "run":
-                continue
+        for step, path in self.parsed.run_steps:
             ref = step.params["sop"]
             found = self.suite._by_id.get(ref, [])
             if not found:
