@@ -11,9 +11,17 @@ import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
-from selenium.common.exceptions import WebDriverException
+from selenium.common.exceptions import (
+    ElementClickInterceptedException,
+    ElementNotInteractableException,
+    InvalidElementStateException,
+    NoSuchElementException,
+    StaleElementReferenceException,
+    WebDriverException,
+)
+from selenium.webdriver.remote.webelement import WebElement
 from urllib3.exceptions import HTTPError
 
 from .actions import ActionRegistry
@@ -133,17 +141,62 @@ def _near(ctx: Context) -> str:
     return f"visible texts: {', '.join(repr(t) for t in texts)}" if texts else "no visible text on screen"
 
 
+def _not_visible(ctx: Context, loc: Locator, timeout: float) -> NoReturn:
+    where = "present but hidden" if ctx.session.find_all(ctx.by(loc)) else "not found"
+    raise StepFailed(
+        f"{ctx.show_locator(loc)} is {where} after {timeout:g}s",
+        expected=f"{ctx.show_locator(loc)} visible",
+        found=_near(ctx),
+    )
+
+
 def _wait_visible(ctx: Context, loc: Locator, timeout: float) -> Any:
     by = ctx.by(loc)
     el = poll(lambda: ctx.session.visible(by), timeout)
     if el is None:
-        where = "present but hidden" if ctx.session.find_all(by) else "not found"
-        raise StepFailed(
-            f"{ctx.show_locator(loc)} is {where} after {timeout:g}s",
-            expected=f"{ctx.show_locator(loc)} visible",
-            found=_near(ctx),
-        )
+        _not_visible(ctx, loc, timeout)
     return el
+
+
+# What the driver answers while an element cannot take an action yet: nothing matches, the match
+# went away, or it cannot be used now (hidden, disabled, another element on top of it).
+_NOT_THERE = (NoSuchElementException, StaleElementReferenceException)
+_NOT_READY = (ElementNotInteractableException, InvalidElementStateException, ElementClickInterceptedException)
+_POLL = 0.1
+
+
+def _act(ctx: Context, loc: Locator, timeout: float, action: Callable[[WebElement], None]) -> None:
+    """Find the element and act on it at once, as a hand-written client does: no displayed check
+    first, since the action itself fails on an element a person could not use (W3C click, clear and
+    send keys do; the fake driver's click does). Wait only while the driver says the element is not
+    there or not usable, until ``timeout``; then fail as a wait for it would."""
+    by = ctx.by(loc)
+    deadline = time.monotonic() + timeout
+    refused: WebDriverException | None = None
+    target: WebElement | None = None
+    while True:
+        el = None
+        try:
+            el = target or ctx.session.find(by)
+            target = None
+            action(el)
+            return
+        except _NOT_THERE:
+            refused = None
+        except _NOT_READY as e:
+            refused = e
+            # The first match may be hidden while another one is shown: that one, at once.
+            shown = ctx.session.visible(by, on_screen=False)
+            if shown is not None and shown != el and time.monotonic() < deadline:
+                target = shown
+                continue
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            break
+        time.sleep(min(_POLL, remaining))
+    if refused is not None and ctx.session.visible(by, on_screen=False) is not None:
+        raise refused  # shown, and still refused (typing into a label): the driver's reason stands
+    _not_visible(ctx, loc, timeout)
 
 
 _VERB = {"equals": "equal", "contains": "contain", "matches": "match"}
@@ -157,10 +210,9 @@ def _check_text(ctx: Context, match: TextMatch, timeout: float) -> None:
     by = ctx.by(match.locator)
 
     def ok() -> bool | None:
-        el = ctx.session.visible(by)
-        if el is None:
+        actual = ctx.session.read_text(by)
+        if actual is None:
             return None
-        actual = ctx.session.text_of(el)
         seen.append(actual)
         if match.how == "equals":
             good = actual.strip() == expected.strip()
@@ -173,9 +225,10 @@ def _check_text(ctx: Context, match: TextMatch, timeout: float) -> None:
         return True if good else None
 
     if poll(ok, timeout) is None:
-        if not seen:
+        if not seen or ctx.session.kind != "web":
+            # Never read, or read on a phone without asking whether it is shown: say why if it isn't.
             _wait_visible(ctx, match.locator, 0)
-        found = ctx.secrets.mask(seen[-1])
+        found = ctx.secrets.mask(seen[-1]) if seen else ""
         raise StepFailed(
             f"text of {ctx.show_locator(match.locator)}: expected it to {_VERB[match.how]} {shown!r}, found {found!r}",
             expected=f"{match.how} {shown!r}",
@@ -194,18 +247,22 @@ def _attach_source(ctx: Context, name: str) -> None:
 
 
 def do_tap(ctx: Context, step: Step) -> None:
-    el = _wait_visible(ctx, step.params["locator"], _timeout(step))
-    el.click()
+    # A WebDriver click scrolls its element into view itself.
+    _act(ctx, step.params["locator"], _timeout(step), lambda el: el.click())
 
 
 def do_type(ctx: Context, step: Step) -> None:
-    el = _wait_visible(ctx, step.params["into"], _timeout(step))
-    el.clear()
-    el.send_keys(ctx.text(step.params["text"]))
+    text = ctx.text(step.params["text"])
+
+    def type_into(el: WebElement) -> None:
+        el.clear()
+        el.send_keys(text)
+
+    _act(ctx, step.params["into"], _timeout(step), type_into)
 
 
 def do_clear(ctx: Context, step: Step) -> None:
-    _wait_visible(ctx, step.params["locator"], _timeout(step)).clear()
+    _act(ctx, step.params["locator"], _timeout(step), lambda el: el.clear())
 
 
 def do_wait_for(ctx: Context, step: Step) -> None:
@@ -214,7 +271,7 @@ def do_wait_for(ctx: Context, step: Step) -> None:
 
 def _wait_hidden(ctx: Context, loc: Locator, timeout: float) -> None:
     by = ctx.by(loc)
-    if poll(lambda: True if ctx.session.visible(by) is None else None, timeout) is None:
+    if poll(lambda: True if ctx.session.visible_among_all(by) is None else None, timeout) is None:
         raise StepFailed(
             f"{ctx.show_locator(loc)} is still visible after {timeout:g}s",
             expected=f"{ctx.show_locator(loc)} not visible",
@@ -242,8 +299,13 @@ def do_assert_text(ctx: Context, step: Step) -> None:
 
 
 def do_save_text(ctx: Context, step: Step) -> None:
-    el = _wait_visible(ctx, step.params["from"], _timeout(step))
-    ctx.vars[step.params["as"]] = ctx.session.text_of(el)
+    loc = step.params["from"]
+    by = ctx.by(loc)
+    text = poll(lambda: ctx.session.read_text(by), _timeout(step))
+    if text is None:
+        _wait_visible(ctx, loc, 0)  # fails, saying whether it is missing or hidden
+        text = poll(lambda: ctx.session.read_text(by), 0) or ""  # it showed up just now
+    ctx.vars[step.params["as"]] = text
 
 
 def do_scroll_to(ctx: Context, step: Step) -> None:

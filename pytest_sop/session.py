@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import pkgutil
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -37,9 +38,41 @@ WEB_KEYS = {"ENTER": Keys.ENTER, "TAB": Keys.TAB, "DELETE": Keys.BACKSPACE, "SPA
             "ESCAPE": Keys.ESCAPE, "HOME": Keys.HOME}  # fmt: skip
 
 T = TypeVar("T")
-# Selenium's is_displayed() is true for elements scrolled out of sight; a phone user can't see those.
-_IN_VIEWPORT = """const r = arguments[0].getBoundingClientRect();
-return r.bottom > 0 && r.right > 0 && r.top < window.innerHeight && r.left < window.innerWidth;"""
+# The first match a person could see, found and checked in the page in one command: displayed
+# (Selenium's own isDisplayed atom, what is_displayed() runs) and, when asked, inside the viewport,
+# since is_displayed() is true for elements scrolled out of sight and a phone user can't see those.
+# An input's value comes along: its text is what it holds.
+_FIND_SHOWN = """const how = arguments[0], what = arguments[1], onScreen = arguments[2];
+const isShown = (%s);
+let found;
+if (how === "css selector") {
+  found = document.querySelectorAll(what);
+} else {
+  const r = document.evaluate(what, document, null, XPathResult.ORDERED_NODE_SNAPSHOT_TYPE, null);
+  found = [];
+  for (let i = 0; i < r.snapshotLength; i++) found.push(r.snapshotItem(i));
+}
+for (const el of found) {
+  if (el.nodeType !== Node.ELEMENT_NODE || !isShown(el)) continue;
+  if (onScreen) {
+    const r = el.getBoundingClientRect();
+    if (!(r.bottom > 0 && r.right > 0 && r.top < window.innerHeight && r.left < window.innerWidth)) continue;
+  }
+  const field = el.localName === "input" || el.localName === "textarea";
+  return [el, field ? String(el.value) : null];
+}
+return null;"""
+_find_shown_script: str | None = None
+
+
+def _find_shown() -> str:
+    global _find_shown_script
+    if _find_shown_script is None:
+        atom = pkgutil.get_data("selenium.webdriver.remote", "isDisplayed.js")
+        if atom is None:  # pragma: no cover - part of every selenium wheel
+            raise RuntimeError("selenium's isDisplayed.js is missing")
+        _find_shown_script = _FIND_SHOWN % atom.decode("utf-8")
+    return _find_shown_script
 
 
 class UnsupportedHere(SopError):
@@ -231,24 +264,70 @@ class DeviceSession:
             "css": AppiumBy.CSS_SELECTOR, "class": AppiumBy.CLASS_NAME,
         }[s], value  # fmt: skip
 
+    def find(self, by: tuple[str, str]) -> WebElement:
+        """The first match, as a hand-written client finds it (NoSuchElementException if none)."""
+        el: WebElement = self.driver.find_element(*by)
+        return el
+
     def find_all(self, by: tuple[str, str]) -> list[WebElement]:
         return list(self.driver.find_elements(*by))
 
-    def visible(self, by: tuple[str, str]) -> WebElement | None:
-        """The first match a person could see now: displayed and, on the web, inside the viewport."""
+    def _shown_in_page(self, by: tuple[str, str], on_screen: bool) -> tuple[WebElement, str | None] | None:
+        found = self.driver.execute_script(_find_shown(), by[0], by[1], on_screen)
+        return (found[0], found[1]) if found else None
+
+    def visible(self, by: tuple[str, str], on_screen: bool = True) -> WebElement | None:
+        """The first match a person could see now: displayed and, on the web, inside the viewport
+        (unless ``on_screen`` is false: a click scrolls to its element itself).
+
+        One command on the web; on a phone the first match and its displayed state (two), and
+        only when that one is hidden, every match."""
+        if self.kind == "web":
+            shown = self._shown_in_page(by, on_screen)
+            return shown[0] if shown else None
+        try:
+            first = self.find(by)
+            if first.is_displayed():
+                return first
+        except (NoSuchElementException, StaleElementReferenceException):
+            return None
+        return self.visible_among_all(by)
+
+    def visible_among_all(self, by: tuple[str, str]) -> WebElement | None:
+        """As :meth:`visible`, every match asked at once: for waits that expect none shown."""
+        if self.kind == "web":
+            shown = self._shown_in_page(by, on_screen=True)
+            return shown[0] if shown else None
         for el in self.find_all(by):
             try:
-                if el.is_displayed() and (self.kind != "web" or self.driver.execute_script(_IN_VIEWPORT, el)):
+                if el.is_displayed():
                     return el
             except StaleElementReferenceException:
                 continue
         return None
 
-    def text_of(self, el: WebElement) -> str:
-        text = el.text
-        if not text and self.kind == "web" and el.tag_name in ("input", "textarea"):
-            text = el.get_attribute("value") or ""
-        return str(text)
+    def read_text(self, by: tuple[str, str]) -> str | None:
+        """The text a person reads in the first match they could see, an input's value included;
+        None while there is none.
+
+        The web: one command finds what is shown, a second reads its text (none for an input,
+        whose value came with it). A phone: the first match's text, as a hand-written client
+        reads it (two commands); Android finds only what is on screen, and on iOS, whose finds
+        include hidden elements, its displayed state is asked too."""
+        if self.kind == "web":
+            shown = self._shown_in_page(by, on_screen=True)
+            if shown is None:
+                return None
+            el, value = shown
+            return value if value is not None else str(el.text)
+        try:
+            el = self.find(by)
+        except NoSuchElementException:
+            return None
+        if self.kind == "ios" and not el.is_displayed():
+            other = self.visible(by)
+            return None if other is None else str(other.text)
+        return str(el.text)
 
     def visible_texts(self, limit: int = 12) -> list[str]:
         """Texts a person would see now: what a failure message shows near a missing element."""

@@ -1,0 +1,172 @@
+"""What each step sends to Appium, counted in the real server's log (fake driver), and the waits
+that remain when the element is not there yet."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from pathlib import Path
+
+import pytest
+
+from pytest_sop.appium_server import ManagedAppium
+
+APP = Path(__file__).parent / "apps" / "fake_app.xml"
+FAKE_CONFIG = """\
+devices:
+  - id: fake-phone
+    platform: fake
+    capabilities:
+      platformName: Fake
+      appium:automationName: Fake
+      appium:app: {app}
+"""
+# The fake app with a web view: while the session is in its WEBVIEW_1 context, the native
+# elements (login_button...) are not found; switching back makes them appear.
+WEBVIEW_APP = APP.read_text().replace(
+    "</app>",
+    '    <MockWebView>\n        <html><body><p id="web_text">in the web view</p></body></html>\n    </MockWebView>\n</app>',
+)
+# A project action that hides the native screen for a while: into the web view now, back to
+# the native app after `seconds`, from another thread (the session answers both).
+HIDE_ACTION = """\
+import threading
+from pytest_sop import ActionSpec, Param
+
+
+def hide_native_for(ctx, seconds):
+    driver = ctx.session.driver
+    driver.switch_to.context("WEBVIEW_1")
+    threading.Timer(float(seconds), driver.switch_to.context, args=("NATIVE_APP",)).start()
+
+
+def pytest_sop_actions():
+    return [ActionSpec("hide_native_for", "The web view in front for a while.", "value",
+                       (Param("seconds", "number"),), run=hide_native_for)]
+"""
+REQUEST = re.compile(r"\[HTTP\] --> (GET|POST|DELETE) /session/([^/ ]+)(/\S*)?")
+
+
+def requests_of(log: Path, session: str, deadline: float = 60.0) -> list[str]:
+    """Every command the session sent, in order (``POST /element``...), once its DELETE is logged."""
+    end = time.monotonic() + deadline
+    while True:
+        found = [
+            f"{m[1]} {re.sub(r'/element/[^/]+', '/element/:id', m[3] or '')}".rstrip()
+            for m in REQUEST.finditer(log.read_text(errors="replace"))
+            if m[2] == session
+        ]
+        if found and found[-1] == "DELETE":  # Appium writes its log asynchronously
+            return found
+        if time.monotonic() > end:
+            raise AssertionError(f"no DELETE for session {session} in {log}: {found}")
+        time.sleep(0.2)
+
+
+def between_screenshots(requests: list[str]) -> list[list[str]]:
+    """The commands of the steps between ``screenshot`` steps, one list per step."""
+    groups: list[list[str]] = []
+    for r in requests:
+        if r == "GET /screenshot":
+            groups.append([])
+        elif groups:
+            groups[-1].append(r)
+    return groups[:-1]  # after the last screenshot: the session's end
+
+
+def session_of(audit: Path) -> str:
+    events = [json.loads(line) for line in audit.read_text().splitlines()]
+    (session,) = {e["session"] for e in events if e["event"] == "session"}
+    return str(session)
+
+
+def run_sop(pytester: pytest.Pytester, url: str, sop: str, app: Path = APP) -> tuple[pytest.RunResult, Path]:
+    pytester.makefile(".yaml", sop=FAKE_CONFIG.format(app=app))
+    (pytester.path / "s.sop.yaml").write_text(sop)
+    audit = pytester.path / "audit.jsonl"
+    return pytester.runpytest("--sop", "--sop-appium", url, f"--sop-audit={audit}", "-p", "no:cacheprovider"), audit
+
+
+HAPPY = {
+    "tap": ("tap: {id: login_button}", ["POST /element", "POST /element/:id/click"]),
+    "type": (
+        "type: {into: {id: username}, text: alice}",
+        ["POST /element", "POST /element/:id/clear", "POST /element/:id/value"],
+    ),
+    "assert_text": ("assert_text: {in: {id: username}, equals: alice}", ["POST /element", "GET /element/:id/text"]),
+    "assert_visible": ("assert_visible: {id: status_label}", ["POST /element", "GET /element/:id/displayed"]),
+    "wait_for": ("wait_for: {id: password}", ["POST /element", "GET /element/:id/displayed"]),
+    "clear": ("clear: {id: password}", ["POST /element", "POST /element/:id/clear"]),
+    "save_text": ("save_text: {from: {id: username}, as: who}", ["POST /element", "GET /element/:id/text"]),
+}
+
+
+def test_each_step_sends_what_a_hand_written_client_sends(
+    pytester: pytest.Pytester, appium_url: str, appium_server: ManagedAppium
+) -> None:
+    """tap = find element + click, type = find + clear + send keys, assert_text = find + text,
+    assert_visible = find + displayed: no find-all, no displayed check before an action."""
+    steps = "".join(f"  - screenshot: before {name}\n  - {yaml}\n" for name, (yaml, _) in HAPPY.items())
+    result, audit = run_sop(pytester, appium_url, f"id: counted\nsteps:\n{steps}  - screenshot: end\n")
+    result.assert_outcomes(passed=1)
+    assert appium_server.log_path is not None
+    groups = between_screenshots(requests_of(appium_server.log_path, session_of(audit)))
+    assert dict(zip(HAPPY, groups, strict=True)) == {name: commands for name, (_, commands) in HAPPY.items()}
+
+
+def test_an_element_that_appears_late_is_waited_for(
+    pytester: pytest.Pytester, appium_url: str, appium_server: ManagedAppium
+) -> None:
+    """Not found at first (the web view is in front): the step polls until it is, then acts once."""
+    app = pytester.path / "webview_app.xml"
+    app.write_text(WEBVIEW_APP)
+    pytester.makeconftest(HIDE_ACTION)
+    sop = """\
+id: late
+steps:
+  - hide_native_for: 1.5
+  - tap: {id: login_button}
+  - screenshot: after
+  - hide_native_for: 1.5
+  - type: {into: {id: username}, text: alice}
+  - hide_native_for: 1.5
+  - assert_text: {in: {id: username}, equals: alice}
+  - hide_native_for: 1.5
+  - assert_visible: {id: status_label}
+"""
+    start = time.monotonic()
+    result, audit = run_sop(pytester, appium_url, sop, app)
+    result.assert_outcomes(passed=1)
+    assert time.monotonic() - start >= 6  # each step waited for its element
+    assert appium_server.log_path is not None
+    commands = requests_of(appium_server.log_path, session_of(audit))
+    tap = commands[: commands.index("GET /screenshot")]
+    assert tap.count("POST /element/:id/click") == 1  # acted once, when it was there
+    assert tap.count("POST /element") >= 3  # polled while it was not
+
+
+def test_an_element_that_never_appears_fails_as_before(pytester: pytest.Pytester, appium_url: str) -> None:
+    sop = "id: never\nsteps:\n  - type: {into: {id: nowhere}, text: x}\n    timeout: 0.5\n"
+    start = time.monotonic()
+    result, _ = run_sop(pytester, appium_url, sop)
+    result.assert_outcomes(failed=1)
+    assert time.monotonic() - start >= 0.5
+    result.stdout.fnmatch_lines(
+        [
+            "s.sop.yaml:3: type failed in SOP 'never'",
+            "{id: nowhere} is not found after 0.5s",
+            "  expected: {id: nowhere} visible",
+            "  found:    no visible text on screen",
+        ]
+    )
+
+
+def test_a_hidden_element_is_not_tapped(pytester: pytest.Pytester, appium_url: str) -> None:
+    """The fake driver refuses to click a hidden element; the step waits its timeout and says why."""
+    sop = "id: hidden\nsteps:\n  - tap: {id: hidden_button}\n    timeout: 0.5\n"
+    result, _ = run_sop(pytester, appium_url, sop)
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        ["{id: hidden_button} is present but hidden after 0.5s", "  expected: {id: hidden_button} visible"]
+    )
