@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -170,3 +171,136 @@ def test_a_hidden_element_is_not_tapped(pytester: pytest.Pytester, appium_url: s
     result.stdout.fnmatch_lines(
         ["{id: hidden_button} is present but hidden after 0.5s", "  expected: {id: hidden_button} visible"]
     )
+
+
+# -- the web (Appium's Chromium driver) --------------------------------------------------------
+
+PAGE = """<!doctype html>
+<html><head><meta name="viewport" content="width=device-width, initial-scale=1"></head><body>
+<p id="label">Hello there</p>
+<input id="name">
+<button id="arm" onclick="arm()">Arm</button>
+<button id="hidden" style="display:none">Hidden</button>
+<button class="twin" style="display:none">Twin</button>
+<button class="twin" onclick="this.textContent = 'twin clicked'">Twin</button>
+<div style="position:relative">
+  <button id="covered" onclick="this.textContent = 'covered clicked'">Covered</button>
+  <div id="cover" style="position:absolute; inset:0; width:300px; height:60px; background:gray"></div>
+</div>
+<div style="height:4000px"></div>
+<button id="far" onclick="this.textContent = 'far clicked'">Far</button>
+<script>
+function arm() {
+  setTimeout(() => {
+    const late = document.createElement("button");
+    late.id = "late";
+    late.textContent = "Late";
+    late.onclick = () => { late.textContent = "late clicked"; };
+    document.body.prepend(late);
+    document.getElementById("cover").remove();
+  }, 1500);
+}
+</script>
+</body></html>
+"""
+WEB_CONFIG = """\
+apps:
+  page: {{url: "{url}"}}
+devices:
+  - id: web-phone
+    platform: web
+    capabilities:
+      platformName: linux
+      browserName: chrome
+      appium:automationName: Chromium
+      appium:executable: /usr/bin/chromedriver
+      appium:autodownloadEnabled: false
+      goog:chromeOptions:
+        binary: /usr/bin/chromium
+        args: [--headless=new, --no-sandbox, --disable-gpu, --disable-dev-shm-usage, --disable-background-networking, --no-first-run]
+        mobileEmulation: {{deviceName: Pixel 7}}
+"""
+WEB_HAPPY = {
+    "tap": ("tap: {id: arm}", ["POST /element", "POST /element/:id/click"]),
+    # One script finds the first match shown on screen (and brings an input's value along).
+    "assert_visible": ("assert_visible: {id: label}", ["POST /execute/sync"]),
+    "type": (
+        "type: {into: {id: name}, text: alice}",
+        ["POST /element", "POST /element/:id/clear", "POST /element/:id/value"],
+    ),
+    "assert_text input": ("assert_text: {in: {id: name}, equals: alice}", ["POST /execute/sync"]),
+    "assert_text": (
+        "assert_text: {in: {id: label}, equals: Hello there}",
+        ["POST /execute/sync", "GET /element/:id/text"],
+    ),
+}
+
+
+@pytest.fixture
+def page_url(tmp_path: Path) -> Iterator[str]:
+    import functools
+    import http.server
+    import threading
+
+    (tmp_path / "www").mkdir()
+    (tmp_path / "www" / "index.html").write_text(PAGE)
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=tmp_path / "www"))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/index.html"
+    server.shutdown()
+
+
+@pytest.mark.appium
+def test_web_steps_act_first_and_visible_means_on_screen(
+    pytester: pytest.Pytester, appium_url: str, appium_server: ManagedAppium, page_url: str
+) -> None:
+    """On Chromium: the same commands as by hand; waits for a late element and for a cover to go;
+    a hidden first match is passed over; a tap scrolls to its element, yet an element below the
+    fold is not visible (a person can't see it) and a hidden one is never tapped."""
+    steps = "".join(f"  - screenshot: before {name}\n  - {yaml}\n" for name, (yaml, _) in WEB_HAPPY.items())
+    acts = """\
+  - screenshot: end
+  - tap: {id: late}
+  - assert_text: {in: {id: late}, equals: late clicked}
+  - tap: {id: covered}
+  - assert_text: {in: {id: covered}, equals: covered clicked}
+  - tap: {class: twin}
+  - assert_text: {in: {xpath: "//button[@class='twin'][2]"}, equals: twin clicked}
+  - assert_not_visible: {id: far}
+  - tap: {id: far}
+  - assert_text: {in: {id: far}, equals: far clicked}
+"""
+    sops = {
+        "web.sop.yaml": f"id: web\napp: page\nsteps:\n  - launch_app\n{steps}{acts}",
+        "hidden.sop.yaml": "id: hidden\napp: page\nsteps:\n  - launch_app\n  - tap: {id: hidden}\n    timeout: 0.5\n",
+        "below.sop.yaml": "id: below\napp: page\nsteps:\n  - launch_app\n  - wait_for: {id: far}\n    timeout: 0.5\n",
+    }
+    pytester.makefile(".yaml", sop=WEB_CONFIG.format(url=page_url))
+    for name, text in sops.items():
+        (pytester.path / name).write_text(text)
+    audit = pytester.path / "audit.jsonl"
+    result = pytester.runpytest(
+        "--sop",
+        "--sop-appium",
+        appium_url,
+        "--sop-session",
+        "worker",
+        "--sop-evidence",
+        "none",
+        f"--sop-audit={audit}",
+        "-p",
+        "no:cacheprovider",
+    )
+    result.assert_outcomes(passed=1, failed=2)
+    result.stdout.fnmatch_lines(["{id: hidden} is present but hidden after 0.5s", "  expected: {id: hidden} visible"])
+    result.stdout.fnmatch_lines(["{id: far} is present but hidden after 0.5s", "  found:    visible texts: *"])
+    assert appium_server.log_path is not None
+    groups = between_screenshots(requests_of(appium_server.log_path, session_of(audit)))
+    assert dict(zip(WEB_HAPPY, groups[: len(WEB_HAPPY)], strict=True)) == {
+        name: commands for name, (_, commands) in WEB_HAPPY.items()
+    }
