@@ -9,7 +9,7 @@ from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
 from .errors import SopSyntaxError
-from .model import EMPTY, LOCATOR_STRATEGIES, MAX_EXACT, MIN_SECRET_CHARS, Locator, Secret, SourcePos, Template
+from .model import EMPTY, LOCATOR_STRATEGIES, MAX_EXACT, MIN_SECRET_CHARS, Locator, Secret, Shared, SourcePos, Template
 from .templates import TemplateError, parse
 from .yamlsafe import Loaded, Path_, format_path
 
@@ -49,9 +49,11 @@ def did_you_mean(word: str, options: Iterable[str]) -> str:
 class Checker:
     """Walks loaded YAML, building model parts and collecting every error it meets."""
 
-    def __init__(self, loaded: Loaded) -> None:
+    def __init__(self, loaded: Loaded, shared: Shared | None = None) -> None:
         self.loaded = loaded
         self.path = loaded.path
+        # Equal texts, templates and locators are one object across the files of a suite.
+        self.shared = shared or Shared()
         self.errors: list[SopSyntaxError] = []
         # Every template written in the file, with where it was written.
         self.templates: list[tuple[Template, Path_]] = []
@@ -111,7 +113,7 @@ class Checker:
         if pattern and not pattern.fullmatch(value):
             self.error(path, f"{value!r} is not {what or 'valid'} (pattern {pattern.pattern})")
             return None
-        return value
+        return self.shared.text(value)
 
     def ident(self, path: Path_, value: Any) -> str | None:
         return self.string(path, value, pattern=ID_RE, what="an id: lower-case letters, digits and '-'")
@@ -125,7 +127,7 @@ class Checker:
             self.error(path, f"expected a list of text, got {type_name(value)}")
             return ()
         out = [self.string(path + (i,), v, pattern=pattern, what=what) for i, v in enumerate(value)]
-        return tuple(s for s in out if s is not None)
+        return self.shared.value(tuple(s for s in out if s is not None))
 
     def number(
         self,
@@ -163,8 +165,9 @@ class Checker:
         if isinstance(value, bool) or not isinstance(value, (str, int, float)):
             self.error(path, f"expected text, got {type_name(value)}")
             return None
+        text = str(value)
         try:
-            t = parse(str(value))
+            t = self.shared.get(("template", text), lambda: parse(text))
         except TemplateError as e:
             self.error(path, str(e))
             return None
@@ -191,7 +194,7 @@ class Checker:
             self.error(path + (strategy,), "expected the element to find, got nothing")
             return None
         t = self.template(path + (strategy,), raw)
-        return Locator(strategy, t) if t else None
+        return self.shared.get(("locator", strategy, t.source), lambda: Locator(strategy, t)) if t else None
 
     def value_or_secret(self, path: Path_, value: Any) -> Any:
         """A plain value, or ``{env: NAME}`` which becomes a :class:`Secret`."""

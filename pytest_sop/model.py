@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import sys
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
+
+T = TypeVar("T")
 
 SEVERITIES = ("blocker", "critical", "normal", "minor", "trivial")
 LOCATOR_STRATEGIES = ("id", "accessibility_id", "text", "xpath", "css", "class", "uiautomator")
@@ -253,3 +256,41 @@ class Case:
     @property
     def name(self) -> str:
         return f"{self.sop.id}[{self.case_id}]" if self.case_id else self.sop.id
+
+
+class Shared:
+    """One object for each distinct immutable value of a suite.
+
+    10,000 SOP files write the same names, texts, locators and step parameters again and again;
+    each copy would be held for the whole run. Values are looked up by a key that tells ``1``
+    from ``1.0`` and ``True``, so sharing never changes a value's type.
+    """
+
+    __slots__ = ("_values",)
+
+    def __init__(self) -> None:
+        self._values: dict[Hashable, Any] = {}
+
+    @staticmethod
+    def text(value: str) -> str:
+        # The interpreter's own table: it drops a string nothing else holds.
+        return sys.intern(value)
+
+    def get(self, key: Hashable, make: Callable[[], T]) -> T:
+        """The value stored under ``key``, made (once) by ``make()`` when there is none."""
+        found = self._values.get(key)
+        if found is None:
+            found = self._values[key] = make()
+        return found
+
+    def value(self, value: T) -> T:
+        """``value``, or the equal value of the same type met before."""
+        return self._values.setdefault((type(value), value), value)  # type: ignore[no-any-return]
+
+    def params(self, params: dict[str, Any]) -> dict[str, Any]:
+        """A step's parameters, shared by every step written with the same ones (never changed)."""
+        key = ("params", *((k, type(v), v) for k, v in params.items()))
+        try:
+            return self._values.setdefault(key, params)  # type: ignore[no-any-return]
+        except TypeError:  # a plugin's parameter that cannot be a key: kept as it is
+            return params

@@ -25,6 +25,7 @@ from .model import (
     DeviceRequirement,
     InputRow,
     Retry,
+    Shared,
     Sop,
     Step,
     Template,
@@ -85,19 +86,24 @@ class ParsedSop:
         return Pos(*self.positions.get(path, (1, 1)))
 
 
-def parse_sop_file(path: str, registry: ActionRegistry, display: str | None = None) -> ParsedSop:
-    """Parse the file at ``path``; messages name it ``display`` (default: ``path``)."""
+def parse_sop_file(
+    path: str, registry: ActionRegistry, display: str | None = None, shared: Shared | None = None
+) -> ParsedSop:
+    """Parse the file at ``path``; messages name it ``display`` (default: ``path``).
+
+    ``shared``: the suite's table of equal values, so files writing the same steps share them.
+    """
     shown = display or path
     try:
         loaded = load(shown, read_file(path, shown))
     except SopSyntaxError as e:
         return ParsedSop(shown, None, (e,))
-    return _SopParser(loaded, registry).parse()
+    return _SopParser(loaded, registry, shared).parse()
 
 
 class _SopParser(Checker):
-    def __init__(self, loaded: Loaded, registry: ActionRegistry) -> None:
-        super().__init__(loaded)
+    def __init__(self, loaded: Loaded, registry: ActionRegistry, shared: Shared | None = None) -> None:
+        super().__init__(loaded, shared)
         self.registry = registry
         self.run_steps: list[tuple[Step, Path_]] = []
 
@@ -124,15 +130,15 @@ class _SopParser(Checker):
         sop_id = self.ident(("id",), get("id")) if "id" in doc else None
         title = self.text_field("title", get("title"))
         description = self.text_field("description", get("description"))
-        owner = self.text_field("owner", get("owner"))
-        escalate_to = self.text_field("escalate_to", get("escalate_to"))
+        owner = self.name_field("owner", get("owner"))
+        escalate_to = self.name_field("escalate_to", get("escalate_to"))
         escalate_on = self.escalate_on(get("escalate_on")) if "escalate_on" in doc else DEFAULT_ESCALATE_ON
-        app = self.text_field("app", get("app"))
+        app = self.name_field("app", get("app"))
         tags = self.strings(("tags",), get("tags"), pattern=NAME_RE, what="a tag") if "tags" in doc else ()
         severity = "normal"
         if "severity" in doc:
             if get("severity") in SEVERITIES:
-                severity = str(get("severity"))
+                severity = SEVERITIES[SEVERITIES.index(get("severity"))]
             else:
                 self.error(
                     ("severity",),
@@ -157,6 +163,11 @@ class _SopParser(Checker):
             escalate_to=escalate_to, escalate_on=escalate_on, done_when=done_when, on_failure=on_failure,
             description=description or "",
         )  # fmt: skip
+
+    def name_field(self, key: str, value: Any) -> str | None:
+        """A text field many SOPs write alike (owner, app): one string for all of them."""
+        text = self.text_field(key, value)
+        return None if text is None else self.shared.text(text)
 
     def text_field(self, key: str, value: Any) -> str | None:
         if value is None:
@@ -193,20 +204,28 @@ class _SopParser(Checker):
             p: Path_ = ("requires", "device")
             d = self.mapping(p, req["device"], allowed=("platform", "tags", "id"))
             if d is not None:
-                device = DeviceRequirement(
-                    platform=self.opt_str(p + ("platform",), d.get("platform")),
-                    tags=self.strings(p + ("tags",), d["tags"], pattern=NAME_RE, what="a tag") if "tags" in d else (),
-                    id=self.opt_str(p + ("id",), d.get("id")),
+                device = self.shared.value(
+                    DeviceRequirement(
+                        platform=self.opt_str(p + ("platform",), d.get("platform")),
+                        tags=self.strings(p + ("tags",), d["tags"], pattern=NAME_RE, what="a tag")
+                        if "tags" in d
+                        else (),
+                        id=self.opt_str(p + ("id",), d.get("id")),
+                    )
                 )
         if "account" in req:
             p = ("requires", "account")
             a = self.mapping(p, req["account"], allowed=("role", "tags", "id", "each"))
             if a is not None:
-                account = AccountRequirement(
-                    role=self.opt_str(p + ("role",), a.get("role")),
-                    tags=self.strings(p + ("tags",), a["tags"], pattern=NAME_RE, what="a tag") if "tags" in a else (),
-                    id=self.opt_str(p + ("id",), a.get("id")),
-                    each=bool(self.boolean(p + ("each",), a["each"])) if "each" in a else False,
+                account = self.shared.value(
+                    AccountRequirement(
+                        role=self.opt_str(p + ("role",), a.get("role")),
+                        tags=self.strings(p + ("tags",), a["tags"], pattern=NAME_RE, what="a tag")
+                        if "tags" in a
+                        else (),
+                        id=self.opt_str(p + ("id",), a.get("id")),
+                        each=bool(self.boolean(p + ("each",), a["each"])) if "each" in a else False,
+                    )
                 )
         return device, account
 
@@ -270,7 +289,7 @@ class _SopParser(Checker):
         )
         if attempts is None or backoff is None:
             return None
-        return Retry(int(attempts), float(backoff))
+        return self.shared.value(Retry(int(attempts), float(backoff)))
 
     def schedule(self, value: Any) -> float | None:
         s = self.mapping(("schedule",), value, allowed=("every",), required=("every",))
@@ -357,7 +376,8 @@ class _SopParser(Checker):
         label = self.string(path + ("name",), modifiers["name"]) if "name" in modifiers else None
         if params is None:
             return None
-        step = Step(name, params, self.pos(path), timeout, retry, optional, label)
+        # The registry's name and shared parameters: only the position is this step's own.
+        step = Step(spec.name, self.shared.params(params), self.pos(path), timeout, retry, optional, label)
         if name == "run":
             self.run_steps.append((step, path))
         return step

@@ -17,7 +17,7 @@ from .actions import ActionRegistry
 from .checker import did_you_mean
 from .errors import SopSyntaxError
 from .matching import candidate_accounts, candidate_devices, discovered_may_match
-from .model import Case, Sop, Step, SuiteConfig
+from .model import Case, Shared, Sop, Step, SuiteConfig
 from .sopfile import ParsedSop, parse_sop_file
 from .yamlsafe import Path_, format_path
 
@@ -59,6 +59,7 @@ class Suite:
         self._parsed: dict[str, ParsedSop] | None = None
         self._by_id: dict[str, list[ParsedSop]] = {}
         self._results: dict[str, FileResult] = {}
+        self.shared = Shared()  # equal names, templates, locators and step parameters: one object each
         self.scan_errors: list[SopSyntaxError] = []
 
     def matches(self, filename: str) -> bool:
@@ -114,7 +115,7 @@ class Suite:
 
     def _add(self, abspath: str) -> ParsedSop:
         assert self._parsed is not None
-        parsed = parse_sop_file(abspath, self.registry, display_path(abspath, self.base))
+        parsed = parse_sop_file(abspath, self.registry, display_path(abspath, self.base), self.shared)
         self._parsed[abspath] = parsed
         sop_id = parsed.raw_id
         if sop_id:

@@ -11,6 +11,7 @@ import math
 import os
 import re
 import stat
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -388,6 +389,8 @@ class _Builder:
             if not isinstance(key_node, yaml.ScalarNode):
                 raise self.fail(key_node, path, "a key must be a plain scalar")
             key = self.scalar(key_node, path)
+            if type(key) is str:  # keys are a small vocabulary: one string each, however many files
+                key = sys.intern(key)
             if key in out:
                 first = self.key_pos[path + (key,)]
                 raise self.fail(key_node, path + (key,), f"duplicate key {key!r} (first at line {first[0]})")
