@@ -1,9 +1,10 @@
 """Benchmark: collecting N SOP files versus collecting N one-test Python files.
 
-The claim under test: collecting *and fully validating* 1,000 SOP files of 10 steps each
-(``pytest --collect-only --sop``) takes no longer than pytest collecting 1,000 one-test
-Python files, on the same machine in the same run. The verdict is the ratio of the median
-wall times, ``median(sop) / median(python)``, which must be <= 1.0.
+The claims under test, at 1,000 and at 10,000 files: collecting *and fully validating* N SOP
+files of 10 steps each (``pytest --collect-only --sop``) takes no longer than pytest collecting
+N one-test Python files, and its peak memory is at most 1.5 times theirs, on the same machine
+in the same run. The verdicts are ratios of medians: ``median(sop) / median(python)`` of the
+wall times (limit 1.0) and of the peak RSS (limit 1.5).
 
 Each measurement is a fresh ``python -m pytest`` subprocess; the two sides alternate
 (A/B, B/A, ...) so machine noise is spread over both. ``__pycache__`` folders are removed
@@ -14,9 +15,10 @@ fails the benchmark instead of looking fast.
 
 Usage::
 
-    python benchmarks/bench_collect.py [--files 1000] [--runs 5] [--write-docs]
+    python benchmarks/bench_collect.py [--files 1000 10000] [--runs 5] [--write-docs]
 
-Exit status: 0 if the ratio is <= 1.0, 1 if it is above, 2 if the benchmark itself failed.
+Each file count is its own section of docs/benchmarks.md. Exit status: 0 if every ratio is
+within its limit, 1 if one is above, 2 if the benchmark itself failed.
 Standard library only (plus pytest and pytest-sop, which are what is measured).
 """
 
@@ -39,7 +41,8 @@ from common import machine, write_section
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_DOCS = REPO / "docs" / "benchmarks.md"
-SECTION_RE = re.compile(r"^## Collection: [\d,]+ SOP files vs [\d,]+ Python test files[ \t]*$", re.MULTILINE)
+TIME_LIMIT = 1.0  # median(SOP) / median(Python) wall time
+MEMORY_LIMIT = 1.5  # median(SOP) / median(Python) peak RSS
 COLLECTED_RE = re.compile(r"^(\d+) tests? collected", re.MULTILINE)
 STEPS_PER_SOP = 10
 
@@ -260,6 +263,11 @@ def bench(sop_dir: Path, py_dir: Path, files: int, runs: int, warmup: int) -> li
     return results
 
 
+def section_re(files: int) -> re.Pattern[str]:
+    """This file count's section: the 1,000-file one and the 10,000-file one are kept apart."""
+    return re.compile(rf"^## Collection: {files:,} SOP files vs {files:,} Python test files[ \t]*$", re.MULTILINE)
+
+
 @dataclass(frozen=True)
 class Summary:
     sop_median: float
@@ -267,6 +275,18 @@ class Summary:
     ratio: float
     sop_rss_kib: float
     py_rss_kib: float
+
+    @property
+    def rss_ratio(self) -> float:
+        return self.sop_rss_kib / self.py_rss_kib
+
+    @property
+    def time_ok(self) -> bool:
+        return self.ratio <= TIME_LIMIT
+
+    @property
+    def memory_ok(self) -> bool:
+        return self.rss_ratio <= MEMORY_LIMIT
 
 
 def summarize(results: list[Run]) -> Summary:
@@ -299,31 +319,33 @@ def plugin_version() -> str:
 
 
 def render_section(files: int, runs: int, warmup: int, results: list[Run], s: Summary) -> str:
-    verdict = "PASS" if s.ratio <= 1.0 else "FAIL"
+    verdict = "PASS" if s.time_ok and s.memory_ok else "FAIL"
     sop = [r for r in results if r.side == "sop"]
     py = [r for r in results if r.side == "python"]
     rows = "\n".join(
         f"| {i + 1} | {a.seconds:.3f} | {b.seconds:.3f} | {a.seconds / b.seconds:.2f} "
-        f"| {a.maxrss_kib / 1024:.1f} | {b.maxrss_kib / 1024:.1f} |"
+        f"| {a.maxrss_kib / 1024:.1f} | {b.maxrss_kib / 1024:.1f} | {a.maxrss_kib / b.maxrss_kib:.2f} |"
         for i, (a, b) in enumerate(zip(sop, py, strict=True))
     )
     today = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     median_row = (
         f"| **Median** | **{s.sop_median:.3f}** | **{s.py_median:.3f}** | **{s.ratio:.2f}** "
-        f"| **{s.sop_rss_kib / 1024:.1f}** | **{s.py_rss_kib / 1024:.1f}** |"
+        f"| **{s.sop_rss_kib / 1024:.1f}** | **{s.py_rss_kib / 1024:.1f}** | **{s.rss_ratio:.2f}** |"
     )
     return f"""## Collection: {files:,} SOP files vs {files:,} Python test files
 
 Claim: collecting and fully validating {files:,} SOP files of {STEPS_PER_SOP} steps
 (`pytest --collect-only --sop`) takes no longer than pytest collecting {files:,} one-test
-Python files on the same machine in the same run: ratio of medians <= 1.0.
+Python files, and at most {MEMORY_LIMIT} times their peak memory, on the same machine in the
+same run: ratio of median wall times <= {TIME_LIMIT:.2f}, ratio of median peak RSS <= {MEMORY_LIMIT:.2f}.
 
 - Date: {today}
 - Machine: {machine()}
 - Rounds: {runs} measured (+{warmup} warm-up, not counted), A/B order alternating each round;
   every run is a fresh `python -m pytest --collect-only -q -p no:cacheprovider` subprocess,
   `PYTHONDONTWRITEBYTECODE=1`, `__pycache__` removed before each run. Wall time includes
-  interpreter start-up and plugin loading on both sides; nothing is subtracted.
+  interpreter start-up and plugin loading on both sides; nothing is subtracted. Peak RSS is
+  the process's `ru_maxrss` (from `os.wait4`), the interpreter and pytest included on both sides.
 - SOP side: `sop.yaml` (1 app, 4 Android phones, 3 accounts with fields, secrets as `{{env: ...}}`)
   and {files:,} files, each with 10 steps (launch_app, wait_for with timeout, type with templates,
   tap, swipe, scroll_to, assert_text, screenshot, ...), one input row, `requires.device`,
@@ -331,12 +353,14 @@ Python files on the same machine in the same run: ratio of medians <= 1.0.
 - Python side: {files:,} files `test_NNNN.py`, each a docstring, `import os` and one test function.
 - Both sides must collect exactly {files:,} items, or the benchmark fails.
 
-| Round | SOP (s) | Python (s) | Ratio | SOP peak RSS (MiB) | Python peak RSS (MiB) |
-|------:|--------:|-----------:|------:|-------------------:|----------------------:|
+| Round | SOP (s) | Python (s) | Time ratio | SOP peak RSS (MiB) | Python peak RSS (MiB) | Memory ratio |
+|------:|--------:|-----------:|-----------:|-------------------:|----------------------:|-------------:|
 {rows}
 {median_row}
 
-Verdict: **{verdict}** — median(SOP) / median(Python) = {s.ratio:.2f} (limit 1.00).
+Verdict: **{verdict}** — time: median(SOP) / median(Python) = {s.ratio:.2f} (limit {TIME_LIMIT:.2f},
+{"pass" if s.time_ok else "FAIL"}); memory: median(SOP) / median(Python) peak RSS = {s.rss_ratio:.2f}
+(limit {MEMORY_LIMIT:.2f}, {"pass" if s.memory_ok else "FAIL"}).
 
 Reproduce:
 
@@ -346,47 +370,62 @@ python benchmarks/bench_collect.py --files {files} --runs {runs} --write-docs
 """
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--files", type=int, default=1000, help="files per side (default 1000)")
-    parser.add_argument("--runs", type=int, default=5, help="measured rounds, at least 3 (default 5)")
-    parser.add_argument("--warmup", type=int, default=1, help="unmeasured rounds first (default 1)")
-    parser.add_argument("--write-docs", action="store_true", help="update this benchmark's section of the docs file")
-    parser.add_argument("--docs", type=Path, default=DEFAULT_DOCS, help=f"docs file (default {DEFAULT_DOCS})")
-    parser.add_argument("--keep", type=Path, metavar="DIR", help="generate into DIR and keep it (for profiling)")
-    args = parser.parse_args(argv)
-    if args.runs < 3:
-        parser.error("--runs must be at least 3")
-    if args.files < 1:
-        parser.error("--files must be at least 1")
-
+def run_size(args: argparse.Namespace, files: int) -> Summary:
+    """Generate, lint and time one file count; print (and with --write-docs, write) its section."""
     with tempfile.TemporaryDirectory(prefix="bench-collect-") as tmp:
         root = Path(tmp)
         if args.keep:
-            root = args.keep.resolve()
+            root = args.keep.resolve() / str(files)
             if root.exists() and any(root.iterdir()):
-                parser.error(f"--keep: {root} is not empty")
-        print(f"generating {args.files} SOP files and {args.files} Python files under {root}")
-        sop_dir, py_dir = generate(root, args.files)
-        lint(sop_dir, args.files)
+                raise SystemExit(f"bench_collect: --keep: {root} is not empty")
+        print(f"generating {files} SOP files and {files} Python files under {root}")
+        sop_dir, py_dir = generate(root, files)
+        lint(sop_dir, files)
         print(f"timing {args.runs} rounds (+{args.warmup} warm-up), alternating order")
-        results = bench(sop_dir, py_dir, args.files, args.runs, args.warmup)
+        results = bench(sop_dir, py_dir, files, args.runs, args.warmup)
 
     s = summarize(results)
-    ok = s.ratio <= 1.0
     print()
-    print(f"machine: {machine()}")
+    print(f"{files:,} files")
     print(f"median wall time: SOP {s.sop_median:.3f} s, Python {s.py_median:.3f} s")
     print(f"median peak RSS:  SOP {s.sop_rss_kib / 1024:.1f} MiB, Python {s.py_rss_kib / 1024:.1f} MiB")
-    print(f"ratio median(SOP)/median(Python) = {s.ratio:.3f} (limit 1.000)")
+    print(f"time ratio   median(SOP)/median(Python) = {s.ratio:.3f} (limit {TIME_LIMIT:.3f})")
+    print(f"memory ratio median(SOP)/median(Python) = {s.rss_ratio:.3f} (limit {MEMORY_LIMIT:.3f})")
     print(
-        f"VERDICT: {'PASS' if ok else 'FAIL'}: collecting and validating {args.files} SOP files "
-        f"{'takes no longer than' if ok else 'takes LONGER than'} collecting {args.files} Python test files"
+        f"VERDICT: {'PASS' if s.time_ok and s.memory_ok else 'FAIL'}: collecting and validating {files} SOP files "
+        f"{'takes no longer than' if s.time_ok else 'takes LONGER than'} collecting {files} Python test files, "
+        f"with {'at most' if s.memory_ok else 'MORE than'} {MEMORY_LIMIT}x their peak memory"
     )
     if args.write_docs:
-        write_section(args.docs, render_section(args.files, args.runs, args.warmup, results, s), SECTION_RE)
+        write_section(args.docs, render_section(files, args.runs, args.warmup, results, s), section_re(files))
         print(f"wrote {args.docs}")
-    return 0 if ok else 1
+    print()
+    return s
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument(
+        "--files",
+        type=int,
+        nargs="+",
+        default=[1000, 10000],
+        help="files per side, one section each (default 1000 10000)",
+    )
+    parser.add_argument("--runs", type=int, default=5, help="measured rounds, at least 3 (default 5)")
+    parser.add_argument("--warmup", type=int, default=1, help="unmeasured rounds first (default 1)")
+    parser.add_argument("--write-docs", action="store_true", help="update this benchmark's sections of the docs file")
+    parser.add_argument("--docs", type=Path, default=DEFAULT_DOCS, help=f"docs file (default {DEFAULT_DOCS})")
+    parser.add_argument("--keep", type=Path, metavar="DIR", help="generate into DIR/N and keep it (for profiling)")
+    args = parser.parse_args(argv)
+    if args.runs < 3:
+        parser.error("--runs must be at least 3")
+    if min(args.files) < 1:
+        parser.error("--files must be at least 1")
+
+    print(f"machine: {machine()}")
+    summaries = [run_size(args, files) for files in args.files]
+    return 0 if all(s.time_ok and s.memory_ok for s in summaries) else 1
 
 
 if __name__ == "__main__":
