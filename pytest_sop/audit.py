@@ -30,7 +30,8 @@ import json
 import json.scanner
 import os
 import re
-from collections.abc import Callable, Iterator
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -45,7 +46,9 @@ __all__ = [
     "STRUCTURAL",
     "AuditError",
     "AuditLog",
+    "AuditQueue",
     "Chain",
+    "QueuedLog",
     "VerifyResult",
     "audit_main",
     "read_chain",
@@ -194,6 +197,13 @@ def _check_names(fields: dict[str, Any]) -> None:
         raise ValueError(f"audit fields may not be named {names}: those keys belong to the chain")
 
 
+_FieldsFor = Callable[[int, str], dict[str, Any]]
+
+
+def _constant(fields: dict[str, Any]) -> _FieldsFor:
+    return lambda seq, sha: fields
+
+
 def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
@@ -240,29 +250,47 @@ class AuditLog:
         """Append one event whose fields depend on the log's head: ``fields_for(seq, sha256)`` of the
         last line (0 and 64 zeros for an empty log) is called under the writers' lock, so no other
         line can come between the head it saw and the line it makes (a signed head needs that)."""
-        mask = self._mask
+        return self._write([(event, fields_for, self._mask)])[0]
+
+    def append_many(self, entries: Sequence[tuple[str, dict[str, Any], Callable[[str], str] | None]], /) -> list[str]:
+        """Append several events at once, in order, under one lock, with one write and one head update:
+        ``(event, fields, mask)`` each, ``mask`` None for none. Returns the lines written."""
+        for _, fields, _ in entries:
+            _check_names(fields)
+        return self._write([(event, _constant(fields), mask) for event, fields, mask in entries])
+
+    def _write(
+        self, entries: Sequence[tuple[str, Callable[[int, str], dict[str, Any]], Callable[[str], str] | None]]
+    ) -> list[str]:
+        if not entries:
+            return []
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        lines: list[str] = []
         with self._lock.acquire(poll_interval=0.002):
             seq, prev = self._next()
-            fields = fields_for(seq - 1, prev)
-            _check_names(fields)
-            if mask is not None:
-                fields = {k: v if k in STRUCTURAL else _mask_strings(v, mask) for k, v in fields.items()}
-            ts = _utc_now()
-            record = {**fields, "event": event, "seq": seq, "ts": ts, "prev": prev}
-            line = _canonical(record)
-            if mask is not None and mask(line) != line:
-                line = _canonical(_mask_serialized(record, mask))
-            data = line.encode("utf-8")  # ASCII unless the mask put other characters in
+            data = b""
+            for event, fields_for, mask in entries:
+                fields = fields_for(seq - 1, prev)
+                _check_names(fields)
+                if mask is not None:
+                    fields = {k: v if k in STRUCTURAL else _mask_strings(v, mask) for k, v in fields.items()}
+                record = {**fields, "event": event, "seq": seq, "ts": _utc_now(), "prev": prev}
+                line = _canonical(record)
+                if mask is not None and mask(line) != line:
+                    line = _canonical(_mask_serialized(record, mask))
+                raw = line.encode("utf-8")  # ASCII unless the mask put other characters in
+                data += raw + b"\n"
+                lines.append(line)
+                seq, prev = seq + 1, _sha256(raw)
             fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
             try:
-                _write_all(fd, data + b"\n")
+                _write_all(fd, data)
                 if self._fsync:
                     os.fsync(fd)
             finally:
                 os.close(fd)
-            self._write_head(seq, _sha256(data))
-        return line
+            self._write_head(seq - 1, prev)
+        return lines
 
     def _next(self) -> tuple[int, str]:
         """The next line's (seq, prev), from the file's last line; checked against the head file."""
@@ -293,6 +321,103 @@ class AuditLog:
         tmp = self.head_path.with_name(f"{self.head_path.name}.{os.getpid()}.tmp")
         tmp.write_text(_canonical({"seq": seq, "sha256": sha}) + "\n", encoding="ascii")
         os.replace(tmp, self.head_path)
+
+
+class AuditQueue:
+    """Appends to one log from a background thread, in the order given, several lines per lock.
+
+    A case's lines that nothing waits on (its lease, session and step lines) are written while
+    the case goes on; :meth:`flush` waits until every line put so far is in the file, and is
+    called before anything that must follow them: the case's outcome (recorded before its
+    report), its release (recorded while the lease is still held), the run's seal. A line that
+    could not be written makes the next :meth:`flush` raise, so the case that waits on it fails
+    with the reason. One per process: a forked child starts its own thread.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._items: list[tuple[AuditLog, str, dict[str, Any]]] = []
+        self._put = 0  # lines put so far
+        self._done = 0  # lines written (or given up on) so far
+        self._error: BaseException | None = None
+        self._thread: threading.Thread | None = None
+        self._pid = 0
+        self._closing = False
+
+    def put(self, log: AuditLog, event: str, fields: dict[str, Any]) -> None:
+        _check_names(fields)  # a caller's mistake is said to the caller, not to a later flush
+        with self._cond:
+            if self._thread is None or self._pid != os.getpid() or not self._thread.is_alive():
+                self._pid, self._closing = os.getpid(), False
+                self._thread = threading.Thread(target=self._run, name="sop-audit-writer", daemon=True)
+                self._thread.start()
+            self._items.append((log, event, fields))
+            self._put += 1
+            self._cond.notify_all()
+
+    def flush(self) -> None:
+        """Wait until every line put so far is written; raise the first error since the last flush."""
+        with self._cond:
+            target = self._put
+            while self._done < target and self._thread is not None and self._thread.is_alive():
+                self._cond.wait()
+            error, self._error = self._error, None
+        if error is not None:
+            raise error
+
+    def close(self) -> None:
+        """Flush and stop the thread."""
+        try:
+            self.flush()
+        finally:
+            with self._cond:
+                self._closing = True
+                self._cond.notify_all()
+                thread = self._thread
+            if thread is not None and thread is not threading.current_thread():
+                thread.join(10)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._items and not self._closing:
+                    self._cond.wait()
+                if not self._items:
+                    return
+                batch, self._items = self._items, []
+            error: BaseException | None = None
+            try:
+                # Lines of one log file at a time (a run has one): one lock, one write, one head update.
+                start = 0
+                while start < len(batch):
+                    log = batch[start][0]
+                    end = start
+                    while end < len(batch) and batch[end][0].path == log.path:
+                        end += 1
+                    log.append_many([(event, fields, item_log._mask) for item_log, event, fields in batch[start:end]])
+                    start = end
+            except BaseException as e:  # handed to whoever flushes next
+                error = e
+            with self._cond:
+                if error is not None and self._error is None:
+                    self._error = error
+                self._done += len(batch)
+                self._cond.notify_all()
+
+
+class QueuedLog:
+    """An :class:`AuditLog` (with its mask) whose appends go through an :class:`AuditQueue`."""
+
+    def __init__(self, log: AuditLog, queue: AuditQueue) -> None:
+        self.log = log
+        self.queue = queue
+        self.path = log.path
+
+    def append(self, event: str, /, **fields: Any) -> None:
+        self.queue.put(self.log, event, fields)
+
+    def flush(self) -> None:
+        self.queue.flush()
 
 
 @contextlib.contextmanager

@@ -12,10 +12,10 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from .runrecord import alluredir, ledger_outcome, ledger_path, open_audit, who_where
+from .runrecord import alluredir, case_audit, ledger_outcome, run_ledger, who_where
 
 if TYPE_CHECKING:
-    from .audit import AuditLog
+    from .audit import QueuedLog
     from .leasing import Lease
 
 record_key = pytest.StashKey["CaseRecord"]()
@@ -42,14 +42,20 @@ class CaseRecord:
         self.escalate_to = escalate_to
         self.escalate_on = escalate_on
         self.mask = mask
-        self.audit: AuditLog | None = open_audit(config, mask)
+        self.audit: QueuedLog | None = case_audit(config, mask)
         self.lease: Lease | None = None
         self.decided = False  # an outcome that decides the case was recorded
 
     def event(self, event: str, **fields: Any) -> None:
-        """An audit line about this case, with who ran it where."""
+        """An audit line about this case, with who ran it where: written in the background, in order
+        (:meth:`flush` waits for it)."""
         if self.audit is not None:
             self.audit.append(event, case=self.nodeid, sop=self.sop, **who_where(self.config), **fields)
+
+    def flush(self) -> None:
+        """Every audit line of this case so far is in the file; raises when one could not be written."""
+        if self.audit is not None:
+            self.audit.flush()
 
     def leased(self, lease: Lease, **sop_version: Any) -> None:
         """The case's first line: what it holds, and which version of its SOP file (sha256, git commit) runs."""
@@ -59,13 +65,23 @@ class CaseRecord:
 
     def release(self) -> None:
         """Recorded while still held (the audit log alone proves no two cases overlapped), released whatever happens."""
+        lease = self.give_back()
+        if lease is not None:
+            lease.release()
+
+    def give_back(self) -> Lease | None:
+        """The case's release line, in the log while the lease is still held; the lease itself is then the
+        caller's to release (after the device's session is deleted). Released here if the line cannot be written."""
         lease, self.lease = self.lease, None
         if lease is None:
-            return
+            return None
         try:
             self.event("release", device=lease.device.id, account=lease.account.id if lease.account else None)
-        finally:
+            self.flush()
+        except BaseException:
             lease.release()
+            raise
+        return lease
 
     def report(self, report: pytest.TestReport, call: pytest.CallInfo[None]) -> None:
         """The outcome of one phase: an audit line when it says something, a ledger row when it decides the case.
@@ -89,6 +105,7 @@ class CaseRecord:
             outcome = "error" if report.when != "call" and report.failed else report.outcome
             try:
                 self.event("outcome", phase=report.when, outcome=outcome, message=last)
+                self.flush()  # in the log before pytest reports the case
             except Exception as e:  # the ledger still hears of the case, as broken
                 unaudited = e
                 says = "broken"
@@ -105,17 +122,17 @@ class CaseRecord:
         message = self.mask(f"{type(error).__name__}: {error}".rstrip(": ").strip())
         try:
             self.event("outcome", phase=phase, outcome="interrupted", message=message)
+            self.flush()
         finally:
             self.ledger("broken", f"interrupted in {phase}: {message}")
 
     def ledger(self, outcome: str, message: str) -> None:
-        from .ledger import Ledger
         from .recorders import AllureRecorder
 
         lease = self.lease
         who = who_where(self.config)
         self.decided = True
-        record = Ledger(ledger_path(self.config)).record_outcome(
+        record = run_ledger(self.config).record_outcome(
             case=self.nodeid, sop=self.sop, owner=self.owner, escalate_to=self.escalate_to, outcome=outcome,
             message=self.mask(message), evidence=alluredir(self.config),
             run_id=who["run"], operator=who["operator"], device=lease.device.id if lease else None,
@@ -127,6 +144,7 @@ class CaseRecord:
                 "escalated", exception=record.id, to=record.escalated_to, to_source=record.escalated_to_source,
                 count=record.failures_in_row,
             )  # fmt: skip
+            self.flush()
         if record is not None and record.escalated_to:
             AllureRecorder().add_labels([("escalated_to", record.escalated_to)])
 

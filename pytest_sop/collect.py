@@ -5,7 +5,9 @@ from __future__ import annotations
 import contextlib
 import os
 import subprocess
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -63,6 +65,90 @@ _tags_key = pytest.StashKey[set[str]]()
 kept_session_key = pytest.StashKey["DeviceSession | None"]()
 
 
+class Closing:
+    """A case's device given back in the background: its session deleted, then its lease released,
+    unless the next case of this process takes the lease over first (:meth:`take`). The case's
+    release line is already in the audit log; the device is never free while its session lives."""
+
+    def __init__(self, session: DeviceSession, lease: Lease) -> None:
+        self.lease = lease
+        self.quit_done = threading.Event()
+        self._mutex = threading.Lock()
+        self._settled = False  # taken over, or released
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(session,), name="sop-session-quit", daemon=True)
+        self._thread.start()
+
+    def _run(self, session: DeviceSession) -> None:
+        try:
+            session.quit()
+        finally:
+            self.quit_done.set()
+            with self._mutex:
+                settled, self._settled = self._settled, True
+            if not settled:
+                try:
+                    self.lease.release()
+                except BaseException as e:  # said by finish(), in the process's main thread
+                    self._error = e
+
+    def holds(self, pairs: list[tuple[Any, Any]]) -> bool:
+        held = (self.lease.device.id, self.lease.account.id if self.lease.account else None)
+        return any((d.id, a.id if a else None) == held for d, a in pairs)
+
+    def take(self, case: str, requirement: str) -> Lease | None:
+        """The lease, held on for ``case``, if it was not released yet. Its session may still be
+        closing: wait for :attr:`quit_done` before the device's next session."""
+        with self._mutex:
+            if self._settled:
+                return None
+            self._settled = True
+        return self.lease.hand_over(case, requirement)
+
+    def finish(self) -> None:
+        """Wait until the session is deleted and the lease released (or taken over)."""
+        self._thread.join()
+        error, self._error = self._error, None
+        if error is not None:
+            raise error
+
+
+# Devices this process is giving back (Closing), the newest last.
+closing_key = pytest.StashKey[list[Closing]]()
+
+
+def finish_closing(config: pytest.Config) -> None:
+    """Every device this process gave back is released (the end of the run)."""
+    closing = config.stash.get(closing_key, [])
+    errors: list[BaseException] = []
+    while closing:
+        try:
+            closing.pop(0).finish()
+        except BaseException as e:
+            errors.append(e)
+    if errors:
+        raise errors[0]
+
+
+def _quit_when_created(creating: Future[DeviceSession]) -> None:
+    if creating.exception() is None:
+        creating.result().quit()
+
+
+def in_background(fn: Callable[[], DeviceSession]) -> Future[DeviceSession]:
+    """``fn()`` on a thread of its own; its result (or error) in the Future."""
+    future: Future[DeviceSession] = Future()
+
+    def run() -> None:
+        try:
+            future.set_result(fn())
+        except BaseException as e:
+            future.set_exception(e)
+
+    threading.Thread(target=run, name="sop-session-create", daemon=True).start()
+    return future
+
+
 class SopFile(pytest.File):
     def collect(self) -> Iterator[SopItem]:
         suite = get_suite(self.config)
@@ -114,7 +200,7 @@ class SopItem(pytest.Item):
                 if self.case_record is not None:
                     self.case_record.interrupted(phase, e)
             finally:
-                self.teardown()
+                self.give_back(background=False)
             raise
 
     def _setup(self) -> None:
@@ -133,31 +219,43 @@ class SopItem(pytest.Item):
         )  # fmt: skip
         self.allure_labels()  # first: a case skipped by policy is labelled too
         check_env(sop, suite.get_sop)  # an unset ${env.NAME} stops the case before it holds anything
-        lease = self.take_lease()
-        self.case_record.leased(lease, **(self.sop_version or {}))
+        lease, closing = self.take_lease()
+        self.closing = closing
         device, account = lease.device, lease.account
-        AllureRecorder().add_labels([("device", device.id)] + ([("account", account.id)] if account else []))
         app = suite.config.apps.get(sop.app) if sop.app else None
-        caps = capabilities(device, app, secrets.resolve, device_position(suite.config, device))
-        endpoint = self.config.stash[appium_key].endpoint(device, suite.config)
+        try:
+            caps = capabilities(device, app, secrets.resolve, device_position(suite.config, device))
+            endpoint = self.config.stash[appium_key].endpoint(device, suite.config)
+        finally:
+            self.case_record.leased(lease, **(self.sop_version or {}))
         kept = self.config.stash.get(kept_session_key, None)
         self.config.stash[kept_session_key] = None
+        creating: Future[DeviceSession] | None = None
         if kept is not None and kept.device.id == device.id and kept.app == app and kept.alive():
             kept.reset_app()
             self.device_session = kept
         else:
             if kept is not None:
                 kept.quit()
-            self.device_session = DeviceSession.create(device, app, endpoint, caps, secrets.mask)
+            if closing is not None:
+                closing.quit_done.wait()  # one session at a time on a device: the last case's is deleted first
+            # The session request is in flight while the bookkeeping that does not need it is done.
+            creating = in_background(lambda: DeviceSession.create(device, app, endpoint, caps, secrets.mask))
+        try:
+            AllureRecorder().add_labels([("device", device.id)] + ([("account", account.id)] if account else []))
+            # Allure's steps cost time even when nothing listens: use them only with an alluredir.
+            sinks: list[Recorder] = [AllureRecorder()] if alluredir(self.config) else []
+            if self.case_record.audit is not None:
+                sinks.append(AuditRecorder(self.case_record.audit, self.nodeid, self.config.stash[run_id_key]))
+            recorder = Recorders(*sinks)
+        finally:
+            if creating is not None:
+                self.device_session = self.session_from(creating)
+        assert self.device_session is not None
         reused = self.device_session is kept
         self.record(
             "session", device=device.id, endpoint=endpoint, session=self.device_session.session_id, reused=reused
         )
-        # Allure's steps cost time even when nothing listens: use them only with an alluredir.
-        sinks: list[Recorder] = [AllureRecorder()] if alluredir(self.config) else []
-        if self.case_record.audit is not None:
-            sinks.append(AuditRecorder(self.case_record.audit, self.nodeid, self.config.stash[run_id_key]))
-        recorder = Recorders(*sinks)
         self.context = Context(
             case=self.case, session=self.device_session, device=device, account=account, secrets=secrets,
             recorder=recorder, registry=suite.registry, get_sop=suite.get_sop, evidence=settings.evidence,
@@ -167,14 +265,26 @@ class SopItem(pytest.Item):
 
     secrets: Secrets | None = None
     case_record: CaseRecord | None = None
+    closing: Closing | None = None  # the device's last session, closing, when this case held its lease on
     sop_version: dict[str, Any] | None = None
 
     @property
     def lease(self) -> Lease | None:
         return self.case_record.lease if self.case_record else None
 
-    def take_lease(self) -> Lease:
-        """A device and account held only by this case, preferring this worker's last device.
+    @staticmethod
+    def session_from(creating: Future[DeviceSession]) -> DeviceSession:
+        """The session being created; if this process is stopped while waiting, it is deleted when it comes."""
+        try:
+            return creating.result()
+        except BaseException:
+            if not creating.done():
+                creating.add_done_callback(_quit_when_created)
+            raise
+
+    def take_lease(self) -> tuple[Lease, Closing | None]:
+        """A device and account held only by this case, preferring this worker's last device; and the
+        device's last case's closing session when its lease was held on for this case.
 
         The policy comes first: a case the operator may not run is skipped before any lease.
         """
@@ -193,11 +303,24 @@ class SopItem(pytest.Item):
         if not pairs:
             pytest.skip(f"not permitted: {operator!r} may not use the devices and accounts this SOP needs")
         requirement = f"device {sop.device or 'any'}" + (f", account {sop.account}" if sop.account else "")
-        lease = lease_pool(config).acquire(
-            pairs, case=self.nodeid, timeout=config.stash[settings_key].lease_timeout, requirement=requirement
-        )
+        closing = config.stash.setdefault(closing_key, [])
+        last = closing[-1] if closing else None
+        lease = None
+        if last is not None and last.holds(pairs):
+            # The device this worker just used, still held: held on, never free in between.
+            lease = last.take(self.nodeid, requirement)
+        if lease is None:
+            for earlier in [c for c in closing if c.holds(pairs)]:
+                earlier.finish()  # released in a moment: wait for it rather than take a second choice
+            lease = lease_pool(config).acquire(
+                pairs, case=self.nodeid, timeout=config.stash[settings_key].lease_timeout, requirement=requirement
+            )
+            last = None
+        for done in [c for c in closing if c.quit_done.is_set() and c is not last]:
+            closing.remove(done)
+            done.finish()
         config.stash[last_device_key] = lease.device.id
-        return lease
+        return lease, last
 
     def record(self, event: str, **fields: Any) -> None:
         """An audit line about this case, with who ran it where."""
@@ -260,16 +383,36 @@ class SopItem(pytest.Item):
                 self.context.recorder.attach("appium log", self.context.secrets.mask(text), "text/plain", "log")
 
     def teardown(self) -> None:
+        self.give_back(background=True)
+
+    def give_back(self, *, background: bool) -> None:
+        """The case's release line now; the session deleted and the lease released in the background
+        (``background``), off the device's critical path: the next case of this process holds the lease
+        on if it can use the device, and creates its session only once this one is deleted."""
         session, self.device_session = self.device_session, None
-        try:
-            if session is not None:
-                if self.config.stash[settings_key].session == "worker" and session.alive():
-                    self.config.stash[kept_session_key] = session  # the next case on this device reuses it
-                else:
+        record = self.case_record
+        if self.closing is not None:
+            self.closing.quit_done.wait()  # the lease this case held on is never freed before that session ends
+        if session is not None and self.config.stash[settings_key].session == "worker" and session.alive():
+            self.config.stash[kept_session_key] = session  # the next case on this device reuses it
+            session = None
+        if session is None or record is None or not background:
+            try:
+                if session is not None:
                     session.quit()
-        finally:
-            if self.case_record is not None:
-                self.case_record.release()
+            finally:
+                if record is not None:
+                    record.release()
+            return
+        try:
+            lease = record.give_back()
+        except BaseException:
+            session.quit()
+            raise
+        if lease is None:
+            session.quit()
+        else:
+            self.config.stash.setdefault(closing_key, []).append(Closing(session, lease))
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
         from .masking import mask

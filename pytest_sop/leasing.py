@@ -53,7 +53,7 @@ import stat
 import threading
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, Self
@@ -562,6 +562,36 @@ class Lease:
                 errors.append(e)
         if errors:
             raise errors[0]
+
+    def hand_over(self, case: str, requirement: str) -> Lease:
+        """The same device (and account) held on for ``case``, the next case of this process: the locks
+        are never let go in between, so no one else can take the device while its last session is
+        being deleted. The holder records name ``case`` from now on; this lease is left released.
+
+        :raises SopError: this lease was already released.
+        """
+        with self._mutex:
+            locks, self._locks = self._locks, []
+        if not locks:
+            raise SopError(f"the lease on device {self.device.id} was already released")
+        acquired_at = time.monotonic()
+        since = dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
+        try:
+            for fd, writable in locks:
+                old = _read_record(fd) if writable else None
+                if old is not None:
+                    new = replace(old, case=case, since=since, pid=os.getpid())
+                    os.ftruncate(fd, 0)
+                    os.pwrite(fd, json.dumps(asdict(new)).encode(), 0)
+        except BaseException:
+            for fd, writable in reversed(locks):
+                with contextlib.suppress(OSError):
+                    _unlock(fd, writable)
+            raise
+        return Lease(
+            self.device, self.account, case=case, requirement=requirement, locks=locks,
+            acquired_at=acquired_at, waited=0.0, since=since,
+        )  # fmt: skip
 
     def __enter__(self) -> Self:
         return self

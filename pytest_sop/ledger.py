@@ -42,7 +42,10 @@ Rules (:meth:`Ledger.record_outcome`):
 Times are stored as UTC text with microseconds and a ``Z`` (so they sort as text); naive
 datetimes are refused. Every call opens its own short-lived connection (WAL mode, a busy timeout,
 writes in ``BEGIN IMMEDIATE``), so pytest-xdist workers and concurrent runs can share one file and
-forked processes never share a connection. Messages are stored exactly as passed: the caller masks them.
+forked processes never share a connection. A run that writes a row per case keeps one connection
+instead (``keep_open=True``; :meth:`Ledger.close` at its end): opening and closing one per case costs
+a WAL checkpoint each time. It is this process's own: a forked child opens a new one. Messages are
+stored exactly as passed: the caller masks them.
 
 This module is engine code: it imports the standard library only (and the plain constants of ``model``).
 """
@@ -355,9 +358,13 @@ class Ledger:
     missing file is a :class:`LedgerError` (for commands that only read an existing ledger).
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, create: bool = True, busy_timeout: float = 30.0) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str], *, create: bool = True, busy_timeout: float = 30.0, keep_open: bool = False
+    ) -> None:
         self.path = Path(path)
         self.busy_timeout = busy_timeout
+        self._keep_open = keep_open
+        self._kept: tuple[int, sqlite3.Connection] | None = None  # (pid, connection)
         if not create and not self.path.is_file():
             raise LedgerError(f"{self.path}: no run ledger here")
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -375,21 +382,45 @@ class Ledger:
             raise LedgerError(f"{self.path}: not a run ledger ({exc})") from None
         return conn
 
+    def _open(self) -> sqlite3.Connection:
+        """A fresh connection, or with ``keep_open`` the one this process keeps."""
+        if not self._keep_open:
+            return self._connect()
+        if self._kept is None or self._kept[0] != os.getpid():
+            self._kept = (os.getpid(), self._connect())
+        return self._kept[1]
+
+    def _done(self, conn: sqlite3.Connection) -> None:
+        if self._kept is None or self._kept[1] is not conn:
+            conn.close()
+        elif conn.in_transaction:  # a commit that failed: the kept connection starts clean next time
+            with contextlib.suppress(sqlite3.Error):
+                conn.rollback()
+
+    def close(self) -> None:
+        """Close the kept connection (``keep_open``), if this process opened one."""
+        kept, self._kept = self._kept, None
+        if kept is not None and kept[0] == os.getpid():
+            kept[1].close()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_kept": None}  # a connection never crosses into another process
+
     @contextlib.contextmanager
     def _reading(self) -> Iterator[sqlite3.Connection]:
-        conn = self._connect()
+        conn = self._open()
         try:
             yield conn
         except sqlite3.DatabaseError as exc:
             raise LedgerError(f"{self.path}: {exc}") from exc
         finally:
-            conn.close()
+            self._done(conn)
 
     @contextlib.contextmanager
     def _writing(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction on a fresh connection: BEGIN IMMEDIATE takes the write lock up front
-        (waiting up to the busy timeout), so no reader-turned-writer can deadlock and fail at once."""
-        conn = self._connect()
+        """One write transaction: BEGIN IMMEDIATE takes the write lock up front (waiting up to the
+        busy timeout), so no reader-turned-writer can deadlock and fail at once."""
+        conn = self._open()
         try:
             conn.execute("BEGIN IMMEDIATE")
             try:
@@ -401,7 +432,7 @@ class Ledger:
         except sqlite3.DatabaseError as exc:
             raise LedgerError(f"{self.path}: {exc}") from exc
         finally:
-            conn.close()
+            self._done(conn)
 
     def _init(self) -> None:
         with self._writing() as conn:

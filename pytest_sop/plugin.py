@@ -14,7 +14,7 @@ import pytest
 from . import hookspecs
 from .appium_service import AppiumService, appium_key
 from .caserecord import attach_run_files, record_key
-from .collect import SopFile, SopItem, get_suite, kept_session_key
+from .collect import SopFile, SopItem, finish_closing, get_suite, kept_session_key
 from .config import WORKER_SETTINGS_KEY, addoption, resolve, settings_key, without_signing_key, worker_settings
 from .errors import SopError, SopInvalid
 from .fixtures import _sop_lease, sop_account, sop_device, sop_driver, sop_run  # noqa: F401 - fixtures
@@ -29,6 +29,8 @@ from .runrecord import (
     audit_path,
     check_records,
     check_signature,
+    close_ledger,
+    flush_audit,
     init_run,
     ledger_path,
     open_audit,
@@ -110,10 +112,15 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
     config = session.config
+    # The last cases' sessions deleted and leases released; a lock that cannot be let go is freed
+    # by the kernel when this process ends.
+    with contextlib.suppress(OSError):
+        finish_closing(config)
     if config.stash[settings_key].enabled and not config.stash[settings_key].dry_run:
         service = config.stash[appium_key]
         wanted = service.wanted(get_suite(config).config)
         config.stash[timeline_key] = write_run_files(config, service.url if wanted == "local" else wanted) or ""
+        flush_audit(config)  # this process's last case lines come before the seal
         seal_run(session)  # last: the run's signed head covers every line it wrote
         attach_run_files(config, config.stash[timeline_key])  # the sealed log, as the report's run-level files
 
@@ -136,11 +143,19 @@ timeline_key = pytest.StashKey[str]()
 
 @pytest.hookimpl(trylast=True)
 def pytest_unconfigure(config: pytest.Config) -> None:
-    kept = config.stash.get(kept_session_key, None)
-    if kept is not None:
-        kept.quit()
-    if appium_key in config.stash:
-        config.stash[appium_key].stop()
+    try:
+        kept = config.stash.get(kept_session_key, None)
+        if kept is not None:
+            kept.quit()
+        with contextlib.suppress(OSError):
+            finish_closing(config)
+    finally:
+        try:
+            flush_audit(config, close=True)
+        finally:
+            close_ledger(config)
+            if appium_key in config.stash:
+                config.stash[appium_key].stop()
 
 
 class XdistHooks:

@@ -7,12 +7,15 @@ import hashlib
 import re
 import time
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from . import masking
 
-if TYPE_CHECKING:
-    from .audit import AuditLog
+
+class AuditSink(Protocol):
+    """Where audit lines go: an :class:`~pytest_sop.audit.AuditLog`, or a case's queued one."""
+
+    def append(self, event: str, /, **fields: Any) -> Any: ...
 
 
 def masked(body: bytes | str) -> bytes | str:
@@ -203,7 +206,7 @@ class AuditRecorder(Recorder):
     Every line names its run, so a signed log can tell that no line of a run follows its seal.
     """
 
-    def __init__(self, log: AuditLog, case: str, run: str) -> None:
+    def __init__(self, log: AuditSink, case: str, run: str) -> None:
         self.log = log
         self.case = case
         self.run = run

@@ -14,6 +14,7 @@ import sqlite3
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -28,12 +29,15 @@ from .allure_meta import (
 )
 from .appium_server import status
 from .appium_service import appium_key
-from .audit import AuditLog
+from .audit import AuditLog, AuditQueue, QueuedLog
 from .config import SIGNING_KEY_ENV, settings_key
 from .errors import SopError
 from .leasing import LeasePool
 from .model import Policy
 from .signing import SigningError, Verified, fingerprint, proves
+
+if TYPE_CHECKING:
+    from .ledger import Ledger
 
 RUN_ID_KEY = "sop_run_id"
 run_id_key = pytest.StashKey[str]()
@@ -99,6 +103,43 @@ def open_audit(config: pytest.Config, mask: Callable[[str], str]) -> AuditLog | 
         return None
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     return AuditLog(path, mask=mask)
+
+
+queue_key = pytest.StashKey[AuditQueue]()
+
+
+def case_audit(config: pytest.Config, mask: Callable[[str], str]) -> QueuedLog | None:
+    """The audit log as a case writes it: through this process's one background writer
+    (:class:`~pytest_sop.audit.AuditQueue`), so a case never waits for a line it need not wait for."""
+    log = open_audit(config, mask)
+    if log is None:
+        return None
+    return QueuedLog(log, config.stash.setdefault(queue_key, AuditQueue()))
+
+
+def flush_audit(config: pytest.Config, *, close: bool = False) -> None:
+    """Every line this process's cases put is in the audit log (before the seal, and at the end)."""
+    queue = config.stash.get(queue_key, None)
+    if queue is not None:
+        queue.close() if close else queue.flush()
+
+
+ledger_key = pytest.StashKey["Ledger"]()
+
+
+def run_ledger(config: pytest.Config) -> Ledger:
+    """This process's ledger, with one connection kept for the run (closed by :func:`close_ledger`)."""
+    from .ledger import Ledger
+
+    if ledger_key not in config.stash:
+        config.stash[ledger_key] = Ledger(ledger_path(config), keep_open=True)
+    return config.stash[ledger_key]
+
+
+def close_ledger(config: pytest.Config) -> None:
+    ledger = config.stash.get(ledger_key, None)
+    if ledger is not None:
+        ledger.close()
 
 
 def check_records(config: pytest.Config) -> None:
