@@ -28,7 +28,9 @@ ledger; Robot writes output.xml, log.html and report.html and screenshots on fai
 Four whole processes per round, in an order that rotates every round (load that drifts during
 a round falls on every side alike), wall time of each:
 
-- ``pytest --sop``: ``python -m pytest --sop --sop-appium URL -q -p no:cacheprovider``;
+- ``pytest --sop``: ``python -m pytest --sop --sop-appium URL -q -p no:cacheprovider -p no:hypothesispytest
+  -p no:timeout`` (the last two are the dev extra's pytest plugins, which a user of pytest-sop does
+  not have: Hypothesis's imports all of Hypothesis at the end of every run);
 - ``pytest --sop -n 2``: the same with ``-n 2`` (``sop.yaml`` has 2 fake devices; leases);
 - ``robot``: ``python -m robot --outputdir OUT SUITE``;
 - ``pabot``: ``python -m pabot.pabot --no-pabotlib --processes 2 --outputdir OUT SUITE``: the 5 suite
@@ -57,6 +59,7 @@ import argparse
 import datetime as dt
 import os
 import re
+import resource
 import shutil
 import statistics
 import subprocess
@@ -86,6 +89,8 @@ SIDES = ("pytest --sop", "robot", "pytest --sop -n 2", "pabot")
 PEER = {"pytest --sop": "robot", "pytest --sop -n 2": "pabot"}
 SERIAL = ("pytest --sop", "robot")
 RUN_TIMEOUT = 900.0
+# pytest plugins of the dev extra (not pytest-sop's dependencies): a user's run does not load them.
+NOT_DEV_PLUGINS = ("-p", "no:hypothesispytest", "-p", "no:timeout")
 BENCH_PACKAGES = ("robotframework", "robotframework-appiumlibrary", "robotframework-pabot")
 
 
@@ -185,7 +190,7 @@ def write_suites(root: Path, url: str) -> tuple[Path, Path]:
 def command(side: str, url: str, robot_suite: Path, out: Path) -> list[str]:
     py = sys.executable
     if side.startswith("pytest"):
-        cmd = [py, "-m", "pytest", "--sop", "--sop-appium", url, "-q", "-p", "no:cacheprovider"]
+        cmd = [py, "-m", "pytest", "--sop", "--sop-appium", url, "-q", "-p", "no:cacheprovider", *NOT_DEV_PLUGINS]
         return [*cmd, "-n", str(DEVICES)] if side.endswith("-n 2") else cmd
     if side == "robot":
         return [py, "-m", "robot", "--outputdir", str(out), str(robot_suite)]
@@ -205,6 +210,7 @@ class Run:
     wall: float
     commands: Counter[str]
     appium_ms: float
+    cpu: float = 0.0  # user + system time of the process and the children it waited for
     before: float = 0.0  # start of the process to the first session
     inside: float = 0.0  # sum of the sessions' durations
     between: float = 0.0  # sum of the gaps between one session's end and the next one's start
@@ -299,10 +305,14 @@ def run_side(side: str, url: str, log: AppiumLog, sop_suite: Path, robot_suite: 
     cwd = sop_suite if side.startswith("pytest") else robot_suite.parent
     # pabot starts `robot` from PATH: this interpreter's.
     path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
-    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "PATH": path}
+    env = {**os.environ, "PATH": path}
     env.pop("PYTEST_ADDOPTS", None)
+    # Bytecode cached as on a user's machine: without it pytest rewrites the asserts of every plugin
+    # module on every run, which Robot never pays (the warm-up round fills the caches).
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     tag = uuid.uuid4().hex
     start_at = log.mark(f"begin-{tag}")
+    cpu0 = children_cpu()
     t0 = time.time()
     try:
         proc = subprocess.run(
@@ -312,12 +322,20 @@ def run_side(side: str, url: str, log: AppiumLog, sop_suite: Path, robot_suite: 
     except subprocess.TimeoutExpired as e:
         raise BenchBroken(f"{' '.join(cmd)} took over {RUN_TIMEOUT:.0f} s") from e
     t1 = time.time()
+    cpu = children_cpu() - cpu0
     end_at = log.mark(f"end-{tag}")
     if proc.returncode != 0 or expected_output(side) not in proc.stdout:
         tail = proc.stdout[-3000:] + proc.stderr[-3000:]
         raise BenchBroken(f"{' '.join(cmd)} (in {cwd}) exited {proc.returncode}:\n{tail}")
     check_no_sessions(url)
-    return analyse(side, log.between(start_at, end_at), t0, t1)
+    run = analyse(side, log.between(start_at, end_at), t0, t1)
+    run.cpu = cpu
+    return run
+
+
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def check_no_sessions(url: str) -> None:
@@ -359,7 +377,7 @@ def measure(args: argparse.Namespace, url: str, log: AppiumLog, sop_suite: Path,
         got = {}
         for side in order(round_):
             got[side] = run_side(side, url, log, sop_suite, robot_suite, robot_suite.parent.parent / "out")
-        summary = ", ".join(f"{s} {got[s].wall:.2f}s ({got[s].total_commands} cmds)" for s in SIDES)
+        summary = ", ".join(f"{s} {r.wall:.2f}s (CPU {r.cpu:.2f}s, {r.total_commands} cmds)" for s, r in got.items())
         if round_ < args.warmup:
             print(f"warm-up round: {summary}", flush=True)
             continue
@@ -374,6 +392,17 @@ def measure(args: argparse.Namespace, url: str, log: AppiumLog, sop_suite: Path,
 
 
 # -- reporting ---------------------------------------------------------------------------
+
+
+def plugin_state() -> str:
+    """The commit the plugin ran from, and whether the work tree differed from it."""
+    try:
+        out = subprocess.run(
+            ["git", "describe", "--always", "--dirty"], cwd=REPO, capture_output=True, text=True, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "plugin source: unknown commit"
+    return f"plugin source: commit {out}"
 
 
 def versions() -> str:
@@ -426,6 +455,12 @@ def render_section(args: argparse.Namespace, res: Results, appium: str) -> str:
         + " | ".join(f"**{res.median(s):.2f}**" for s in SIDES)
         + f" | **{serial:.3f}** | **{parallel:.3f}** |"
     )
+    cpu_ratio = {ours: res.median(ours, "cpu") / res.median(peer, "cpu") for ours, peer in PEER.items()}
+    cpu = (
+        "| CPU, median | "
+        + " | ".join(f"{res.median(s, 'cpu'):.2f}" for s in SIDES)
+        + f" | {cpu_ratio['pytest --sop']:.3f} | {cpu_ratio['pytest --sop -n 2']:.3f} |"
+    )
     per_round = [a.wall / b.wall for a, b in zip(res.runs["pytest --sop"], res.runs["robot"], strict=True)]
     counts = {s: statistics.median(r.total_commands for r in res.runs[s]) for s in SIDES}
     today = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
@@ -440,7 +475,7 @@ wall times <= {LIMIT:.1f}. Beside it, with {DEVICES} fake devices: `pytest --sop
 `pabot --no-pabotlib --processes 2`.
 
 - Date: {today}
-- Machine: {machine()}; {appium}; {versions()}; load average at the end: {load}
+- Machine: {machine()}; {appium}; {versions()}; {plugin_state()}; load average at the end: {load}
 - Cases (one list makes both suites, in a temp folder): {SOPS} SOP files x {ROWS} input rows,
   and {SOPS} Robot suite files x {ROWS} tests. Each case: a new session (fake driver, the same
   capabilities), wait for the username field, type a name, tap login, check the field's text,
@@ -449,26 +484,31 @@ wall times <= {LIMIT:.1f}. Beside it, with {DEVICES} fake devices: `pytest --sop
   `sop.yaml` has {DEVICES} fake devices; both sides keep their defaults (screenshots on failure
   only; the plugin writes its run ledger, Robot its output.xml, log.html and report.html).
 - Commands, whole processes, cwd the suite's folder: `python -m pytest --sop --sop-appium URL -q
-  -p no:cacheprovider` (and `-n 2`); `python -m robot --outputdir OUT SUITE`; `python -m
-  pabot.pabot --no-pabotlib --processes 2 --outputdir OUT SUITE`: the {SOPS} suite files split over
-  2 robot processes, pabot's default and its quicker way here (`--testlevelsplit`, a robot process
-  per test, took 2-3x as long). Both fake devices have the same capabilities, so pabot runs
-  without a device pool (PabotLib), which real phones would need.
+  -p no:cacheprovider -p no:hypothesispytest -p no:timeout` (and `-n 2`; the two plugins
+  disabled are the dev extra's, which pytest-sop's users do not have); `python -m robot
+  --outputdir OUT SUITE`; `python -m pabot.pabot --no-pabotlib --processes 2 --outputdir OUT
+  SUITE`: the {SOPS} suite files split over 2 robot processes, pabot's default and its quicker way
+  here (`--testlevelsplit`, a robot process per test, took 2-3x as long). Both fake devices have
+  the same capabilities, so pabot runs without a device pool (PabotLib), which real phones would
+  need.
+- Bytecode is cached (`PYTHONDONTWRITEBYTECODE` unset), as on a user's machine.
 - One managed Appium server (`ManagedAppium`) for every run. Rounds: {args.runs} measured
   (+{args.warmup} warm-up, not counted), the four sides in an order that rotates every round.
   Commands are counted in Appium's log (`[HTTP] -->` lines) between two marker requests around
   each run.
 
-| Round | `pytest --sop` (s) | `robot` (s) | `pytest --sop -n 2` (s) | `pabot` (s) | sop / robot | sop -n 2 / pabot |
-|--:|--:|--:|--:|--:|--:|--:|
+{head}
 {rows}
 {medians}
+{cpu}
 
 Verdict: **{verdict}**: serial, median `pytest --sop` {res.median("pytest --sop"):.2f} s vs `robot`
 {res.median("robot"):.2f} s, ratio {serial:.3f} (limit {LIMIT:.1f}); per-round ratios: median
 {statistics.median(per_round):.3f}, range {min(per_round):.3f} to {max(per_round):.3f}. With 2 devices,
 `pytest --sop -n 2` {res.median("pytest --sop -n 2"):.2f} s vs `pabot` {res.median("pabot"):.2f} s,
-ratio {parallel:.3f}.
+ratio {parallel:.3f}. The CPU row is the client side's own CPU time (user + system of the
+process and its children: pytest's workers, pabot's robot processes; Appium's not counted),
+which the host's load moves far less than wall time.
 
 Commands sent to Appium per run (median): `pytest --sop` {counts["pytest --sop"]:.0f}, `robot`
 {counts["robot"]:.0f}, `pytest --sop -n 2` {counts["pytest --sop -n 2"]:.0f}, `pabot` {counts["pabot"]:.0f}
