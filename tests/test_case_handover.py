@@ -1,0 +1,151 @@
+"""A case's device given back off its critical path (issue 14): the session deleted in the background,
+the worker's next case holding the lease on. Real pytest processes (xdist workers), a real Appium 3
+server with the fake driver, the lock files themselves and Appium's own log as witnesses.
+
+- One session at a time on a device: Appium's log never has a second ``POST /session`` begin
+  before the last session's ``DELETE`` has been answered (one fake device: every session is its).
+- The lease held on between two cases of one worker is the next case's: while a case runs, the
+  device's holder record names that case (what ``pytest-sop leases`` shows), and no other
+  process could take the device in between (the audit log's lease/release order never overlaps).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+from test_engine_fake import APP
+from test_parallel import clean_env, holds_from, overlaps, pytest_cmd, read_events, summary_counts, write_suite
+
+from pytest_sop.appium_server import ManagedAppium, find_appium_home, open_sessions
+from pytest_sop.audit import verify
+
+CONFIG = f"""\
+devices:
+  - id: solo
+    platform: fake
+    capabilities:
+      platformName: Fake
+      appium:automationName: Fake
+      appium:app: {APP}
+"""
+
+# A step that reads the device's holder record from inside the case, as `pytest-sop leases` would.
+# A session that takes a while to end, as a real phone's does (the fake driver's ends at once):
+# the window in which a next session could come too early is then wide open.
+CONFTEST = """\
+import json
+import os
+import time
+
+from pytest_sop import session
+from pytest_sop.actions import ActionSpec
+from pytest_sop.leasing import lock_path
+
+_quit = session.DeviceSession.quit
+
+
+def slow_quit(self):
+    time.sleep(0.8)
+    _quit(self)
+
+
+session.DeviceSession.quit = slow_quit
+
+
+def note_holder(ctx):
+    path = lock_path(os.environ["HOLDER_LOCK_DIR"], "device", ctx.device.id)
+    with open(path) as f:
+        record = json.loads(f.read() or "null")
+    with open(os.environ["HOLDER_NOTES"], "a") as out:
+        out.write(json.dumps({"case": record and record["case"], "pid": record and record["pid"],
+                              "me": os.getpid(), "running": ctx.case.name}) + "\\n")
+
+
+def pytest_sop_actions():
+    return [ActionSpec("note_holder", "Write down the device's holder record.", run=note_holder)]
+"""
+
+CASES = 8
+SOP = (
+    "id: handed\ninputs: [" + ", ".join(f"{{id: c{i}}}" for i in range(CASES)) + "]\n"
+    "steps:\n  - note_holder\n  - type: {into: {id: username}, text: x}\n  - note_holder\n"
+)
+
+_HTTP = re.compile(r"\[HTTP\] (-->|<--) (POST /session|DELETE /session/[0-9a-f-]+)(?: |$)")
+
+
+def sessions_open_at_once(log: str) -> int:
+    """The most sessions Appium's log shows open at one time: a session counts from the moment its
+    POST /session arrives until its DELETE is answered (whatever its status)."""
+    most = now = 0
+    for line in log.splitlines():
+        m = _HTTP.search(line)
+        if m is None:
+            continue
+        direction, what = m.groups()
+        if direction == "-->" and what == "POST /session":
+            now += 1
+        elif direction == "<--" and what.startswith("DELETE"):
+            now -= 1
+        most = max(most, now)
+    return most
+
+
+@pytest.fixture
+def own_appium(tmp_path: Path) -> ManagedAppium:
+    """An Appium server of this test alone: its log holds only this test's sessions."""
+    home = find_appium_home(Path(__file__).parent)
+    assert home is not None
+    server = ManagedAppium(home, tmp_path / "appium.log")
+    server.start()
+    yield server  # type: ignore[misc]
+    server.stop()
+
+
+def test_one_session_at_a_time_and_the_held_lease_names_its_case(
+    pytester: pytest.Pytester, own_appium: ManagedAppium
+) -> None:
+    write_suite(pytester.path, CONFIG, {"handed.sop.yaml": SOP, "conftest.py": CONFTEST})
+    locks, notes, audit = pytester.path / "locks", pytester.path / "holders.jsonl", pytester.path / "audit.jsonl"
+    proc = subprocess.run(
+        pytest_cmd(
+            "-n", "2", "--sop-appium", own_appium.url, f"-o=sop_lock_dir={locks}", f"--sop-audit={audit}",
+            "--sop-lease-timeout=60",
+        ),
+        cwd=pytester.path, env=clean_env(HOLDER_LOCK_DIR=str(locks), HOLDER_NOTES=str(notes)),
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    assert summary_counts(out) == {"passed": CASES}, out
+    assert open_sessions(own_appium.url) == []
+
+    # Appium's word: never two sessions on the one device.
+    log = own_appium.log_path.read_text()
+    assert log.count("--> POST /session") >= CASES, log[-3000:]
+    assert sessions_open_at_once(log) == 1, "a session was created before the last one was deleted"
+
+    # The holder record names the case that runs, both before and after its first step.
+    events = read_events(audit)
+    lease_of = {e["case"]: e for e in events if e["event"] == "lease"}
+    seen = [json.loads(line) for line in notes.read_text().splitlines()]
+    assert len(seen) == 2 * CASES
+    running = {e["case"]: e["pid"] for e in events if e["event"] == "session"}
+    for note in seen:
+        assert note["case"] in lease_of and note["case"].endswith("::" + note["running"]), note
+        assert note["pid"] == note["me"], f"the record names another process: {note}"
+    assert {n["case"] for n in seen} == set(running)
+
+    # The lease really was held on across cases of one worker (not taken afresh every time) ...
+    assert verify(audit).ok, verify(audit)
+    held_on = [e for e in events if e["event"] == "lease" and e["waited"] == 0.0]
+    assert held_on, "no case held its worker's last lease on"
+    # ... and the audit log still proves that no two cases held the device at once.
+    holds = holds_from("run", events)
+    assert len(holds) == CASES and all(h.end is not None for h in holds)
+    clashes, worst = overlaps(holds, "device")
+    assert not clashes and worst <= 0.0, clashes
