@@ -60,6 +60,9 @@ SUITE_NAMESPACES = frozenset(("vars", "device", "account"))
 _SUITE_FIELDS: tuple[Path_, ...] = (("id",), ("app",), ("requires", "device"), ("requires", "account"))
 
 
+NO_POSITIONS: Mapping[Path_, tuple[int, int]] = MappingProxyType({})
+
+
 @dataclass(frozen=True, slots=True)
 class ParsedSop:
     """A file's SOP (None when the file is not a mapping) plus what suite checks need.
@@ -77,7 +80,7 @@ class ParsedSop:
     raw_id: str | None = None  # ``id`` as written, when it is text: the file is found by it even with errors
     templates: tuple[tuple[Template, Path_], ...] = ()  # those with ${vars|device|account.X}
     run_steps: tuple[tuple[Step, Path_], ...] = ()  # ``run`` steps, on_failure included
-    positions: Mapping[Path_, tuple[int, int]] = field(default_factory=dict)
+    positions: Mapping[Path_, tuple[int, int]] = field(default_factory=lambda: NO_POSITIONS)
 
     def at(self, path: Path_) -> Pos:
         """Where ``path`` is written, for the paths the suite checks name; else its nearest kept ancestor."""

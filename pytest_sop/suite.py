@@ -18,7 +18,7 @@ from .checker import did_you_mean
 from .errors import SopSyntaxError
 from .matching import candidate_accounts, candidate_devices, discovered_may_match
 from .model import Case, Shared, Sop, Step, SuiteConfig
-from .sopfile import ParsedSop, parse_sop_file
+from .sopfile import NO_POSITIONS, ParsedSop, parse_sop_file
 from .yamlsafe import Path_, format_path
 
 DEVICE_FIELDS = ("id", "platform")
@@ -139,7 +139,7 @@ class Suite:
 
     def _release(self, abspath: str, parsed: ParsedSop) -> None:
         """Once a file is checked, other files only need its SOP and errors, not its positions."""
-        slim = replace(parsed, templates=(), run_steps=(), positions={})
+        slim = replace(parsed, templates=(), run_steps=(), positions=NO_POSITIONS)
         self._parsed[abspath] = slim  # type: ignore[index]
         same = self._by_id.get(parsed.raw_id or "", [])
         for i, p in enumerate(same):
