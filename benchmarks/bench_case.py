@@ -152,7 +152,16 @@ class BenchBroken(RuntimeError):
 
 
 def sop_args(url: str, alluredir: Path) -> list[str]:
-    return ["--sop", "--sop-appium", url, f"--alluredir={alluredir}", "--clean-alluredir", "-q", "-p", "no:cacheprovider"]
+    return [
+        "--sop",
+        "--sop-appium",
+        url,
+        f"--alluredir={alluredir}",
+        "--clean-alluredir",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+    ]
 
 
 def bench_env() -> dict[str, str]:
@@ -372,7 +381,8 @@ def main(argv: list[str] | None = None) -> int:
     ok = ratio <= LIMIT
     print()
     print(f"machine: {machine()}")
-    print(f"VERDICT: {'PASS' if ok else 'FAIL'}: sop {s:.1f} ms/case vs user {p:.1f} ms/case = {ratio:.3f} (limit {LIMIT})")
+    verdict = "PASS" if ok else "FAIL"
+    print(f"VERDICT: {verdict}: sop {s:.1f} ms/case vs user {p:.1f} ms/case = {ratio:.3f} (limit {LIMIT})")
     if args.write_docs:
         write_section(args.docs, render_section(args, sop, user, versions), SECTION_RE)
         print(f"wrote {args.docs}")
