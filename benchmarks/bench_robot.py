@@ -47,7 +47,10 @@ inside sessions, between sessions (per-case work outside a session), after the l
 
 Usage::
 
-    python benchmarks/bench_robot.py [--runs 7] [--write-docs]
+    python benchmarks/bench_robot.py [--runs 7] [--plugin HEAD|REF|worktree] [--write-docs]
+
+The plugin is measured as committed (``git archive`` of ``--plugin``, HEAD by default, put first on
+``PYTHONPATH``), so that edits under way in the work tree neither break a run nor go unrecorded.
 
 Needs the ``bench`` extra (``pip install -e '.[bench]'``). Exit status: 0 if median(pytest --sop)
 / median(robot) <= 1.0, 1 if above, 2 if the benchmark itself broke.
@@ -298,18 +301,45 @@ def analyse(side: str, lines: list[str], t0: float, t1: float) -> Run:
     return run
 
 
-def run_side(side: str, url: str, log: AppiumLog, sop_suite: Path, robot_suite: Path, out: Path) -> Run:
+@dataclass
+class Setup:
+    url: str
+    log: AppiumLog
+    sop_suite: Path
+    robot_suite: Path
+    out: Path
+    plugin: Path | None  # the snapshot of pytest_sop to import, or None for the installed one
+
+    def env(self) -> dict[str, str]:
+        # pabot starts `robot` from PATH: this interpreter's.
+        path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+        env = {**os.environ, "PATH": path}
+        env.pop("PYTEST_ADDOPTS", None)
+        # Bytecode cached as on a user's machine: without it pytest rewrites the asserts of every plugin
+        # module on every run, which Robot never pays (the warm-up round fills the caches).
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        if self.plugin is not None:  # ahead of the editable install's finder, which comes last
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(self.plugin), os.environ.get("PYTHONPATH")]))
+        return env
+
+    def check_plugin(self) -> None:
+        """The pytest runs import the plugin from where this benchmark says."""
+        code = "import pytest_sop, sys; sys.stdout.write(pytest_sop.__file__)"
+        proc = subprocess.run([sys.executable, "-c", code], cwd=self.sop_suite, env=self.env(), capture_output=True,
+                              text=True, check=False)  # fmt: skip
+        where = Path(proc.stdout).resolve()
+        expected = (self.plugin or REPO).resolve()
+        if proc.returncode != 0 or not where.is_relative_to(expected):
+            raise BenchBroken(f"pytest_sop imports from {proc.stdout or proc.stderr!r}, not from {expected}")
+
+
+def run_side(side: str, setup: Setup) -> Run:
+    url, log, out = setup.url, setup.log, setup.out
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
-    cmd = command(side, url, robot_suite, out)
-    cwd = sop_suite if side.startswith("pytest") else robot_suite.parent
-    # pabot starts `robot` from PATH: this interpreter's.
-    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
-    env = {**os.environ, "PATH": path}
-    env.pop("PYTEST_ADDOPTS", None)
-    # Bytecode cached as on a user's machine: without it pytest rewrites the asserts of every plugin
-    # module on every run, which Robot never pays (the warm-up round fills the caches).
-    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    cmd = command(side, url, setup.robot_suite, out)
+    cwd = setup.sop_suite if side.startswith("pytest") else setup.robot_suite.parent
+    env = setup.env()
     tag = uuid.uuid4().hex
     start_at = log.mark(f"begin-{tag}")
     cpu0 = children_cpu()
@@ -371,12 +401,12 @@ class Results:
         return {k: v / n for k, v in total.items()}
 
 
-def measure(args: argparse.Namespace, url: str, log: AppiumLog, sop_suite: Path, robot_suite: Path) -> Results:
+def measure(args: argparse.Namespace, setup: Setup) -> Results:
     res = Results()
     for round_ in range(args.warmup + args.runs):
         got = {}
         for side in order(round_):
-            got[side] = run_side(side, url, log, sop_suite, robot_suite, robot_suite.parent.parent / "out")
+            got[side] = run_side(side, setup)
         summary = ", ".join(f"{s} {r.wall:.2f}s (CPU {r.cpu:.2f}s, {r.total_commands} cmds)" for s, r in got.items())
         if round_ < args.warmup:
             print(f"warm-up round: {summary}", flush=True)
@@ -394,15 +424,28 @@ def measure(args: argparse.Namespace, url: str, log: AppiumLog, sop_suite: Path,
 # -- reporting ---------------------------------------------------------------------------
 
 
-def plugin_state() -> str:
-    """The commit the plugin ran from, and whether the work tree differed from it."""
+def git(*args: str) -> str:
+    return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
+
+
+def snapshot_plugin(ref: str, into: Path) -> str:
+    """The package as committed at ``ref``, extracted into ``into``: edits under way in the work tree
+    (other people's, half done) neither break a run nor make the numbers describe no commit."""
     try:
-        out = subprocess.run(
-            ["git", "describe", "--always", "--dirty"], cwd=REPO, capture_output=True, text=True, check=True
-        ).stdout.strip()
+        sha = git("rev-parse", "--verify", f"{ref}^{{commit}}")
+        into.mkdir(parents=True)
+        archive = subprocess.run(["git", "archive", sha, "pytest_sop"], cwd=REPO, capture_output=True, check=True)
+        subprocess.run(["tar", "-x", "-C", str(into)], input=archive.stdout, check=True)
+    except (OSError, subprocess.CalledProcessError) as e:
+        raise BenchBroken(f"cannot take pytest_sop at {ref!r} from git: {e}") from e
+    return f"plugin source: `{ref}` = commit {sha[:12]} (`git archive`; work tree edits not measured)"
+
+
+def work_tree_state() -> str:
+    try:
+        return f"plugin source: the work tree at {git('describe', '--always', '--dirty')}"
     except (OSError, subprocess.CalledProcessError):
-        return "plugin source: unknown commit"
-    return f"plugin source: commit {out}"
+        return "plugin source: the work tree"
 
 
 def versions() -> str:
@@ -441,7 +484,7 @@ def parts_table(res: Results) -> str:
     return "\n".join([head, *rows])
 
 
-def render_section(args: argparse.Namespace, res: Results, appium: str) -> str:
+def render_section(args: argparse.Namespace, res: Results, appium: str, plugin: str, about: str) -> str:
     serial, parallel = res.ratio("pytest --sop"), res.ratio("pytest --sop -n 2")
     verdict = "PASS" if serial <= LIMIT else "FAIL"
     rows = "\n".join(
@@ -475,7 +518,7 @@ wall times <= {LIMIT:.1f}. Beside it, with {DEVICES} fake devices: `pytest --sop
 `pabot --no-pabotlib --processes 2`.
 
 - Date: {today}
-- Machine: {machine()}; {appium}; {versions()}; {plugin_state()}; load average at the end: {load}
+- Machine: {about}; {appium}; {versions()}; {plugin}; load average at the end: {load}
 - Cases (one list makes both suites, in a temp folder): {SOPS} SOP files x {ROWS} input rows,
   and {SOPS} Robot suite files x {ROWS} tests. Each case: a new session (fake driver, the same
   capabilities), wait for the username field, type a name, tap login, check the field's text,
@@ -526,7 +569,7 @@ response times Appium logs):
 Reproduce (needs the `bench` extra: `pip install -e '.[bench]'`):
 
 ```sh
-python benchmarks/bench_robot.py --runs {args.runs} --write-docs
+python benchmarks/bench_robot.py --runs {args.runs} --plugin {args.plugin} --write-docs
 ```
 """
 
@@ -537,6 +580,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=1, help="unmeasured rounds first (default 1)")
     parser.add_argument("--write-docs", action="store_true", help="update this benchmark's section of the docs file")
     parser.add_argument("--docs", type=Path, default=DEFAULT_DOCS, help=f"docs file (default {DEFAULT_DOCS})")
+    parser.add_argument(
+        "--plugin", default="HEAD", metavar="REF",
+        help="measure pytest_sop as committed at this git ref (default HEAD), or 'worktree' for the files as they are",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     if args.runs < 5:
         parser.error("--runs must be at least 5")
@@ -550,37 +597,51 @@ def main(argv: list[str] | None = None) -> int:
         print(f"benchmark broken: {', '.join(missing)} not installed: pip install -e '.[bench]'", file=sys.stderr)
         return 2
 
-    from pytest_sop.appium_server import ManagedAppium, find_appium_home
-
-    home = find_appium_home(REPO)
-    if home is None:
-        print("benchmark broken: no node_modules/appium (run npm ci)", file=sys.stderr)
-        return 2
     with tempfile.TemporaryDirectory(prefix="bench-robot-") as tmp:
         root = Path(tmp)
+        snapshot = None
+        if args.plugin == "worktree":
+            plugin = work_tree_state()
+        else:
+            snapshot = root / "plugin"
+            try:
+                plugin = snapshot_plugin(args.plugin, snapshot)
+            except BenchBroken as e:
+                print(f"benchmark broken: {e}", file=sys.stderr)
+                return 2
+            sys.path.insert(0, str(snapshot))  # this process's Appium helpers come from the same commit
+        from pytest_sop.appium_server import ManagedAppium, find_appium_home
+
+        home = find_appium_home(REPO)
+        if home is None:
+            print("benchmark broken: no node_modules/appium (run npm ci)", file=sys.stderr)
+            return 2
         server = ManagedAppium(home, log_path=root / "appium.log")
         try:
             url = server.start()
-            print(f"Appium at {url}; {appium_version(home)}; {versions()}", flush=True)
+            print(f"Appium at {url}; {appium_version(home)}; {versions()}; {plugin}", flush=True)
             sop_suite, robot_suite = write_suites(root, url)
-            res = measure(args, url, AppiumLog(root / "appium.log", url), sop_suite, robot_suite)
+            setup = Setup(url, AppiumLog(root / "appium.log", url), sop_suite, robot_suite, root / "out", snapshot)
+            setup.check_plugin()
+            res = measure(args, setup)
         except BenchBroken as e:
             print(f"benchmark broken: {e}", file=sys.stderr)
             return 2
         finally:
             server.stop()
+        about = machine()
 
     serial, parallel = res.ratio("pytest --sop"), res.ratio("pytest --sop -n 2")
     ok = serial <= LIMIT
     print()
-    print(f"machine: {machine()}")
+    print(f"machine: {about}")
     print("median wall: " + ", ".join(f"{s} {res.median(s):.2f}s" for s in SIDES))
     print(command_table(res))
     print(parts_table(res))
     print(f"with {DEVICES} devices: pytest --sop -n 2 / pabot = {parallel:.3f}")
     print(f"VERDICT: {'PASS' if ok else 'FAIL'}: pytest --sop / robot = {serial:.3f} (limit {LIMIT:.1f})")
     if args.write_docs:
-        write_section(args.docs, render_section(args, res, appium_version(home)), SECTION_RE)
+        write_section(args.docs, render_section(args, res, appium_version(home), plugin, about), SECTION_RE)
         print(f"wrote {args.docs}")
     return 0 if ok else 1
 
