@@ -106,8 +106,29 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
             # session that could not be created is best said in its own words.
             report.longrepr = item.repr_failure(call.excinfo)
         item.record_report(report, call)
+        record_lease(item, report, call.when)
     elif record_key in item.stash:  # a Python test that leased through the sop_* fixtures
         item.stash[record_key].report(outcome.get_result(), call)
+
+
+leased_key = pytest.StashKey[str]()
+#: The user property a case's setup report carries once it holds its lease (see scheduling.py).
+LEASE_PROPERTY = "sop_lease"
+
+
+def record_lease(item: SopItem, report: pytest.TestReport, when: str) -> None:
+    """What the case leased, in its setup report (xdist's controller schedules by it), and when it held
+    the device, from lease to release, as Allure labels (the device timeline draws that span)."""
+    lease = item.lease
+    if when == "setup" and lease is not None:
+        account = lease.account.id if lease.account else None
+        report.user_properties.append((LEASE_PROPERTY, {"device": lease.device.id, "account": account}))
+        item.stash[leased_key] = lease.since
+    elif when == "teardown" and leased_key in item.stash and alluredir(item.config):
+        from .recorders import AllureRecorder
+
+        released = datetime.now(UTC).isoformat(timespec="milliseconds")
+        AllureRecorder().add_labels([("leased", item.stash[leased_key]), ("released", released)])
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
@@ -163,6 +184,13 @@ class XdistHooks:
 
     def __init__(self, config: pytest.Config) -> None:
         self.config = config
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_xdist_make_scheduler(self, config: pytest.Config, log: Any) -> Any:
+        """``pytest --sop -n N``: a worker is sent a case it can lease now, not one that waits for another's device."""
+        from .scheduling import make_scheduler
+
+        return make_scheduler(config, log)
 
     def pytest_handlecrashitem(self, crashitem: str, report: Any, sched: Any) -> None:
         """A worker died in a case: the dead worker cannot record its outcome, so the controller does."""
