@@ -1,8 +1,11 @@
 """The device timeline: which device ran which case when, and how it ended, as one SVG picture.
 
 It reads the Allure results a run wrote (``*-result.json``: labels ``device``, ``sop`` and
-``account``, ``start``/``stop`` in ms since the epoch, ``status``, ``name``) and draws one lane
-per device with a bar per case, coloured by status, on a shared time axis. Stdlib only, and the
+``account``, ``status``, ``name``) and draws one lane per device with a bar per case, coloured by
+status, on a shared time axis. A bar spans the time the case held its device: from its lease to
+its release (labels ``leased`` and ``released``, UTC ISO 8601), its session's creation and end
+included; allure-pytest's ``start``/``stop`` time only the steps. A result without those labels
+(a Python test that leased nothing, results of an older run) is drawn from ``start`` to ``stop``. Stdlib only, and the
 picture is self-contained: open it in a browser, attach it to a report, put it in a PR comment.
 """
 
@@ -56,9 +59,15 @@ class CaseRun:
     sop: str | None
     account: str | None
     status: str
-    start: int  # ms since the epoch
-    stop: int
+    start: int  # ms since the epoch: the lease (else Allure's start)
+    stop: int  # the release (else Allure's stop)
     message: str = ""
+    steps_ms: int | None = None  # Allure's start -> stop, when the bar is the lease -> release
+
+    @property
+    def held(self) -> bool:
+        """The bar is the device's lease -> release, not only the steps."""
+        return self.steps_ms is not None
 
     @property
     def duration_ms(self) -> int:
@@ -67,6 +76,17 @@ class CaseRun:
 
 def _number(v: object) -> float | None:
     return float(v) if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) else None
+
+
+def _ms(v: str | None) -> int | None:
+    """An ISO 8601 time with its offset, as ms since the epoch; None when it is not one."""
+    if v is None:
+        return None
+    try:
+        when = datetime.fromisoformat(v)
+    except ValueError:
+        return None
+    return round(when.timestamp() * 1000) if when.tzinfo is not None else None
 
 
 def _parse_result(data: object, fallback_name: str) -> CaseRun | None:
@@ -85,6 +105,11 @@ def _parse_result(data: object, fallback_name: str) -> CaseRun | None:
     details = data.get("statusDetails")
     message = details.get("message") if isinstance(details, dict) else None
     name = data.get("name") or data.get("fullName") or labels.get("sop") or fallback_name
+    steps_ms = None
+    leased, released = _ms(labels.get("leased")), _ms(labels.get("released"))
+    if leased is not None and released is not None and released >= leased:
+        steps_ms = int(stop - start)
+        start, stop = leased, released
     return CaseRun(
         name=str(name),
         device=labels.get("device") or NO_DEVICE,
@@ -94,6 +119,7 @@ def _parse_result(data: object, fallback_name: str) -> CaseRun | None:
         start=int(start),
         stop=int(stop),
         message=message.strip().splitlines()[0] if isinstance(message, str) and message.strip() else "",
+        steps_ms=steps_ms,
     )
 
 
@@ -321,7 +347,7 @@ def render_timeline(runs: Sequence[CaseRun], *, width: int = 1200) -> str:
     grid.append(
         f'<line x1="{_n(x_left)}" y1="{axis_y}" x2="{_n(x_right)}" y2="{axis_y}" stroke="#8c959f" stroke-width="1"/>'
     )
-    caption = "time since the first case started"
+    caption = "time since the first case took its device"
     grid.append(f'<text class="tick" x="{_n(x_right)}" y="{axis_y + 31}" text-anchor="end">{caption}</text>')
     grid.append("</g>")
 
@@ -379,9 +405,11 @@ def _tooltip(run: CaseRun) -> str:
         f"device: {run.device}",
         f"account: {run.account or '—'}",
         f"status: {run.status}",
-        f"duration: {format_duration(run.duration_ms)}",
-        f"started: {_utc(run.start):%H:%M:%S} UTC",
+        f"duration: {format_duration(run.duration_ms)}" + (" on the device, lease to release" if run.held else ""),
     ]
+    if run.steps_ms is not None:
+        tip.append(f"steps: {format_duration(run.steps_ms)}")
+    tip.append(f"{'leased' if run.held else 'started'}: {_utc(run.start):%H:%M:%S} UTC")
     if run.message:
         tip.append(run.message if len(run.message) <= 200 else run.message[:199] + "…")
     return "\n".join(tip)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import struct
@@ -38,9 +39,13 @@ def write_result(
     device: str | None = None,
     account: str | None = None,
     message: str | None = None,
+    held: tuple[float | str, float | str] | None = None,
 ) -> None:
-    """One ``*-result.json`` as allure-pytest writes it; ``start``/``stop`` in seconds after T0."""
+    """One ``*-result.json`` as allure-pytest writes it; ``start``/``stop`` in seconds after T0;
+    ``held``: the lease and release labels pytest-sop adds (seconds after T0, or the label's text)."""
     labels = [{"name": "sop", "value": name.split("[")[0]}, {"name": "host", "value": "ci-runner"}]
+    for label, at in zip(("leased", "released"), held or (), strict=False):
+        labels.append({"name": label, "value": at if isinstance(at, str) else iso(at)})
     if device:
         labels.append({"name": "device", "value": device})
     if account:
@@ -57,6 +62,11 @@ def write_result(
         data["statusDetails"] = {"message": message, "trace": "..."}
     results.mkdir(parents=True, exist_ok=True)
     (results / f"{data['uuid']}-result.json").write_text(json.dumps(data), encoding="utf-8")
+
+
+def iso(seconds: float) -> str:
+    """T0 + ``seconds`` as the lease labels write it."""
+    return dt.datetime.fromtimestamp(T0 / 1000 + seconds, tz=dt.UTC).isoformat(timespec="milliseconds")
 
 
 def example_run(results: Path) -> None:
@@ -337,6 +347,73 @@ def test_overlapping_cases_without_a_device_get_their_own_rows(tmp_path: Path) -
     ya, yb, yc = y["a"], y["b"], y["c"]
     assert ya != yb  # a and b overlap in time
     assert yc == ya  # c starts after a ended: back on the first row
+
+
+def test_a_bar_spans_the_lease_to_the_release(tmp_path: Path) -> None:
+    """The device is busy with a case from its lease (its session created first) to its release, not
+    only while allure-pytest times its steps: the bar shows that span, the tooltip both."""
+    write_result(tmp_path, "first", "passed", 2, 8, device="pixel-a", held=(0, 9))
+    write_result(tmp_path, "second", "failed", 12, 19, device="pixel-a", held=(9.5, 20))
+    write_result(tmp_path, "plain", "passed", 3, 5, device="pixel-b")  # no lease labels: its steps
+    runs = {r.name: r for r in read_results(tmp_path)}
+    assert (runs["first"].start, runs["first"].stop, runs["first"].steps_ms) == (T0, T0 + 9000, 6000)
+    assert (runs["second"].start, runs["second"].stop) == (T0 + 9500, T0 + 20_000)
+    assert (runs["plain"].start, runs["plain"].stop, runs["plain"].held) == (T0 + 3000, T0 + 5000, False)
+
+    svg = build_timeline(tmp_path)
+    bars = lanes(svg)
+    first, second = (bar_rect(b) for b in bars["pixel-a"])
+    (plain,) = (bar_rect(b) for b in bars["pixel-b"])
+    x, w = float(first.get("x", "nan")), float(first.get("width", "nan"))
+    x2, w2 = float(second.get("x", "nan")), float(second.get("width", "nan"))
+    px, pw = float(plain.get("x", "nan")), float(plain.get("width", "nan"))
+    assert w / w2 == pytest.approx(9 / 10.5, rel=0.01)  # lease -> release, not the steps' 6 / 7
+    assert (x2 - x) / w == pytest.approx(9.5 / 9, rel=0.01)  # the axis starts at the first lease
+    assert (px - x) / w == pytest.approx(3 / 9, rel=0.01) and pw / w == pytest.approx(2 / 9, rel=0.01)
+    tip = tooltip(bars["pixel-a"][1])
+    assert "duration: 10.5s on the device, lease to release" in tip and "steps: 7.0s" in tip, tip
+    assert "leased: " in tip
+    assert case_key(svg)["second"] == "3 second · pixel-a · failed · 10.5s"  # numbered by when it took its device
+
+
+def test_unusable_lease_labels_fall_back_to_the_steps(tmp_path: Path) -> None:
+    write_result(tmp_path, "backwards", "passed", 2, 4, device="d", held=(9, 1))  # released before leased
+    write_result(tmp_path, "garbled", "passed", 5, 6, device="d", held=("yesterday", "today"))
+    write_result(tmp_path, "no-offset", "passed", 7, 8, device="d", held=("2025-10-09T08:53:20", iso(9)))
+    runs = {r.name: (r.start, r.stop, r.held) for r in read_results(tmp_path)}
+    assert runs == {
+        "backwards": (T0 + 2000, T0 + 4000, False),
+        "garbled": (T0 + 5000, T0 + 6000, False),
+        "no-offset": (T0 + 7000, T0 + 8000, False),
+    }
+
+
+def test_a_real_runs_bars_span_its_audit_logs_lease_and_release(tmp_path: Path, appium_url: str) -> None:
+    """A run with the fake driver: each case's bar begins no later than its lease line and ends no
+    earlier than its release line (the labels are taken around them), and holds its steps."""
+    from test_parallel import clean_env, fake_device, holds_from, pytest_cmd, read_events, write_suite
+
+    write_suite(
+        tmp_path,
+        "devices:\n" + fake_device("dev-a"),
+        {"s.sop.yaml": "id: s\ninputs: [{id: one}, {id: two}]\nsteps:\n  - wait: 0.3\n"},
+    )
+    results = tmp_path / "allure"
+    proc = subprocess.run(
+        pytest_cmd("--sop-appium", appium_url, f"-o=sop_lock_dir={tmp_path / 'locks'}", f"--alluredir={results}"),
+        cwd=tmp_path, env=clean_env(), capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    holds = {h.case.split("::")[1]: h for h in holds_from("run", read_events(results / "sop-audit.jsonl"))}
+    runs = {r.name: r for r in read_results(results, only_sops=True)}
+    assert set(runs) == set(holds) == {"s[one]", "s[two]"}
+    for name, run in runs.items():
+        hold = holds[name]
+        assert hold.end is not None and run.held and run.steps_ms is not None
+        lease, release = hold.start.timestamp() * 1000, hold.end.timestamp() * 1000
+        assert run.start <= lease + 1 and run.stop >= release - 1, (run, hold)
+        assert lease - run.start < 2000 and run.stop - release < 2000, (run, hold)
+        assert run.stop - run.start >= run.steps_ms >= 300
 
 
 def test_format_duration() -> None:
