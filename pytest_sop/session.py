@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import pkgutil
 import time
 from collections.abc import Callable, Mapping
@@ -41,9 +42,9 @@ T = TypeVar("T")
 # The first match a person could see, found and checked in the page in one command: displayed
 # (Selenium's own isDisplayed atom, what is_displayed() runs) and, when asked, inside the viewport,
 # since is_displayed() is true for elements scrolled out of sight and a phone user can't see those.
-# An input's value comes along: its text is what it holds.
-_FIND_SHOWN = """const how = arguments[0], what = arguments[1], onScreen = arguments[2];
-const isShown = (%s);
+# An input's value comes along: its text is what it holds. The locator leads the script, so
+# Appium's log, which shortens long request bodies, still shows what was looked for.
+_FIND_SHOWN = """const isShown = (%s);
 let found;
 if (how === "css selector") {
   found = document.querySelectorAll(what);
@@ -273,7 +274,9 @@ class DeviceSession:
         return list(self.driver.find_elements(*by))
 
     def _shown_in_page(self, by: tuple[str, str], on_screen: bool) -> tuple[WebElement, str | None] | None:
-        found = self.driver.execute_script(_find_shown(), by[0], by[1], on_screen)
+        # JSON literals are JavaScript literals: the locator cannot break out of its string.
+        head = f"const how = {json.dumps(by[0])}, what = {json.dumps(by[1])}, onScreen = {json.dumps(on_screen)};\n"
+        found = self.driver.execute_script(head + _find_shown())
         return (found[0], found[1]) if found else None
 
     def visible(self, by: tuple[str, str], on_screen: bool = True) -> WebElement | None:
