@@ -77,6 +77,7 @@ class Context:
     vars: dict[str, str] = field(default_factory=dict)
     failure: Failure | None = None
     optional_failures: list[str] = field(default_factory=list)
+    optional_steps: list[Step] = field(default_factory=list)  # the steps of optional_failures, in order
     _sop_stack: list[Sop] = field(default_factory=list)
 
     # -- templates ----------------------------------------------------------------------
@@ -529,6 +530,7 @@ def run_step(ctx: Context, step: Step) -> None:
 def _optional_failed(ctx: Context, step: Step, title: str, error: SopError) -> None:
     where = f"{step.pos.file}:{step.pos.line}"
     ctx.optional_failures.append(f"{where} {title}: {error}")
+    ctx.optional_steps.append(step)
     ctx.recorder.attach("optional step failed", str(error), "text/plain", "txt")
     ctx.recorder.event("optional_failed", sop=ctx.sop.id, step=title, at=where, message=str(error))
 
@@ -540,8 +542,12 @@ def _report_optional_failures(ctx: Context) -> None:
     ctx.recorder.attach(
         f"optional steps failed ({len(ctx.optional_failures)})", "\n".join(ctx.optional_failures), "text/plain", "txt"
     )
-    for line in ctx.optional_failures:
-        warnings.warn(OptionalStepFailed(f"{ctx.case.name}: optional step failed: {line}"), stacklevel=1)
+    for line, step in zip(ctx.optional_failures, ctx.optional_steps, strict=True):
+        # Pointed at the SOP's line, where the user would look, not at this module.
+        warnings.warn_explicit(
+            OptionalStepFailed(f"{ctx.case.name}: optional step failed: {line}"),
+            OptionalStepFailed, step.pos.file, step.pos.line,
+        )  # fmt: skip
 
 
 def run_steps(ctx: Context, steps: Iterable[Step]) -> None:
@@ -580,7 +586,7 @@ def run_case(ctx: Context) -> None:
     attempts = sop.retry.attempts if sop.retry else 1
     for attempt in range(1, attempts + 1):
         ctx.failure = None
-        ctx.optional_failures = []  # each attempt is reported on its own
+        ctx.optional_failures, ctx.optional_steps = [], []  # each attempt is reported on its own
         title = f"attempt {attempt} of {attempts}"
         mark = ctx.recorder.mark() if attempt == 1 else None
         try:
