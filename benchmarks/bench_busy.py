@@ -234,7 +234,10 @@ def snapshot_plugin(ref: str, into: Path) -> str:
 
 
 def run_once(out: Path, plugin: Path | None, pairs: dict[str, set[tuple[str, str | None]]]) -> Run:
-    cmd = [sys.executable, "-m", "pytest", "--sop", "-n", "auto", f"--alluredir={out}", "-q", "-p", "no:cacheprovider"]
+    # Its own lock folder: the host's is shared with every other run of the example suite on it, whose
+    # leases would show here as waits that no scheduling of this run could avoid.
+    cmd = [sys.executable, "-m", "pytest", "--sop", "-n", "auto", f"--alluredir={out}", "-q", "-p", "no:cacheprovider",
+           f"-o=sop_lock_dir={out.parent / 'locks'}"]  # fmt: skip
     start = time.perf_counter()
     proc = subprocess.run(cmd, cwd=SUITE, env=env_for(plugin), capture_output=True, text=True, check=False)
     wall = time.perf_counter() - start
@@ -278,8 +281,10 @@ median of 5+ runs.
 
 - Date: {today}
 - Machine: {machine()}; {versions}; {plugin}; load average at the end: {load}
-- Command: `cd example_suite && python -m pytest --sop -n auto --alluredir DIR -q -p no:cacheprovider`
-  (2 Chromium demo phones, so 2 workers; the managed Appium; 10 cases), {args.runs} runs.
+- Command: `cd example_suite && python -m pytest --sop -n auto --alluredir DIR -q -p no:cacheprovider
+  -o sop_lock_dir=DIR2` (2 Chromium demo phones, so 2 workers; the managed Appium; 10 cases; a lock
+  folder of its own, so that other runs of the example suite on the host do not hold its phones),
+  {args.runs} runs.
 - Per device and **Busy** (their mean): the sum of the device's lease -> release intervals in the
   audit log (the whole case on the device: its session created, its steps, its release) over the
   span from the first lease to the last release. The device timeline draws these bars.

@@ -72,7 +72,9 @@ class LeaseScheduling(LoadScheduling):  # type: ignore[misc]
             index, holds = self._choose(node)
             self.pending.remove(index)
             self.node2pending[node].append(index)
-            self._holds[index] = self._last[node] = holds
+            self._holds[index] = holds
+            if holds is not None:  # an item that leases nothing leaves the worker's last pair as it was
+                self._last[node] = holds
             node.send_runtest_some([index])
 
     def mark_test_complete(self, node: WorkerController, item_index: int, duration: float = 0) -> None:
@@ -101,7 +103,7 @@ class LeaseScheduling(LoadScheduling):  # type: ignore[misc]
         self._holds[index] = holds
         node = getattr(report, "node", None)
         pending = self.node2pending.get(node) if node is not None else None
-        if node is not None and pending and pending[-1] == index:
+        if holds is not None and node is not None and pending and pending[-1] == index:
             self._last[node] = holds
 
     # -- choosing --------------------------------------------------------------------------
