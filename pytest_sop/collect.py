@@ -60,7 +60,7 @@ def get_suite(config: pytest.Config) -> Suite:
     return config.stash[suite_key]
 
 
-_tags_key = pytest.StashKey[set[str]]()
+_tags_key = pytest.StashKey[dict[str, pytest.MarkDecorator]]()
 # With --sop-session worker: the session the last case left open, for the next case to reuse.
 kept_session_key = pytest.StashKey["DeviceSession | None"]()
 
@@ -172,12 +172,13 @@ class SopItem(pytest.Item):
     def __init__(self, *, case: Case, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.case = case
-        registered = self.config.stash.setdefault(_tags_key, set())
+        markers = self.config.stash.setdefault(_tags_key, {})
         for tag in case.sop.tags:
-            if tag not in registered:  # registering the tag as a marker keeps --strict-markers happy
+            marker = markers.get(tag)
+            if marker is None:  # registering the tag as a marker keeps --strict-markers happy
                 self.config.addinivalue_line("markers", f"{tag}: SOP tag")
-                registered.add(tag)
-            self.add_marker(getattr(pytest.mark, tag))
+                marker = markers[tag] = getattr(pytest.mark, tag)
+            self.add_marker(marker)  # one Mark per tag for the suite, not one per item
 
     device_session: DeviceSession | None = None
     context: Context | None = None
