@@ -47,7 +47,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from common import appium_version, machine, write_section
+from common import BenchBroken, appium_version, machine, snapshot_plugin, write_section
 
 REPO = Path(__file__).resolve().parent.parent
 SUITE = REPO / "example_suite"
@@ -55,10 +55,6 @@ DEFAULT_DOCS = REPO / "docs" / "benchmarks.md"
 SECTION_TITLE = "## Device busy time: the example suite with -n auto"
 SECTION_RE = re.compile(r"^## Device busy\b.*$", re.MULTILINE)
 GOAL = 0.90
-
-
-class BenchBroken(RuntimeError):
-    pass
 
 
 @dataclass
@@ -215,22 +211,6 @@ def check_plugin(plugin: Path | None) -> None:
     expected = (plugin or REPO).resolve()
     if proc.returncode != 0 or not Path(proc.stdout).resolve().is_relative_to(expected):
         raise BenchBroken(f"pytest_sop imports from {proc.stdout or proc.stderr!r}, not from {expected}")
-
-
-def git(*args: str) -> str:
-    return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
-
-
-def snapshot_plugin(ref: str, into: Path) -> str:
-    """pytest_sop as committed at ``ref``, extracted into ``into``."""
-    try:
-        sha = git("rev-parse", "--verify", f"{ref}^{{commit}}")
-        into.mkdir(parents=True)
-        archive = subprocess.run(["git", "archive", sha, "pytest_sop"], cwd=REPO, capture_output=True, check=True)
-        subprocess.run(["tar", "-x", "-C", str(into)], input=archive.stdout, check=True)
-    except (OSError, subprocess.CalledProcessError) as e:
-        raise BenchBroken(f"cannot take pytest_sop at {ref!r} from git: {e}") from e
-    return f"plugin source: `{ref}` = commit {sha[:12]} (`git archive`; work tree edits not measured)"
 
 
 def run_once(out: Path, plugin: Path | None, pairs: dict[str, set[tuple[str, str | None]]]) -> Run:

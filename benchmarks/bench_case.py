@@ -48,7 +48,6 @@ import datetime as dt
 import importlib
 import os
 import re
-import resource
 import statistics
 import subprocess
 import sys
@@ -57,7 +56,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from common import appium_version, machine, write_section
+from common import BenchBroken, appium_version, check_no_sessions, machine, rusage_children, schedule, write_section
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_DOCS = REPO / "docs" / "benchmarks.md"
@@ -148,10 +147,6 @@ class Side:
     cpu_ms: list[float] = field(default_factory=list)
 
 
-class BenchBroken(RuntimeError):
-    pass
-
-
 def sop_args(url: str, alluredir: Path) -> list[str]:
     return [
         "--sop",
@@ -191,14 +186,6 @@ def run_side(side: str, url: str, cases: int, suites: dict[int, Path]) -> float:
         return run_timed(cmd, suite, f"{cases} passed")
     cmd = [sys.executable, str(Path(__file__).resolve()), "--user-loop", url, "--cases", str(cases)]
     return run_timed(cmd, suite, f"user: {cases} cases passed")
-
-
-def check_no_sessions(url: str) -> None:
-    from pytest_sop.appium_server import open_sessions
-
-    left = open_sessions(url)
-    if left:
-        raise BenchBroken(f"{len(left)} session(s) left open on {url}")
 
 
 def profile_sop(url: str, suite: Path) -> str:
@@ -291,18 +278,6 @@ Reproduce:
 python benchmarks/bench_case.py --n1 {n1} --n2 {n2} --runs {args.runs} --write-docs
 ```
 """
-
-
-def rusage_children() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
-def schedule(round_: int, n1: int, n2: int) -> list[tuple[str, int]]:
-    """The round's runs, sides interleaved so that load drifting during a round hits both alike."""
-    first, second = ("sop", "user") if round_ % 2 == 0 else ("user", "sop")
-    runs = [(first, n1), (second, n1), (first, n2), (second, n2)]
-    return runs if (round_ // 2) % 2 == 0 else runs[::-1]
 
 
 def measure(args: argparse.Namespace, url: str, suites: dict[int, Path]) -> tuple[Side, Side]:

@@ -48,7 +48,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from common import appium_version, machine, write_section
+from common import BenchBroken, appium_version, check_no_sessions, machine, write_section
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_DOCS = REPO / "docs" / "benchmarks.md"
@@ -61,10 +61,6 @@ SOPS = 10
 ROWS = 4
 CASES = SOPS * ROWS
 NO_CASE = "no_case_matches_this"
-
-
-class BenchBroken(RuntimeError):
-    pass
 
 
 def sop_yaml(local: bool) -> str:
@@ -141,16 +137,6 @@ def case_times(junit: Path) -> list[float]:
     if len(times) != CASES:
         raise BenchBroken(f"{junit}: expected {CASES} test cases, found {len(times)}")
     return times
-
-
-def check_no_sessions(url: str | None) -> None:
-    if url is None:
-        return
-    from pytest_sop.appium_server import open_sessions
-
-    left = open_sessions(url)
-    if left:
-        raise BenchBroken(f"{len(left)} session(s) left open on {url}")
 
 
 @dataclass

@@ -62,7 +62,6 @@ import argparse
 import datetime as dt
 import os
 import re
-import resource
 import shutil
 import statistics
 import subprocess
@@ -76,7 +75,16 @@ from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-from common import appium_version, machine, write_section
+from common import (
+    BenchBroken,
+    appium_version,
+    check_no_sessions,
+    git,
+    machine,
+    rusage_children,
+    snapshot_plugin,
+    write_section,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_DOCS = REPO / "docs" / "benchmarks.md"
@@ -95,10 +103,6 @@ RUN_TIMEOUT = 900.0
 # pytest plugins of the dev extra (not pytest-sop's dependencies): a user's run does not load them.
 NOT_DEV_PLUGINS = ("-p", "no:hypothesispytest", "-p", "no:timeout")
 BENCH_PACKAGES = ("robotframework", "robotframework-appiumlibrary", "robotframework-pabot")
-
-
-class BenchBroken(RuntimeError):
-    pass
 
 
 # -- the case list and the two suites made from it ------------------------------------------
@@ -342,7 +346,7 @@ def run_side(side: str, setup: Setup) -> Run:
     env = setup.env()
     tag = uuid.uuid4().hex
     start_at = log.mark(f"begin-{tag}")
-    cpu0 = children_cpu()
+    cpu0 = rusage_children()
     t0 = time.time()
     try:
         proc = subprocess.run(
@@ -352,7 +356,7 @@ def run_side(side: str, setup: Setup) -> Run:
     except subprocess.TimeoutExpired as e:
         raise BenchBroken(f"{' '.join(cmd)} took over {RUN_TIMEOUT:.0f} s") from e
     t1 = time.time()
-    cpu = children_cpu() - cpu0
+    cpu = rusage_children() - cpu0
     end_at = log.mark(f"end-{tag}")
     if proc.returncode != 0 or expected_output(side) not in proc.stdout:
         tail = proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -361,19 +365,6 @@ def run_side(side: str, setup: Setup) -> Run:
     run = analyse(side, log.between(start_at, end_at), t0, t1)
     run.cpu = cpu
     return run
-
-
-def children_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
-def check_no_sessions(url: str) -> None:
-    from pytest_sop.appium_server import open_sessions
-
-    left = open_sessions(url)
-    if left:
-        raise BenchBroken(f"{len(left)} session(s) left open on {url}")
 
 
 def order(round_: int) -> list[str]:
@@ -422,23 +413,6 @@ def measure(args: argparse.Namespace, setup: Setup) -> Results:
 
 
 # -- reporting ---------------------------------------------------------------------------
-
-
-def git(*args: str) -> str:
-    return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
-
-
-def snapshot_plugin(ref: str, into: Path) -> str:
-    """The package as committed at ``ref``, extracted into ``into``: edits under way in the work tree
-    (other people's, half done) neither break a run nor make the numbers describe no commit."""
-    try:
-        sha = git("rev-parse", "--verify", f"{ref}^{{commit}}")
-        into.mkdir(parents=True)
-        archive = subprocess.run(["git", "archive", sha, "pytest_sop"], cwd=REPO, capture_output=True, check=True)
-        subprocess.run(["tar", "-x", "-C", str(into)], input=archive.stdout, check=True)
-    except (OSError, subprocess.CalledProcessError) as e:
-        raise BenchBroken(f"cannot take pytest_sop at {ref!r} from git: {e}") from e
-    return f"plugin source: `{ref}` = commit {sha[:12]} (`git archive`; work tree edits not measured)"
 
 
 def work_tree_state() -> str:

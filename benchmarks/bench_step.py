@@ -50,7 +50,6 @@ import io
 import os
 import pstats
 import re
-import resource
 import statistics
 import subprocess
 import sys
@@ -59,7 +58,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from common import appium_version, machine, write_section
+from common import BenchBroken, appium_version, check_no_sessions, machine, rusage_children, schedule, write_section
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_DOCS = REPO / "docs" / "benchmarks.md"
@@ -186,10 +185,6 @@ def count_commands(log: Path, runs: list[tuple[str, int]], sop: Side, user: Side
         (sop if name == "sop" else user).commands.setdefault(n, []).append(count)
 
 
-class BenchBroken(RuntimeError):
-    pass
-
-
 def sop_command(url: str) -> list[str]:
     return [
         sys.executable, "-m", "pytest", "--sop", "--sop-appium", url, "--sop-evidence", "none",
@@ -214,14 +209,6 @@ def run_side(side: str, url: str, steps: int, suites: dict[int, Path]) -> float:
         return run_timed(sop_command(url), suites[steps], "1 passed")
     cmd = [sys.executable, str(Path(__file__).resolve()), "--user-loop", url, "--steps", str(steps)]
     return run_timed(cmd, suites[steps], f"user: {steps} steps passed")
-
-
-def check_no_sessions(url: str) -> None:
-    from pytest_sop.appium_server import open_sessions
-
-    left = open_sessions(url)
-    if left:
-        raise BenchBroken(f"{len(left)} session(s) left open on {url}")
 
 
 def profile_sop(url: str, suite: Path, top: int = 25) -> str:
@@ -319,18 +306,6 @@ Reproduce:
 python benchmarks/bench_step.py --n1 {n1} --n2 {n2} --runs {args.runs} --write-docs
 ```
 """
-
-
-def rusage_children() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
-def schedule(round_: int, n1: int, n2: int) -> list[tuple[str, int]]:
-    """The round's runs, sides interleaved so that load drifting during a round hits both alike."""
-    first, second = ("sop", "user") if round_ % 2 == 0 else ("user", "sop")
-    runs = [(first, n1), (second, n1), (first, n2), (second, n2)]
-    return runs if (round_ // 2) % 2 == 0 else runs[::-1]
 
 
 def measure(args: argparse.Namespace, url: str, suites: dict[int, Path], log: Path) -> tuple[Side, Side]:
