@@ -291,13 +291,14 @@ class SopItem(pytest.Item):
         """
         sop = self.case.sop
         config = self.config
-        policy = get_suite(config).config.policy
+        suite = get_suite(config)
+        policy = suite.config.policy
         operator = config.stash[settings_key].operator
-        roles, reason = check_sop(policy, operator, sop, get_suite(config).get_sop)  # and every SOP it runs
+        roles, reason = check_sop(policy, operator, sop, suite.get_sop)  # and every SOP it runs
         if reason:
             pytest.skip(f"not permitted: {reason}")
         pairs = pairs_for(
-            get_suite(config).config, sop.device, sop.account,
+            suite.config, sop.device, sop.account,
             account_id=self.case.account_id, prefer_device=config.stash.get(last_device_key, None),
         )  # fmt: skip
         pairs = allowed_pairs(policy, roles, pairs)

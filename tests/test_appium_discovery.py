@@ -13,19 +13,10 @@ from pathlib import Path
 
 import pytest
 from appium_installs import ROOT, cache_dir, global_appium_with_drivers, global_prefix, pinned, user_home
+from test_engine_fake import FAKE_CONFIG as FAKE_SUITE
 
 from pytest_sop.appium_server import AppiumInstall, AppiumNotFound, ManagedAppium, find_appium, find_appium_home
 
-APP = ROOT / "tests" / "apps" / "fake_app.xml"
-FAKE_SUITE = f"""\
-devices:
-  - id: fake-phone
-    platform: fake
-    capabilities:
-      platformName: Fake
-      appium:automationName: Fake
-      appium:app: {APP}
-"""
 HELLO = "id: hello\nsteps:\n  - launch_app\n  - assert_visible: {id: login_button}\n"
 FAKE_VERSION = pinned("@appium/fake-driver")
 

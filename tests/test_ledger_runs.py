@@ -92,3 +92,30 @@ def test_the_ledger_keeps_the_whole_error_of_a_real_failure(pytester: pytest.Pyt
     assert (exc["count"], exc["failed"], exc["broken"]) == (1, 1, 0)
     table = cli(pytester.path, "exceptions", "list").stdout
     assert "missing-banner.sop.yaml:3: assert_visible failed" in table
+
+
+UNREACHABLE = """\
+id: unreachable
+owner: social-ops
+{escalate_on}steps:
+  - launch_app
+"""
+
+
+@pytest.mark.parametrize(
+    ("escalate_on", "escalated_to"), [("", None), ("escalate_on: [failed, broken]\n", "social-ops")]
+)
+def test_infrastructure_failures_escalate_only_when_the_sop_says_so(
+    pytester: pytest.Pytester, escalate_on: str, escalated_to: str | None
+) -> None:
+    """A server nobody answers makes the case broken: counted apart, escalated (to the owner, said so)
+    only with escalate_on naming broken. Real runs, so the SOP's setting must reach the ledger."""
+    pytester.makefile(".yaml", sop=FAKE_CONFIG)
+    (pytester.path / "u.sop.yaml").write_text(UNREACHABLE.format(escalate_on=escalate_on))
+    nobody = "http://127.0.0.1:9"  # discard port: connection refused
+    result = pytester.runpytest("--sop", "--sop-appium", nobody, "-o", "sop_escalate_after=1")
+    result.assert_outcomes(errors=1)
+    (exc,) = exceptions(pytester.path)
+    assert (exc["broken"], exc["failed"], exc["escalated_to"]) == (1, 0, escalated_to)
+    if escalated_to:
+        assert exc["escalated_to_source"] == "owner"
