@@ -136,7 +136,8 @@ def missing_variables(
     return [MissingVariable(name, needed_by) for name, needed_by in found]
 
 
-def plan_lines(case: Case, config: SuiteConfig) -> Iterator[str]:
+def plan_lines(case: Case, config: SuiteConfig, missing: list[MissingVariable] | None = None) -> Iterator[str]:
+    """The case's plan; ``missing``: its :func:`missing_variables`, when the caller has them already."""
     sop = case.sop
     devices, accounts = _candidates(case, config)
     account: Account | None = accounts[0] if case.account_id and accounts else None
@@ -151,8 +152,8 @@ def plan_lines(case: Case, config: SuiteConfig) -> Iterator[str]:
             yield f"  account: {sop.account} -> {', '.join(a.id for a in accounts)}"
     if sop.app:
         yield f"  app:     {sop.app}"
-    for missing in missing_variables(case, config):
-        yield f"  MISSING: {missing}: the case would stop where it is needed"
+    for variable in missing_variables(case, config) if missing is None else missing:
+        yield f"  MISSING: {variable}: the case would stop where it is needed"
     lookup = _lookup(case, account)
     for title, steps in (("steps", sop.steps), ("on_failure", sop.on_failure)):
         if not steps:

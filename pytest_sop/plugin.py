@@ -296,15 +296,15 @@ def pytest_runtestloop(session: pytest.Session) -> bool | None:
     write = reporter.write_line if reporter else print
     cases = [item for item in session.items if isinstance(item, SopItem)]
     write("")
+    short, needed = 0, set[str]()  # cases that would stop for want of a variable, and those variables
     for item in cases:
-        for line in plan_lines(item.case, suite.config):
+        missing = missing_variables(item.case, suite.config)
+        for line in plan_lines(item.case, suite.config, missing):
             write(line)
+        short += bool(missing)
+        needed.update(m.name for m in missing)
     write(f"dry run: {len(cases)} case(s) planned, nothing was run")
-    # A dry run is CI's pre-check: a case that would stop for want of a variable fails it (exit 1).
-    short = {item.nodeid: sorted({m.name for m in missing_variables(item.case, suite.config)}) for item in cases}
-    short = {nodeid: names for nodeid, names in short.items() if names}
-    if short:
-        names = sorted({name for names in short.values() for name in names})
-        write(f"dry run: {len(short)} case(s) need unset environment variables: {', '.join(names)}")
-        session.testsfailed = len(short)
+    if short:  # a dry run is CI's pre-check: such a case fails it (exit 1)
+        write(f"dry run: {short} case(s) need unset environment variables: {', '.join(sorted(needed))}")
+        session.testsfailed = short
     return True
