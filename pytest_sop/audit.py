@@ -327,7 +327,7 @@ class AuditQueue:
     """Appends to one log from a background thread, in the order given, several lines per lock.
 
     A case's lines that nothing waits on (its lease, session and step lines) are written while
-    the case goes on; :meth:`flush` waits until every line put so far is in the file, and is
+    the case goes on; :meth:`flush` returns once every line put so far is in the file, and is
     called before anything that must follow them: the case's outcome (recorded before its
     report), its release (recorded while the lease is still held), the run's seal. A line that
     could not be written makes the next :meth:`flush` raise, so the case that waits on it fails
@@ -336,9 +336,8 @@ class AuditQueue:
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
+        self._writing = threading.Lock()
         self._items: list[tuple[AuditLog, str, dict[str, Any]]] = []
-        self._put = 0  # lines put so far
-        self._done = 0  # lines written (or given up on) so far
         self._error: BaseException | None = None
         self._thread: threading.Thread | None = None
         self._pid = 0
@@ -352,15 +351,13 @@ class AuditQueue:
                 self._thread = threading.Thread(target=self._run, name="sop-audit-writer", daemon=True)
                 self._thread.start()
             self._items.append((log, event, fields))
-            self._put += 1
             self._cond.notify_all()
 
     def flush(self) -> None:
-        """Wait until every line put so far is written; raise the first error since the last flush."""
+        """Write every line put so far, in this thread if the writer has not taken it yet (waking
+        the writer would cost more than the write); raise the first error since the last flush."""
+        self._drain()
         with self._cond:
-            target = self._put
-            while self._done < target and self._thread is not None and self._thread.is_alive():
-                self._cond.wait()
             error, self._error = self._error, None
         if error is not None:
             raise error
@@ -384,25 +381,34 @@ class AuditQueue:
                     self._cond.wait()
                 if not self._items:
                     return
-                batch, self._items = self._items, []
-            error: BaseException | None = None
-            try:
-                # Lines of one log file at a time (a run has one): one lock, one write, one head update.
-                start = 0
-                while start < len(batch):
-                    log = batch[start][0]
-                    end = start
-                    while end < len(batch) and batch[end][0].path == log.path:
-                        end += 1
-                    log.append_many([(event, fields, item_log._mask) for item_log, event, fields in batch[start:end]])
-                    start = end
-            except BaseException as e:  # handed to whoever flushes next
-                error = e
+            self._drain()
+
+    def _drain(self) -> None:
+        """Write the lines waiting; one writer at a time, so lines reach the file in the order put."""
+        with self._writing:
             with self._cond:
-                if error is not None and self._error is None:
-                    self._error = error
-                self._done += len(batch)
-                self._cond.notify_all()
+                batch, self._items = self._items, []
+            if not batch:
+                return
+            self._write(batch)
+
+    def _write(self, batch: list[tuple[AuditLog, str, dict[str, Any]]]) -> None:
+        error: BaseException | None = None
+        try:
+            # Lines of one log file at a time (a run has one): one lock, one write, one head update.
+            start = 0
+            while start < len(batch):
+                log = batch[start][0]
+                end = start
+                while end < len(batch) and batch[end][0].path == log.path:
+                    end += 1
+                log.append_many([(event, fields, item_log._mask) for item_log, event, fields in batch[start:end]])
+                start = end
+        except BaseException as e:  # handed to whoever flushes next
+            error = e
+        with self._cond:
+            if error is not None and self._error is None:
+                self._error = error
 
 
 class QueuedLog:

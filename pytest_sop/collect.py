@@ -6,7 +6,7 @@ import contextlib
 import os
 import subprocess
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import Future
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,6 +17,7 @@ from .actions import build_registry
 from .allure_meta import UNSIGNED, labels_for
 from .appium_server import session_log
 from .appium_service import appium_key
+from .background import background
 from .caserecord import CaseRecord
 from .config import settings_key
 from .errors import CaseSkipped, SopError, SopInvalid, StepBroken, StepFailed
@@ -75,9 +76,7 @@ class Closing:
         self.quit_done = threading.Event()
         self._mutex = threading.Lock()
         self._settled = False  # taken over, or released
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, args=(session,), name="sop-session-quit", daemon=True)
-        self._thread.start()
+        self._done = background.submit(lambda: self._run(session))
 
     def _run(self, session: DeviceSession) -> None:
         try:
@@ -87,10 +86,7 @@ class Closing:
             with self._mutex:
                 settled, self._settled = self._settled, True
             if not settled:
-                try:
-                    self.lease.release()
-                except BaseException as e:  # said by finish(), in the process's main thread
-                    self._error = e
+                self.lease.release()  # an error is said by finish(), in the process's main thread
 
     def holds(self, pairs: list[tuple[Any, Any]]) -> bool:
         held = (self.lease.device.id, self.lease.account.id if self.lease.account else None)
@@ -107,10 +103,7 @@ class Closing:
 
     def finish(self) -> None:
         """Wait until the session is deleted and the lease released (or taken over)."""
-        self._thread.join()
-        error, self._error = self._error, None
-        if error is not None:
-            raise error
+        self._done.result()
 
 
 # Devices this process is giving back (Closing), the newest last.
@@ -133,20 +126,6 @@ def finish_closing(config: pytest.Config) -> None:
 def _quit_when_created(creating: Future[DeviceSession]) -> None:
     if creating.exception() is None:
         creating.result().quit()
-
-
-def in_background(fn: Callable[[], DeviceSession]) -> Future[DeviceSession]:
-    """``fn()`` on a thread of its own; its result (or error) in the Future."""
-    future: Future[DeviceSession] = Future()
-
-    def run() -> None:
-        try:
-            future.set_result(fn())
-        except BaseException as e:
-            future.set_exception(e)
-
-    threading.Thread(target=run, name="sop-session-create", daemon=True).start()
-    return future
 
 
 class SopFile(pytest.File):
@@ -241,7 +220,7 @@ class SopItem(pytest.Item):
             if closing is not None:
                 closing.quit_done.wait()  # one session at a time on a device: the last case's is deleted first
             # The session request is in flight while the bookkeeping that does not need it is done.
-            creating = in_background(lambda: DeviceSession.create(device, app, endpoint, caps, secrets.mask))
+            creating = background.submit(lambda: DeviceSession.create(device, app, endpoint, caps, secrets.mask))
         try:
             AllureRecorder().add_labels([("device", device.id)] + ([("account", account.id)] if account else []))
             # Allure's steps cost time even when nothing listens: use them only with an alluredir.
