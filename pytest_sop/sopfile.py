@@ -50,7 +50,7 @@ _UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 # Parameters of core actions that are seconds a step waits: bounded like a timeout.
 SECONDS_PARAMS = {("wait", "seconds")}
 # Core actions whose ``matches:`` is a pattern, compiled at collection when written literally.
-_PATTERN_ACTIONS = ("assert_text", "text")
+_PATTERN_ACTIONS = ("assert_text", "text", "assert_url")
 _CONDITIONS = ActionRegistry(CONDITIONS)
 
 
@@ -415,6 +415,9 @@ class _SopParser(Checker):
             present = [n for n in group if n in given]
             if len(present) != 1:
                 self.error(path, f"expected exactly one of {', '.join(group)}, got {len(present)}")
+        for group in spec.some_of:
+            if not any(n in given for n in group):
+                self.error(path, f"expected at least one of {', '.join(group)}, got none")
         out = {}
         for p in spec.params:
             if p.name in given:
@@ -422,17 +425,6 @@ class _SopParser(Checker):
         if spec.name in _PATTERN_ACTIONS and isinstance(out.get("matches"), Template):
             self.pattern(path + ("matches",), out["matches"])
         return out if len(self.errors) == before else None
-
-    def pattern(self, path: Path_, template: Template) -> None:
-        """A pattern written literally is compiled now; one built from ``${...}`` when it runs."""
-        if template.refs:
-            return
-        from .textmatch import PatternError, compile_pattern
-
-        try:
-            compile_pattern("".join(p for p in template.parts if isinstance(p, str)))
-        except PatternError as e:
-            self.error(path, f"not a pattern RE2 accepts: {e}")
 
     def param(self, spec: ActionSpec, p: Param, path: Path_, value: Any) -> Any:
         if p.kind == "locator":
