@@ -222,7 +222,9 @@ def test_refinements_on_the_fake_driver(pytester: pytest.Pytester, appium_url: s
     result.stdout.fnmatch_lines(["*text_matches locators work on the web only, not on fake: use text_contains*"])
     result.stdout.fnmatch_lines(["*a css locator cannot be refined on fake (index, inside, checked, enabled)*"])
     result.stdout.fnmatch_lines(["{text: Delete ghost, inside: {id: list}} is present but hidden after 0.*s"])
-    result.stdout.fnmatch_lines(["{text_contains: Delete, index: 7} is not found (4 matches shown, index 7 asked) after 0.*s"])
+    result.stdout.fnmatch_lines(
+        ["{text_contains: Delete, index: 7} is not found (4 matches shown, index 7 asked) after 0.*s"]
+    )
 
 
 # -- Chromium: refinements in the page's one script ---------------------------------------------
@@ -296,7 +298,9 @@ def test_refinements_on_chromium(pytester: pytest.Pytester, appium_url: str, app
         ["{text: Far away} is off screen (shown, but outside the viewport) after 0.*s", "  expected: * visible"]
     )
     result.stdout.fnmatch_lines(["{text: Ghost, inside: {id: list}} is present but hidden after 0.*s"])
-    result.stdout.fnmatch_lines(["{text: Delete, index: 9, inside: {id: list}} is not found (4 matches shown, index 9 asked) after 0.*s"])
+    result.stdout.fnmatch_lines(
+        ["{text: Delete, index: 9, inside: {id: list}} is not found (4 matches shown, index 9 asked) after 0.*s"]
+    )
     # assert_text polled its whole timeout before saying why: the time it says is the time it waited.
     (waited,) = re.findall(r"\{id: hiddenp\} is present but hidden after (\d+\.\d)s", out)
     assert float(waited) >= 1.0
