@@ -9,6 +9,7 @@ platform cannot do is refused when the step starts, saying so.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Callable
@@ -137,11 +138,11 @@ const sopFind = (how, what, isShown) =>
   how === REFINED ? sopResolve(JSON.parse(what), isShown).picked : sopAll(how, what);
 """.replace("REFINED", json.dumps(REFINED))
 
-# For a failure message and assert_count: [matches, matches shown, of those on screen, matches
-# shown before index and below]. For assert_state: the states of the first match on screen.
+# For a failure message and assert_count: [matches, matches shown, of those on screen]. For
+# assert_state: the states of the first match on screen.
 _TALLY_JS = """const {found, picked} = sopResolve(how === REFINED ? JSON.parse(what) : {how, what}, isShown);
 const shown = picked.filter(isShown);
-if (mode === "tally") return [found.length, shown.length, shown.filter(sopInView).length, found.filter(isShown).length];
+if (mode === "tally") return [found.length, shown.length, shown.filter(sopInView).length];
 const el = shown.find(sopInView);
 if (!el) return null;
 return {checked: sopChecked(el), enabled: sopEnabled(el),
@@ -263,15 +264,15 @@ def waited(since: float) -> str:
     return f"{time.monotonic() - since:.1f}s"
 
 
-def tally(session: DeviceSession, found_by: tuple[str, str]) -> tuple[int, int, int, int]:
-    """(matches, shown, shown on screen, shown before index/below) in one command on the web; on a
-    phone, whose displayed elements are those on screen, the matches and their displayed states."""
+def tally(session: DeviceSession, found_by: tuple[str, str]) -> tuple[int, int, int]:
+    """(matches, shown, shown on screen) in one command on the web; on a phone, whose displayed
+    elements are those on screen, the matches and their displayed states."""
     if session.kind == "web":
         how, what = found_by
         if how == REFINED:
             what = prepare(session, what)
-        found, shown, on_screen, before = _page_script(session, _TALLY_JS, how=how, what=what, mode="tally")
-        return int(found), int(shown), int(on_screen), int(before)
+        found, shown, on_screen = _page_script(session, _TALLY_JS, how=how, what=what, mode="tally")
+        return int(found), int(shown), int(on_screen)
     matches = session.find_all(found_by)
     shown = 0
     for el in matches:
@@ -279,22 +280,24 @@ def tally(session: DeviceSession, found_by: tuple[str, str]) -> tuple[int, int, 
             shown += bool(el.is_displayed())
         except StaleElementReferenceException:
             continue
-    return len(matches), shown, shown, shown
+    return len(matches), shown, shown
 
 
 def count_visible(session: DeviceSession, found_by: tuple[str, str]) -> int:
     return tally(session, found_by)[2]
 
 
-def why_not_visible(session: DeviceSession, found_by: tuple[str, str], index: int | None) -> str:
+def why_not_visible(session: DeviceSession, loc: Locator, text: Callable[[Template], str]) -> str:
     """``not found``, ``present but hidden`` or ``off screen``: what a person would see instead."""
-    found, shown, on_screen, before = tally(session, found_by)
+    found, shown, on_screen = tally(session, by(session, loc, text))
     if on_screen:
         return "visible now"  # it showed up between the last look and this one
     if shown:
         return "off screen (shown, but outside the viewport)"
-    if index is not None and before:
-        return f"not found: {before} match{'es' if before != 1 else ''} shown, index {index} asked"
+    if loc.index is not None:  # how many there are to pick from
+        before = tally(session, by(session, dataclasses.replace(loc, index=None), text))[1]
+        if before:
+            return f"not found ({before} match{'es' if before != 1 else ''} shown, index {loc.index} asked)"
     if found:
         return "present but hidden" if session.kind != "android" else "present but not shown (hidden or off screen)"
     return "not found"

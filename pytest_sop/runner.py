@@ -145,7 +145,7 @@ def _near(ctx: Context) -> str:
 
 
 def _not_visible(ctx: Context, loc: Locator, since: float) -> NoReturn:
-    where = locating.why_not_visible(ctx.session, ctx.by(loc), loc.index)
+    where = locating.why_not_visible(ctx.session, loc, ctx.text)
     raise StepFailed(
         f"{ctx.show_locator(loc)} is {where} after {locating.waited(since)}",
         expected=f"{ctx.show_locator(loc)} visible",

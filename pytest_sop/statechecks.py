@@ -69,7 +69,7 @@ def assert_state(ctx: Context, params: Mapping[str, Any], timeout: float) -> Non
         return
     shown = ctx.show_locator(loc)
     if not last:
-        where = locating.why_not_visible(ctx.session, by, loc.index)
+        where = locating.why_not_visible(ctx.session, loc, ctx.text)
         raise StepFailed(f"{shown} is {where} after {locating.waited(start)}", expected=f"{shown} visible", found=where)
     raise StepFailed(
         f"state of {shown}: expected {_show_states(wanted)}, found {_show_states(last[-1])} "
