@@ -226,10 +226,10 @@ def _node_test(kind: str, strategy: str, value: str) -> str | None:
 def _xpath(kind: str, loc: Locator, text: Callable[[Template], str]) -> str:
     if loc.strategy == "text_matches":
         raise UnsupportedHere(
-            f"text_matches locators work on the web only, not on {kind}: use text_contains, or an xpath"
+            f"text_matches locators work on web devices only, not on {kind}: use text_contains, or an xpath"
         )
     if loc.below is not None:
-        raise UnsupportedHere(f"below: works on the web only, not on {kind}: use inside:, or an xpath")
+        raise UnsupportedHere(f"below: works on web devices only, not on {kind}: use inside:, or an xpath")
     if loc.strategy in ("css", "uiautomator"):
         raise UnsupportedHere(
             f"a {loc.strategy} locator cannot be refined on {kind} (index, inside, checked, enabled): "

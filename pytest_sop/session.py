@@ -256,7 +256,7 @@ class DeviceSession:
         if by[0] == REFINED:
             found = web_elements(self, by[1])
             if not found:
-                raise NoSuchElementException(f"no element matches {by[1]}")
+                raise NoSuchElementException("no element matches the refined locator")
             return found[0]
         el: WebElement = self.driver.find_element(*by)
         return el

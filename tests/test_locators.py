@@ -218,8 +218,8 @@ def test_refinements_on_the_fake_driver(pytester: pytest.Pytester, appium_url: s
     }
     result = run_fake(pytester, appium_url, sops)
     result.assert_outcomes(passed=1, failed=5)
-    result.stdout.fnmatch_lines(["*below: works on the web only, not on fake: use inside:, or an xpath*"])
-    result.stdout.fnmatch_lines(["*text_matches locators work on the web only, not on fake: use text_contains*"])
+    result.stdout.fnmatch_lines(["*below: works on web devices only, not on fake: use inside:, or an xpath*"])
+    result.stdout.fnmatch_lines(["*text_matches locators work on web devices only, not on fake: use text_contains*"])
     result.stdout.fnmatch_lines(["*a css locator cannot be refined on fake (index, inside, checked, enabled)*"])
     result.stdout.fnmatch_lines(["{text: Delete ghost, inside: {id: list}} is present but hidden after 0.*s"])
     result.stdout.fnmatch_lines(
