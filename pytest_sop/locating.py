@@ -15,9 +15,6 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from appium.webdriver.common.appiumby import AppiumBy
-from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
-
 from .errors import UnsupportedHere
 from .model import Locator, Template
 
@@ -26,6 +23,9 @@ if TYPE_CHECKING:
 
     from .session import DeviceSession
 
+# WebDriver's "how" of an XPath lookup (XPATH): this module is imported at collection,
+# where Appium's client is not needed yet.
+XPATH = "xpath"
 # The "how" of a web lookup the page's script resolves; its "what" is the locator as JSON.
 REFINED = "-sop refined"
 # Elements with text of their own: the candidates a text_matches pattern is tried on.
@@ -47,9 +47,9 @@ def by(session: DeviceSession, loc: Locator, text: Callable[[Template], str]) ->
         return session.by(loc, text(loc.value))
     if session.kind == "web":
         if not loc.refined and loc.strategy == "text_contains":
-            return AppiumBy.XPATH, _web_text_contains(text(loc.value))
+            return XPATH, _web_text_contains(text(loc.value))
         return REFINED, json.dumps(_web_spec(session, loc, text))
-    return AppiumBy.XPATH, _xpath(session.kind, loc, text)
+    return XPATH, _xpath(session.kind, loc, text)
 
 
 # -- the web: the page's script resolves the refinements ---------------------------------------
@@ -63,11 +63,11 @@ def _web_spec(session: DeviceSession, loc: Locator, text: Callable[[Template], s
     value = text(loc.value)
     spec: dict[str, Any]
     if loc.strategy == "text_contains":
-        spec = {"how": AppiumBy.XPATH, "what": _web_text_contains(value)}
+        spec = {"how": XPATH, "what": _web_text_contains(value)}
     elif loc.strategy == "text_matches":
         # RE2 runs here, not the browser's backtracking RegExp: the page sends its texts, the
         # pattern picks among them (:func:`prepare`), and the pattern never reaches the page.
-        spec = {"how": AppiumBy.XPATH, "what": _WEB_TEXTS, "pattern": value}
+        spec = {"how": XPATH, "what": _WEB_TEXTS, "pattern": value}
     else:
         how, what = session.by(loc, value)
         spec = {"how": how, "what": what}
@@ -223,18 +223,30 @@ def _node_test(kind: str, strategy: str, value: str) -> str | None:
     return {"id": f"*[@id={v}]", "accessibility_id": f"*[@id={v}]", "class": f"*[local-name()={v}]"}[strategy]
 
 
-def _xpath(kind: str, loc: Locator, text: Callable[[Template], str]) -> str:
+# Platforms whose refined locators are one XPath: what that cannot say is refused on them.
+PHONES = ("android", "ios", "fake")
+
+
+def cannot_find_on(kind: str, loc: Locator) -> str | None:
+    """Why ``loc`` (or a locator it nests) cannot be looked up on a ``kind`` device; None when it can."""
+    if kind not in PHONES:
+        return None
     if loc.strategy == "text_matches":
-        raise UnsupportedHere(
-            f"text_matches locators work on web devices only, not on {kind}: use text_contains, or an xpath"
-        )
+        return f"text_matches locators work on web devices only, not on {kind}: use text_contains, or an xpath"
     if loc.below is not None:
-        raise UnsupportedHere(f"below: works on web devices only, not on {kind}: use inside:, or an xpath")
-    if loc.strategy in ("css", "uiautomator"):
-        raise UnsupportedHere(
+        return f"below: works on web devices only, not on {kind}: use inside:, or an xpath"
+    if loc.refined and loc.strategy in ("css", "uiautomator"):
+        return (
             f"a {loc.strategy} locator cannot be refined on {kind} (index, inside, checked, enabled): "
             "write it as an xpath"
         )
+    return cannot_find_on(kind, loc.inside) if loc.inside is not None else None
+
+
+def _xpath(kind: str, loc: Locator, text: Callable[[Template], str]) -> str:
+    reason = cannot_find_on(kind, loc)
+    if reason:
+        raise UnsupportedHere(reason)
     value = text(loc.value)
     step = _node_test(kind, loc.strategy, value)
     inside = _xpath(kind, loc.inside, text) if loc.inside is not None else None
@@ -273,6 +285,8 @@ def tally(session: DeviceSession, found_by: tuple[str, str]) -> tuple[int, int, 
             what = prepare(session, what)
         found, shown, on_screen = _page_script(session, _TALLY_JS, how=how, what=what, mode="tally")
         return int(found), int(shown), int(on_screen)
+    from selenium.common.exceptions import StaleElementReferenceException
+
     matches = session.find_all(found_by)
     shown = 0
     for el in matches:
@@ -311,6 +325,8 @@ def states(session: DeviceSession, found_by: tuple[str, str], wanted: tuple[str,
             what = prepare(session, what)
         got = _page_script(session, _TALLY_JS, how=how, what=what, mode="state")
         return None if got is None else {k: bool(got[k]) for k in wanted}
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+
     el = session.visible(found_by)
     if el is None:
         return None

@@ -84,6 +84,21 @@ BAD = {
         "id: s\nsteps: [back]\ndone_when:\n  - visible: {text: Saved, index: no}\n",
         "s.sop.yaml:4:35: done_when[0].visible.index: expected a whole number from 0 (the first match), got a boolean",
     ),
+    "below on a phone, known at lint": (
+        "id: s\nrequires:\n  device: {platform: android}\nsteps:\n  - tap: {text: Delete, below: {text: Bob}}\n",
+        "s.sop.yaml:5:10: steps[0].tap: below: works on web devices only, not on android: use inside:, or an xpath "
+        "(requires.device.platform is android)",
+    ),
+    "text_matches nested, on a phone": (
+        "id: s\nrequires:\n  device: {platform: fake}\nsteps: [back]\ndone_when:\n  - text: {in: {text: a, inside: "
+        "{text_matches: x}}, equals: b}\n",
+        "s.sop.yaml:6:16: done_when[0].text.in: text_matches locators work on web devices only, not on fake",
+    ),
+    "refined css on a phone": (
+        "id: s\nrequires:\n  device: {platform: android}\nsteps:\n  - assert_count: {of: {css: .row, index: 1}, "
+        "equals: 1}\n",
+        "s.sop.yaml:5:24: steps[0].assert_count.of: a css locator cannot be refined on android",
+    ),
     "in assert_text": (
         HEAD + "  - assert_text: {in: {text_contains: Total, insde: {id: cart}}, contains: '3'}\n",
         "s.sop.yaml:3:46: steps[0].assert_text.in.insde: unknown locator 'insde';",

@@ -56,6 +56,10 @@ BAD = {
         "s.sop.yaml:3:27: steps[0].assert_url.matches: not a pattern RE2 accepts: invalid perl operator: (?= "
         "(RE2 has no lookahead or lookbehind)",
     ),
+    "url on a phone": (
+        "id: s\nrequires:\n  device: {platform: android}\nsteps:\n  - assert_url: {contains: x}\n",
+        "s.sop.yaml:5:17: steps[0].assert_url: assert_url works on web devices only; this SOP requires platform android",
+    ),
     "not in allowed_actions": (
         "id: s\nallowed_actions: [tap]\nsteps:\n  - assert_count: {of: {id: x}, equals: 1}\n",
         "s.sop.yaml:4:5: steps[0].assert_count: action 'assert_count' is not in allowed_actions (tap)",
