@@ -3,8 +3,9 @@
 A plain locator (``{id: x}``) is sent as a hand-written client sends it. A refined one
 (``{text: Delete, inside: {id: list}, index: 1}``) becomes, on Android and the fake driver, one
 XPath the driver evaluates; on the web, a JSON description the page's one script resolves
-(``REFINED``), so a refined lookup costs the same single command as a plain one. What a
-platform cannot do is refused when the step starts, saying so.
+(``REFINED``), so a refined lookup costs the same single command as a plain one (a
+``text_matches`` pattern adds one: RE2 picks among the texts the page sends). What a platform
+cannot do is refused when the step starts, and at lint when the SOP requires that platform.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
 
     from .session import DeviceSession
 
-# WebDriver's "how" of an XPath lookup (XPATH): this module is imported at collection,
+# WebDriver's "how" of an XPath lookup (AppiumBy.XPATH): this module is imported at collection,
 # where Appium's client is not needed yet.
 XPATH = "xpath"
 # The "how" of a web lookup the page's script resolves; its "what" is the locator as JSON.
@@ -150,6 +151,14 @@ return {checked: sopChecked(el), enabled: sopEnabled(el),
         focused: el === document.activeElement};
 """.replace("REFINED", json.dumps(REFINED))
 _TEXTS_JS = f"""return Array.from(sopAll("xpath", {json.dumps(_WEB_TEXTS)}), sopOwnText);"""
+# The texts a person sees now: of elements shown and on screen, each once, in page order.
+_ON_SCREEN_TEXTS_JS = f"""const seen = [];
+for (const el of sopAll("xpath", {json.dumps(_WEB_TEXTS)})) {{
+  const text = sopOwnText(el).slice(0, 60);
+  if (text && !seen.includes(text) && isShown(el) && sopInView(el)) seen.push(text);
+  if (seen.length >= limit) break;
+}}
+return seen;"""
 
 
 def _page_script(session: DeviceSession, body: str, **args: Any) -> Any:
@@ -189,6 +198,11 @@ def session_mask(text: str) -> str:
     from . import masking
 
     return masking.mask(text)
+
+
+def web_texts_on_screen(session: DeviceSession, limit: int) -> list[str]:
+    """What a failure message lists as on screen: one command, only what a person can see."""
+    return [str(t) for t in _page_script(session, _ON_SCREEN_TEXTS_JS, limit=limit) or []]
 
 
 def web_elements(session: DeviceSession, what: str) -> list[WebElement]:

@@ -29,7 +29,7 @@ from urllib3.exceptions import HTTPError
 from . import appium_server, masking
 from .appium_server import free_port
 from .errors import DeviceError, UnsupportedHere
-from .locating import FIND_JS, REFINED, prepare, web_elements, xpath_literal
+from .locating import FIND_JS, REFINED, prepare, web_elements, web_texts_on_screen, xpath_literal
 from .model import App, Device, Locator, SuiteConfig
 from .templates import render_setting
 
@@ -328,6 +328,8 @@ class DeviceSession:
 
     def visible_texts(self, limit: int = 12) -> list[str]:
         """Texts a person would see now: what a failure message shows near a missing element."""
+        if self.kind == "web":  # one script, and only what is on screen
+            return web_texts_on_screen(self, limit)
         xpath = "//*[text()[normalize-space(.)!='']]" if self.kind == "web" else "//*[@text!='']"
         texts: list[str] = []
         try:
