@@ -50,7 +50,7 @@ def by(session: DeviceSession, loc: Locator, text: Callable[[Template], str]) ->
         if not loc.refined and loc.strategy == "text_contains":
             return XPATH, _web_text_contains(text(loc.value))
         return REFINED, json.dumps(_web_spec(session, loc, text))
-    return XPATH, _xpath(session.kind, loc, text)
+    return _native(session, loc, text)
 
 
 # -- the web: the page's script resolves the refinements ---------------------------------------
@@ -241,29 +241,71 @@ def _node_test(kind: str, strategy: str, value: str) -> str | None:
 PHONES = ("android", "ios", "fake")
 
 
-def cannot_find_on(kind: str, loc: Locator) -> str | None:
-    """Why ``loc`` (or a locator it nests) cannot be looked up on a ``kind`` device; None when it can."""
+def cannot_find_on(kind: str, loc: Locator, *, in_xpath: bool = False) -> str | None:
+    """Why ``loc`` (or a locator it nests) cannot be looked up on a ``kind`` device; None when it can.
+    ``in_xpath``: it must be one XPath (a container), so ``below`` cannot be resolved by hand."""
     if kind not in PHONES:
         return None
     if loc.strategy == "text_matches":
         return f"text_matches locators work on web devices only, not on {kind}: use text_contains, or an xpath"
-    if loc.below is not None:
-        return f"below: works on web devices only, not on {kind}: use inside:, or an xpath"
+    if loc.below is not None and in_xpath:
+        return f"an inside: locator with below: works on web devices only, not on {kind}: move below: out of it"
     if loc.refined and loc.strategy in ("css", "uiautomator"):
         return (
-            f"a {loc.strategy} locator cannot be refined on {kind} (index, inside, checked, enabled): "
+            f"a {loc.strategy} locator cannot be refined on {kind} (index, inside, below, checked, enabled): "
             "write it as an xpath"
         )
-    return cannot_find_on(kind, loc.inside) if loc.inside is not None else None
+    for nested, as_xpath in ((loc.inside, True), (loc.below, in_xpath)):
+        reason = cannot_find_on(kind, nested, in_xpath=as_xpath) if nested is not None else None
+        if reason:
+            return reason
+    return None
+
+
+def _native(session: DeviceSession, loc: Locator, text: Callable[[Template], str]) -> tuple[str, str]:
+    reason = cannot_find_on(session.kind, loc)
+    if reason:
+        raise UnsupportedHere(reason)
+    if loc.below is None:
+        return XPATH, _xpath(session.kind, loc, text)
+    return REFINED, json.dumps(_native_spec(session.kind, loc, text))
+
+
+def _native_spec(kind: str, loc: Locator, text: Callable[[Template], str]) -> dict[str, Any]:
+    """A locator with ``below``: its matches shown (one XPath), then ordered by hand from their rects."""
+    plain = dataclasses.replace(loc, below=None, index=None)
+    spec: dict[str, Any] = {"xpath": f"({_xpath(kind, plain, text)})[{_SHOWN.get(kind, 'true()')}]"}
+    if loc.index is not None:
+        spec["index"] = loc.index
+    if loc.below is not None:
+        spec["below"] = _native_spec(kind, loc.below, text)
+    return spec
+
+
+def native_elements(session: DeviceSession, what: str) -> list[WebElement]:
+    """The matches of a locator with ``below`` on a phone, nearest first: the shown matches' rects
+    (one command each) against the reference's, its first shown match."""
+    return _native_resolve(session, json.loads(what))
+
+
+def _native_resolve(session: DeviceSession, spec: dict[str, Any]) -> list[WebElement]:
+    found: list[WebElement] = session.find_all((XPATH, spec["xpath"]))
+    if "below" in spec:
+        ref = _native_resolve(session, spec["below"])
+        if not ref:
+            return []
+        edge = ref[0].rect["y"] + ref[0].rect["height"]
+        gaps = [(el.rect["y"] - edge, i) for i, el in enumerate(found)]
+        found = [found[i] for gap, i in sorted(g for g in gaps if g[0] >= -0.5)]
+    if "index" in spec:
+        found = found[spec["index"] : spec["index"] + 1]
+    return found
 
 
 def _xpath(kind: str, loc: Locator, text: Callable[[Template], str]) -> str:
-    reason = cannot_find_on(kind, loc)
-    if reason:
-        raise UnsupportedHere(reason)
     value = text(loc.value)
     step = _node_test(kind, loc.strategy, value)
-    inside = _xpath(kind, loc.inside, text) if loc.inside is not None else None
+    inside = _xpath(kind, loc.inside, text) if loc.inside is not None else None  # never with below: refused
     if step is not None:
         expr = f"({inside})//{step}" if inside else f"//{step}"
     elif inside:  # the written xpath's matches that are descendants of the container's

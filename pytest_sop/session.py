@@ -29,7 +29,15 @@ from urllib3.exceptions import HTTPError
 from . import appium_server, masking
 from .appium_server import free_port
 from .errors import DeviceError, UnsupportedHere
-from .locating import FIND_JS, REFINED, prepare, web_elements, web_texts_on_screen, xpath_literal
+from .locating import (
+    FIND_JS,
+    REFINED,
+    native_elements,
+    prepare,
+    web_elements,
+    web_texts_on_screen,
+    xpath_literal,
+)
 from .model import App, Device, Locator, SuiteConfig
 from .templates import render_setting
 
@@ -254,7 +262,7 @@ class DeviceSession:
     def find(self, by: tuple[str, str]) -> WebElement:
         """The first match, as a hand-written client finds it (NoSuchElementException if none)."""
         if by[0] == REFINED:
-            found = web_elements(self, by[1])
+            found = self.find_all(by)
             if not found:
                 raise NoSuchElementException("no element matches the refined locator")
             return found[0]
@@ -262,8 +270,8 @@ class DeviceSession:
         return el
 
     def find_all(self, by: tuple[str, str]) -> list[WebElement]:
-        if by[0] == REFINED:
-            return web_elements(self, by[1])
+        if by[0] == REFINED:  # refinements the page's script resolves (web), or rects (below on a phone)
+            return web_elements(self, by[1]) if self.kind == "web" else native_elements(self, by[1])
         return list(self.driver.find_elements(*by))
 
     def _shown_in_page(self, by: tuple[str, str], on_screen: bool) -> tuple[WebElement, str | None] | None:

@@ -84,10 +84,11 @@ BAD = {
         "id: s\nsteps: [back]\ndone_when:\n  - visible: {text: Saved, index: no}\n",
         "s.sop.yaml:4:35: done_when[0].visible.index: expected a whole number from 0 (the first match), got a boolean",
     ),
-    "below on a phone, known at lint": (
-        "id: s\nrequires:\n  device: {platform: android}\nsteps:\n  - tap: {text: Delete, below: {text: Bob}}\n",
-        "s.sop.yaml:5:10: steps[0].tap: below: works on web devices only, not on android: use inside:, or an xpath "
-        "(requires.device.platform is android)",
+    "below in a container on a phone, known at lint": (
+        "id: s\nrequires:\n  device: {platform: android}\nsteps:\n  - tap: {text: Delete, inside: {id: list, "
+        "below: {text: Bob}}}\n",
+        "s.sop.yaml:5:10: steps[0].tap: an inside: locator with below: works on web devices only, not on android: "
+        "move below: out of it (requires.device.platform is android)",
     ),
     "text_matches nested, on a phone": (
         "id: s\nrequires:\n  device: {platform: fake}\nsteps: [back]\ndone_when:\n  - text: {in: {text: a, inside: "
@@ -199,8 +200,9 @@ def run_fake(pytester: pytest.Pytester, url: str, sops: dict[str, str]) -> pytes
 
 def test_refinements_on_the_fake_driver(pytester: pytest.Pytester, appium_url: str) -> None:
     """index counts the matches shown (the hidden 'ghost' is skipped), inside keeps a container's
-    descendants, checked/enabled read the element's attributes; below and text_matches, which one
-    XPath cannot say, are refused at their step, naming the platform."""
+    descendants, checked/enabled read the element's attributes, below orders the shown matches by
+    their rects; what this cannot say (text_matches, below in a container, a refined css) is refused
+    at its step, naming the platform."""
     # Each refined locator is tapped; the fake driver counts an element's clicks, read back by its id.
     picks = {
         "{text_contains: Delete, index: 1}": "milk_delete",
@@ -210,6 +212,13 @@ def test_refinements_on_the_fake_driver(pytester: pytest.Pytester, appium_url: s
         "{text_contains: Delete, enabled: true, index: 2}": "bread_delete",
         '{xpath: "//MockButton", inside: {id: list}, index: 0}': "milk_delete",
         "{text: Delete bread, inside: {class: MockListView, index: 0}}": "bread_delete",
+        # below: the shown matches' rects against the reference's bottom, nearest first
+        "{class: MockCheckBox, below: {id: other_delete}}": "milk_done",
+        "{class: MockCheckBox, below: {id: other_delete}, index: 1}": "bread_done",
+        "{text_contains: Delete, below: {text: Milk}}": "bread_delete",
+        "{text_contains: Delete, enabled: true, below: {class: MockCheckBox, below: {text: Delete other}}}": (
+            "bread_delete"
+        ),
     }
     counts: dict[str, int] = {}
     good = "id: good\nsteps:\n"
@@ -225,7 +234,7 @@ def test_refinements_on_the_fake_driver(pytester: pytest.Pytester, appium_url: s
     pytester.makeconftest(CLICKS)
     sops = {
         "good.sop.yaml": good,
-        "below.sop.yaml": "id: below\nsteps:\n  - tap: {text: Delete milk, below: {text: Milk}}\n",
+        "below.sop.yaml": "id: below\nsteps:\n  - tap: {text: Delete milk, inside: {id: list, below: {text: Milk}}}\n",
         "regex.sop.yaml": "id: regex\nsteps:\n  - tap: {text_matches: '^Delete'}\n",
         "css.sop.yaml": "id: css\nsteps:\n  - tap: {css: '#list', index: 0}\n",
         "hidden.sop.yaml": "id: hidden\nsteps:\n  - wait_for: {text: Delete ghost, inside: {id: list}}\n    timeout: 0.3\n",
@@ -233,9 +242,9 @@ def test_refinements_on_the_fake_driver(pytester: pytest.Pytester, appium_url: s
     }
     result = run_fake(pytester, appium_url, sops)
     result.assert_outcomes(passed=1, failed=5)
-    result.stdout.fnmatch_lines(["*below: works on web devices only, not on fake: use inside:, or an xpath*"])
+    result.stdout.fnmatch_lines(["*an inside: locator with below: works on web devices only, not on fake*"])
     result.stdout.fnmatch_lines(["*text_matches locators work on web devices only, not on fake: use text_contains*"])
-    result.stdout.fnmatch_lines(["*a css locator cannot be refined on fake (index, inside, checked, enabled)*"])
+    result.stdout.fnmatch_lines(["*a css locator cannot be refined on fake (index, inside, below, checked, enabled)*"])
     result.stdout.fnmatch_lines(["{text: Delete ghost, inside: {id: list}} is present but hidden after 0.*s"])
     result.stdout.fnmatch_lines(
         ["{text_contains: Delete, index: 7} is not found (4 matches shown, index 7 asked) after 0.*s"]
