@@ -19,6 +19,8 @@ ENTRY_POINT_GROUP = "pytest_sop.actions"
 Kind = Literal["text", "name", "sop_id", "number", "integer", "boolean", "locator", "enum"]
 Shape = Literal["none", "value", "locator", "fields"]
 STEP_MODIFIERS = ("timeout", "retry", "optional", "name")
+# What assert_state checks of an element.
+STATES = ("checked", "enabled", "selected", "focused")
 
 
 @dataclass(frozen=True)
@@ -38,7 +40,8 @@ class ActionSpec:
     ``shape`` says how it is written: ``none`` (``- back``), ``value`` (``- wait: 2``, the
     value is parameter ``params[0]``), ``locator`` (``- tap: {id: x}``, stored as
     ``locator``) or ``fields`` (``- type: {into: ..., text: ...}``). ``one_of`` lists
-    groups of fields of which exactly one must be given. ``run(ctx, **params)`` executes it.
+    groups of fields of which exactly one must be given, ``some_of`` groups of which at least
+    one must be. ``run(ctx, **params)`` executes it.
     """
 
     name: str
@@ -46,6 +49,7 @@ class ActionSpec:
     shape: Shape = "none"
     params: tuple[Param, ...] = ()
     one_of: tuple[tuple[str, ...], ...] = ()
+    some_of: tuple[tuple[str, ...], ...] = ()
     run: Callable[..., Any] | None = field(default=None, compare=False)
 
     @property
@@ -81,6 +85,36 @@ CORE_ACTIONS: tuple[ActionSpec, ...] = (
         "Fail unless an element's text equals, contains or matches a value.",
         "fields",
         (Param("in", "locator"), *_MATCH),
+        one_of=(("equals", "contains", "matches"),),
+    ),
+    ActionSpec(
+        "assert_count",
+        "Fail unless the number of visible matches equals, is at least or is at most N (waits up to the "
+        "step's timeout for it to hold).",
+        "fields",
+        (
+            Param("of", "locator"),
+            Param("equals", "integer", required=False, minimum=0, doc="exactly this many visible matches"),
+            Param("at_least", "integer", required=False, minimum=0, doc="this many visible matches or more"),
+            Param("at_most", "integer", required=False, minimum=0, doc="this many visible matches or fewer"),
+        ),
+        one_of=(("equals", "at_least", "at_most"),),
+    ),
+    ActionSpec(
+        "assert_state",
+        "Fail unless a visible element is (or is not) checked, enabled, selected or focused.",
+        "fields",
+        (
+            Param("of", "locator"),
+            *(Param(state, "boolean", required=False, doc=f"whether it is {state}") for state in STATES),
+        ),
+        some_of=(STATES,),
+    ),
+    ActionSpec(
+        "assert_url",
+        "Fail unless the page's URL equals, contains or matches a value (web).",
+        "fields",
+        _MATCH,
         one_of=(("equals", "contains", "matches"),),
     ),
     ActionSpec(

@@ -9,7 +9,18 @@ from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
 from .errors import SopSyntaxError
-from .model import EMPTY, LOCATOR_STRATEGIES, MAX_EXACT, MIN_SECRET_CHARS, Locator, Secret, Shared, SourcePos, Template
+from .model import (
+    EMPTY,
+    LOCATOR_REFINEMENTS,
+    LOCATOR_STRATEGIES,
+    MAX_EXACT,
+    MIN_SECRET_CHARS,
+    Locator,
+    Secret,
+    Shared,
+    SourcePos,
+    Template,
+)
 from .templates import TemplateError, parse
 from .yamlsafe import Loaded, Path_, format_path
 
@@ -176,25 +187,75 @@ class Checker:
         return t
 
     def locator(self, path: Path_, value: Any) -> Locator | None:
-        example = "a locator, a one-key mapping such as {id: compose}"
-        if not isinstance(value, dict) or len(value) != 1:
-            got = f"{len(value)} keys" if isinstance(value, dict) else type_name(value)
-            self.error(path, f"expected {example}, got {got}")
-            return None
-        ((strategy, raw),) = value.items()
-        if strategy not in LOCATOR_STRATEGIES:
+        """One strategy key (``{id: compose}``) plus optional refinements, which may nest."""
+        if isinstance(value, dict) and len(value) == 1:  # the common case, shared by every file writing it
+            ((strategy, raw),) = value.items()
+            if strategy in LOCATOR_STRATEGIES and strategy != "text_matches":
+                t = self.strategy_value(path + (strategy,), raw)
+                if t is None:
+                    return None
+                value = t
+                return self.shared.get(("locator", strategy, t.source), lambda: Locator(strategy, value))
+        if not isinstance(value, dict) or not value:
+            got = "an empty mapping" if value == {} else type_name(value)
             self.error(
-                path + (strategy,),
-                f"unknown locator {strategy!r}; expected one of: {', '.join(LOCATOR_STRATEGIES)}"
-                + did_you_mean(str(strategy), LOCATOR_STRATEGIES),
-                key=True,
+                path, f"expected a locator, a mapping such as {{id: compose}} or {{text: Save, index: 1}}, got {got}"
             )
             return None
-        if raw is None or raw == "":
-            self.error(path + (strategy,), "expected the element to find, got nothing")
+        before = len(self.errors)
+        keys = (*LOCATOR_STRATEGIES, *LOCATOR_REFINEMENTS)
+        for key in value:
+            if key not in keys:
+                self.error(
+                    path + (key,),
+                    f"unknown locator {key!r}; expected one of: {', '.join(LOCATOR_STRATEGIES)}, "
+                    f"with refinements {', '.join(LOCATOR_REFINEMENTS)}" + did_you_mean(str(key), keys),
+                    key=True,
+                )
+        strategies = [k for k in value if k in LOCATOR_STRATEGIES]
+        if len(strategies) > 1:
+            self.error(
+                path,
+                f"a locator has one strategy, got {len(strategies)} ({', '.join(strategies)}); narrow one down "
+                f"with {', '.join(LOCATOR_REFINEMENTS)}",
+            )
+        elif not strategies and len(self.errors) == before:
+            self.error(path, f"missing the locator's strategy: one of {', '.join(LOCATOR_STRATEGIES)}")
+        t = self.strategy_value(path + (strategies[0],), value[strategies[0]]) if len(strategies) == 1 else None
+        if t is not None and strategies[0] == "text_matches":
+            self.pattern(path + ("text_matches",), t)
+        refinements = {k: self.refinement(path + (k,), k, value[k]) for k in LOCATOR_REFINEMENTS if k in value}
+        if t is None or len(self.errors) != before:
             return None
-        t = self.template(path + (strategy,), raw)
-        return self.shared.get(("locator", strategy, t.source), lambda: Locator(strategy, t)) if t else None
+        return self.shared.value(Locator(strategies[0], t, **refinements))
+
+    def strategy_value(self, path: Path_, raw: Any) -> Template | None:
+        if raw is None or raw == "":
+            self.error(path, "expected the element to find, got nothing")
+            return None
+        return self.template(path, raw)
+
+    def refinement(self, path: Path_, key: str, value: Any) -> Any:
+        if key in ("inside", "below"):
+            return self.locator(path, value)
+        if key == "index":
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_EXACT:
+                shown = type_name(value) if isinstance(value, bool) or not isinstance(value, int) else value
+                self.error(path, f"expected a whole number from 0 (the first match), got {shown}")
+                return None
+            return value
+        return self.boolean(path, value)
+
+    def pattern(self, path: Path_, template: Template) -> None:
+        """A pattern written literally is compiled now; one built from ``${...}`` when it runs."""
+        if template.refs:
+            return
+        from .textmatch import PatternError, compile_pattern
+
+        try:
+            compile_pattern("".join(p for p in template.parts if isinstance(p, str)))
+        except PatternError as e:
+            self.error(path, f"not a pattern RE2 accepts: {e}")
 
     def value_or_secret(self, path: Path_, value: Any) -> Any:
         """A plain value, or ``{env: NAME}`` which becomes a :class:`Secret`."""

@@ -61,6 +61,10 @@ class StepBroken(SopError):
     """The step could not be carried out: device, server or SOP trouble (Allure broken)."""
 
 
+class UnsupportedHere(SopError):
+    """An action or locator this platform cannot do."""
+
+
 class CaseSkipped(SopError):
     """The case stops here and is reported skipped, its message the reason."""
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Hashable, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal, TypeVar
@@ -11,7 +11,12 @@ from typing import Any, Literal, TypeVar
 T = TypeVar("T")
 
 SEVERITIES = ("blocker", "critical", "normal", "minor", "trivial")
-LOCATOR_STRATEGIES = ("id", "accessibility_id", "text", "xpath", "css", "class", "uiautomator")
+LOCATOR_STRATEGIES = (
+    "id", "accessibility_id", "text", "text_contains", "text_matches", "xpath", "css", "class", "uiautomator",
+)  # fmt: skip
+# Keys a locator may add to its one strategy, narrowing its matches down (applied in this order of meaning:
+# state and container filter, `below` orders by distance, `index` picks among what is left).
+LOCATOR_REFINEMENTS = ("index", "inside", "below", "checked", "enabled")
 TEXT_MATCHES = ("equals", "contains", "matches")
 # Outcomes that may count toward escalating a case's exception (a SOP's escalate_on); the default is
 # product failures only: device, session or server trouble (broken) does not page the SOP's people.
@@ -69,11 +74,43 @@ class Template:
 
 @dataclass(frozen=True, slots=True)
 class Locator:
+    """One strategy and its value, narrowed down by optional refinements (which may nest)."""
+
     strategy: str
     value: Template
+    index: int | None = None  # 0-based among the matches shown
+    inside: Locator | None = None  # a descendant of a match of this one
+    below: Locator | None = None  # top at or below this one's bottom, nearest first
+    checked: bool | None = None
+    enabled: bool | None = None
+
+    @property
+    def refined(self) -> bool:
+        return not (self.index is None and self.inside is None and self.below is None
+                    and self.checked is None and self.enabled is None)  # fmt: skip
+
+    def templates(self) -> Iterator[Template]:
+        """Its value's template and those of the locators it nests."""
+        yield self.value
+        for nested in (self.inside, self.below):
+            if nested is not None:
+                yield from nested.templates()
+
+    def render(self, show: Callable[[Template], str]) -> str:
+        """As written, each template shown by ``show`` (its source, a value, a masked value)."""
+        parts = [f"{self.strategy}: {show(self.value)}"]
+        if self.index is not None:
+            parts.append(f"index: {self.index}")
+        for key, nested in (("inside", self.inside), ("below", self.below)):
+            if nested is not None:
+                parts.append(f"{key}: {nested.render(show)}")
+        for key, flag in (("checked", self.checked), ("enabled", self.enabled)):
+            if flag is not None:
+                parts.append(f"{key}: {str(flag).lower()}")
+        return "{" + ", ".join(parts) + "}"
 
     def __str__(self) -> str:
-        return f"{{{self.strategy}: {self.value.source}}}"
+        return self.render(lambda t: t.source)
 
 
 @dataclass(frozen=True, slots=True)

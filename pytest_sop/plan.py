@@ -34,7 +34,7 @@ def describe_params(step: Step, lookup: Any) -> str:
         if isinstance(value, Template):
             return repr(render(value, lookup))
         if isinstance(value, Locator):
-            return f"{{{value.strategy}: {render(value.value, lookup)}}}"
+            return value.render(lambda t: render(t, lookup))
         if isinstance(value, TextMatch):
             return f"{value.how} {show(value.expected)}"
         if isinstance(value, Secret):
@@ -74,12 +74,12 @@ def _templates(value: Any) -> Iterator[Template]:
     if isinstance(value, Template):
         yield value
     elif isinstance(value, Locator):
-        yield value.value
+        yield from value.templates()
     elif isinstance(value, TextMatch):
-        yield value.locator.value
+        yield from value.locator.templates()
         yield value.expected
     elif isinstance(value, Condition):
-        yield value.locator.value
+        yield from value.locator.templates()
         if value.match is not None:
             yield value.match.expected
 

@@ -24,6 +24,7 @@ from selenium.common.exceptions import (
 from selenium.webdriver.remote.webelement import WebElement
 from urllib3.exceptions import HTTPError
 
+from . import locating, statechecks, textmatch
 from .actions import ActionRegistry
 from .approvals import APPROVED, Decision, judge, record_pending, signature_problem, sop_problem
 from .errors import (
@@ -35,13 +36,14 @@ from .errors import (
     SopError,
     StepBroken,
     StepFailed,
+    UnsupportedHere,
 )
 from .masking import SecretMissing, Secrets
 from .model import Account, Case, Condition, Device, Locator, Policy, Sop, Step, Template, TextMatch
 from .plan import describe_params
 from .policy import allowed_pairs, check_sop, may_approve
 from .recorders import BrokenStep, Recorder
-from .session import DeviceSession, UnsupportedHere, appium_reason, poll
+from .session import DeviceSession, appium_reason, poll
 from .signing import Verified
 from .templates import render
 
@@ -108,10 +110,10 @@ class Context:
         return self.secrets.mask(render(t, self.lookup))
 
     def by(self, loc: Locator) -> tuple[str, str]:
-        return self.session.by(loc, self.text(loc.value))
+        return locating.by(self.session, loc, self.text)
 
     def show_locator(self, loc: Locator) -> str:
-        return f"{{{loc.strategy}: {self.shown(loc.value)}}}"
+        return loc.render(self.shown)
 
     def describe(self, step: Step) -> tuple[str, dict[str, str]]:
         params: dict[str, str] = {}
@@ -142,20 +144,23 @@ def _near(ctx: Context) -> str:
     return f"visible texts: {', '.join(repr(t) for t in texts)}" if texts else "no visible text on screen"
 
 
-def _not_visible(ctx: Context, loc: Locator, timeout: float) -> NoReturn:
-    where = "present but hidden" if ctx.session.find_all(ctx.by(loc)) else "not found"
+def _not_visible(ctx: Context, loc: Locator, since: float) -> NoReturn:
+    where = locating.why_not_visible(ctx.session, loc, ctx.text)
     raise StepFailed(
-        f"{ctx.show_locator(loc)} is {where} after {timeout:g}s",
+        f"{ctx.show_locator(loc)} is {where} after {locating.waited(since)}",
         expected=f"{ctx.show_locator(loc)} visible",
         found=_near(ctx),
     )
 
 
-def _wait_visible(ctx: Context, loc: Locator, timeout: float) -> Any:
+def _wait_visible(ctx: Context, loc: Locator, timeout: float, since: float | None = None) -> Any:
+    """The element once a person can see it (on screen), waiting up to ``timeout``; else the step
+    fails saying whether it is off screen, hidden or not there, and how long was waited since ``since``."""
+    since = time.monotonic() if since is None else since
     by = ctx.by(loc)
     el = poll(lambda: ctx.session.visible(by), timeout)
     if el is None:
-        _not_visible(ctx, loc, timeout)
+        _not_visible(ctx, loc, since)
     return el
 
 
@@ -172,7 +177,8 @@ def _act(ctx: Context, loc: Locator, timeout: float, action: Callable[[WebElemen
     send keys do; the fake driver's click does). Wait only while the driver says the element is not
     there or not usable, until ``timeout``; then fail as a wait for it would."""
     by = ctx.by(loc)
-    deadline = time.monotonic() + timeout
+    start = time.monotonic()
+    deadline = start + timeout
     refused: WebDriverException | None = None
     target: WebElement | None = None
     while True:
@@ -197,7 +203,7 @@ def _act(ctx: Context, loc: Locator, timeout: float, action: Callable[[WebElemen
         time.sleep(min(_POLL, remaining))
     if refused is not None and ctx.session.visible(by, on_screen=False) is not None:
         raise refused  # shown, and still refused (typing into a label): the driver's reason stands
-    _not_visible(ctx, loc, timeout)
+    _not_visible(ctx, loc, start)
 
 
 _VERB = {"equals": "equal", "contains": "contain", "matches": "match"}
@@ -207,6 +213,7 @@ def _check_text(ctx: Context, match: TextMatch, timeout: float) -> None:
     expected = ctx.text(match.expected)
     shown = ctx.shown(match.expected)
     seen: list[str] = []
+    start = time.monotonic()
 
     by = ctx.by(match.locator)
 
@@ -215,20 +222,13 @@ def _check_text(ctx: Context, match: TextMatch, timeout: float) -> None:
         if actual is None:
             return None
         seen.append(actual)
-        if match.how == "equals":
-            good = actual.strip() == expected.strip()
-        elif match.how == "contains":
-            good = expected in actual
-        else:
-            from .textmatch import search  # RE2: linear time, so the timeout holds for any pattern
-
-            good = search(expected, actual, ctx.secrets.mask)
-        return True if good else None
+        # matches: RE2, linear time, so the timeout holds for any pattern
+        return True if textmatch.holds(match.how, expected, actual, ctx.secrets.mask) else None
 
     if poll(ok, timeout) is None:
         if not seen or ctx.session.kind != "web":
             # Never read, or read on a phone without asking whether it is shown: say why if it isn't.
-            _wait_visible(ctx, match.locator, 0)
+            _wait_visible(ctx, match.locator, 0, start)
         found = ctx.secrets.mask(seen[-1]) if seen else ""
         raise StepFailed(
             f"text of {ctx.show_locator(match.locator)}: expected it to {_VERB[match.how]} {shown!r}, found {found!r}",
@@ -272,9 +272,10 @@ def do_wait_for(ctx: Context, step: Step) -> None:
 
 def _wait_hidden(ctx: Context, loc: Locator, timeout: float) -> None:
     by = ctx.by(loc)
+    start = time.monotonic()
     if poll(lambda: True if ctx.session.visible_among_all(by) is None else None, timeout) is None:
         raise StepFailed(
-            f"{ctx.show_locator(loc)} is still visible after {timeout:g}s",
+            f"{ctx.show_locator(loc)} is still visible after {locating.waited(start)}",
             expected=f"{ctx.show_locator(loc)} not visible",
             found="visible",
         )
@@ -302,9 +303,10 @@ def do_assert_text(ctx: Context, step: Step) -> None:
 def do_save_text(ctx: Context, step: Step) -> None:
     loc = step.params["from"]
     by = ctx.by(loc)
+    start = time.monotonic()
     text = poll(lambda: ctx.session.read_text(by), _timeout(step))
     if text is None:
-        _wait_visible(ctx, loc, 0)  # fails, saying whether it is missing or hidden
+        _wait_visible(ctx, loc, 0, start)  # fails, saying whether it is missing or hidden
         text = poll(lambda: ctx.session.read_text(by), 0) or ""  # it showed up just now
     ctx.vars[step.params["as"]] = text
 
@@ -313,10 +315,11 @@ def do_scroll_to(ctx: Context, step: Step) -> None:
     """Bring an element into view: scrolled to directly on the web, swiped towards on a phone."""
     loc = step.params["locator"]
     by = ctx.by(loc)
-    deadline = time.monotonic() + _timeout(step)
+    start = time.monotonic()
+    deadline = start + _timeout(step)
     while ctx.session.visible(by) is None:
         if time.monotonic() > deadline:
-            _wait_visible(ctx, loc, 0)  # fails, naming what is on screen instead
+            _wait_visible(ctx, loc, 0, start)  # fails, naming what is on screen instead
         found = ctx.session.find_all(by)
         if found and ctx.session.kind == "web":
             ctx.session.scroll_into_view(found[0])
@@ -459,6 +462,9 @@ CORE: dict[str, Callable[[Context, Step], None]] = {
     "assert_not_visible": do_assert_not_visible,
     "assert_text": do_assert_text,
     "save_text": do_save_text,
+    "assert_count": lambda ctx, step: statechecks.assert_count(ctx, step.params, _timeout(step)),
+    "assert_state": lambda ctx, step: statechecks.assert_state(ctx, step.params, _timeout(step)),
+    "assert_url": lambda ctx, step: statechecks.assert_url(ctx, step.params, _timeout(step)),
     "swipe": lambda ctx, step: ctx.session.swipe(step.params["direction"]),
     "scroll_to": do_scroll_to,
     "back": lambda ctx, step: ctx.session.back(),

@@ -68,8 +68,10 @@ def _argument(spec: ActionSpec) -> dict[str, Any]:
         "required": [p.name for p in spec.params if p.required],
         "additionalProperties": False,
     }
-    if spec.one_of:
-        out["allOf"] = [{"oneOf": [{"required": [n]} for n in group]} for group in spec.one_of]
+    groups = [{"oneOf": [{"required": [n]} for n in group]} for group in spec.one_of]
+    groups += [{"anyOf": [{"required": [n]} for n in group]} for group in spec.some_of]
+    if groups:
+        out["allOf"] = groups
     return out
 
 
@@ -171,10 +173,25 @@ def build_schema(registry: ActionRegistry) -> dict[str, Any]:
         "$defs": {
             "locator": {
                 "type": "object",
-                "minProperties": 1,
-                "maxProperties": 1,
+                "description": "one strategy, optionally narrowed down by index, inside, below, checked, enabled",
                 "additionalProperties": False,
-                "properties": {s: {"type": ["string", "number"], "minLength": 1} for s in LOCATOR_STRATEGIES},
+                "properties": {
+                    **{s: {"type": ["string", "number"], "minLength": 1} for s in LOCATOR_STRATEGIES},
+                    "index": {
+                        "type": "integer",
+                        "minimum": 0,
+                        "maximum": MAX_EXACT,
+                        "description": "0-based among the matches shown",
+                    },
+                    "inside": {"$ref": _REF + "locator", "description": "a descendant of this element"},
+                    "below": {
+                        "$ref": _REF + "locator",
+                        "description": "at or below this element's bottom, nearest first",
+                    },
+                    "checked": {"type": "boolean"},
+                    "enabled": {"type": "boolean"},
+                },
+                "oneOf": [{"required": [s]} for s in LOCATOR_STRATEGIES],
             },
             "retry": {
                 "type": "object",

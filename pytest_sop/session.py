@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import pkgutil
 import time
@@ -27,7 +28,16 @@ from urllib3.exceptions import HTTPError
 
 from . import appium_server, masking
 from .appium_server import free_port
-from .errors import DeviceError, SopError
+from .errors import DeviceError, UnsupportedHere
+from .locating import (
+    FIND_JS,
+    REFINED,
+    native_elements,
+    prepare,
+    web_elements,
+    web_texts_on_screen,
+    xpath_literal,
+)
 from .model import App, Device, Locator, SuiteConfig
 from .templates import render_setting
 
@@ -44,21 +54,12 @@ T = TypeVar("T")
 # since is_displayed() is true for elements scrolled out of sight and a phone user can't see those.
 # An input's value comes along: its text is what it holds. The locator leads the script, so
 # Appium's log, which shortens long request bodies, still shows what was looked for.
+# (sopFind, sopInView: locating.FIND_JS, which also resolves a refined locator's refinements.)
 _FIND_SHOWN = """const isShown = (%s);
-let found;
-if (how === "css selector") {
-  found = document.querySelectorAll(what);
-} else {
-  const r = document.evaluate(what, document, null, XPathResult.ORDERED_NODE_SNAPSHOT_TYPE, null);
-  found = [];
-  for (let i = 0; i < r.snapshotLength; i++) found.push(r.snapshotItem(i));
-}
-for (const el of found) {
-  if (el.nodeType !== Node.ELEMENT_NODE || !isShown(el)) continue;
-  if (onScreen) {
-    const r = el.getBoundingClientRect();
-    if (!(r.bottom > 0 && r.right > 0 && r.top < window.innerHeight && r.left < window.innerWidth)) continue;
-  }
+%s
+for (const el of sopFind(how, what, isShown)) {
+  if (!isShown(el)) continue;
+  if (onScreen && !sopInView(el)) continue;
   const field = el.localName === "input" || el.localName === "textarea";
   return [el, field ? String(el.value) : null];
 }
@@ -66,18 +67,20 @@ return null;"""
 _find_shown_script: str | None = None
 
 
+@functools.cache
+def displayed_atom() -> str:
+    """Selenium's isDisplayed atom: what is_displayed() runs, as a JavaScript function."""
+    atom = pkgutil.get_data("selenium.webdriver.remote", "isDisplayed.js")
+    if atom is None:  # pragma: no cover - part of every selenium wheel
+        raise RuntimeError("selenium's isDisplayed.js is missing")
+    return atom.decode("utf-8")
+
+
 def _find_shown() -> str:
     global _find_shown_script
     if _find_shown_script is None:
-        atom = pkgutil.get_data("selenium.webdriver.remote", "isDisplayed.js")
-        if atom is None:  # pragma: no cover - part of every selenium wheel
-            raise RuntimeError("selenium's isDisplayed.js is missing")
-        _find_shown_script = _FIND_SHOWN % atom.decode("utf-8")
+        _find_shown_script = _FIND_SHOWN % (displayed_atom(), FIND_JS)
     return _find_shown_script
-
-
-class UnsupportedHere(SopError):
-    """An action or locator this platform cannot do."""
 
 
 def appium_reason(exc: BaseException) -> str:
@@ -86,15 +89,6 @@ def appium_reason(exc: BaseException) -> str:
         msg = (exc.msg or type(exc).__name__).strip()
         return msg.split("\nStacktrace:")[0].strip()
     return str(exc) or type(exc).__name__
-
-
-def xpath_literal(text: str) -> str:
-    if '"' not in text:
-        return f'"{text}"'
-    if "'" not in text:
-        return f"'{text}'"
-    parts = text.split('"')
-    return "concat(" + ", '\"', ".join(f'"{p}"' for p in parts) + ")"
 
 
 def kind_of(caps: Mapping[str, Any]) -> str:
@@ -267,15 +261,23 @@ class DeviceSession:
 
     def find(self, by: tuple[str, str]) -> WebElement:
         """The first match, as a hand-written client finds it (NoSuchElementException if none)."""
+        if by[0] == REFINED:
+            found = self.find_all(by)
+            if not found:
+                raise NoSuchElementException("no element matches the refined locator")
+            return found[0]
         el: WebElement = self.driver.find_element(*by)
         return el
 
     def find_all(self, by: tuple[str, str]) -> list[WebElement]:
+        if by[0] == REFINED:  # refinements the page's script resolves (web), or rects (below on a phone)
+            return web_elements(self, by[1]) if self.kind == "web" else native_elements(self, by[1])
         return list(self.driver.find_elements(*by))
 
     def _shown_in_page(self, by: tuple[str, str], on_screen: bool) -> tuple[WebElement, str | None] | None:
         # JSON literals are JavaScript literals: the locator cannot break out of its string.
-        head = f"const how = {json.dumps(by[0])}, what = {json.dumps(by[1])}, onScreen = {json.dumps(on_screen)};\n"
+        what = prepare(self, by[1]) if by[0] == REFINED else by[1]
+        head = f"const how = {json.dumps(by[0])}, what = {json.dumps(what)}, onScreen = {json.dumps(on_screen)};\n"
         found = self.driver.execute_script(head + _find_shown())
         return (found[0], found[1]) if found else None
 
@@ -334,6 +336,8 @@ class DeviceSession:
 
     def visible_texts(self, limit: int = 12) -> list[str]:
         """Texts a person would see now: what a failure message shows near a missing element."""
+        if self.kind == "web":  # one script, and only what is on screen
+            return web_texts_on_screen(self, limit)
         xpath = "//*[text()[normalize-space(.)!='']]" if self.kind == "web" else "//*[@text!='']"
         texts: list[str] = []
         try:

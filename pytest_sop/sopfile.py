@@ -11,6 +11,7 @@ from typing import Any, Literal
 from .actions import CONDITIONS, STEP_MODIFIERS, ActionRegistry, ActionSpec, Param
 from .checker import ID_RE, NAME_RE, Checker, did_you_mean, type_name
 from .errors import SopSyntaxError
+from .locating import PHONES, cannot_find_on
 from .model import (
     DEFAULT_ESCALATE_ON,
     ESCALATING,
@@ -24,6 +25,7 @@ from .model import (
     Condition,
     DeviceRequirement,
     InputRow,
+    Locator,
     Retry,
     Shared,
     Sop,
@@ -50,7 +52,7 @@ _UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 # Parameters of core actions that are seconds a step waits: bounded like a timeout.
 SECONDS_PARAMS = {("wait", "seconds")}
 # Core actions whose ``matches:`` is a pattern, compiled at collection when written literally.
-_PATTERN_ACTIONS = ("assert_text", "text")
+_PATTERN_ACTIONS = ("assert_text", "text", "assert_url")
 _CONDITIONS = ActionRegistry(CONDITIONS)
 
 
@@ -109,6 +111,7 @@ class _SopParser(Checker):
         super().__init__(loaded, shared)
         self.registry = registry
         self.run_steps: list[tuple[Step, Path_]] = []
+        self.platform: str | None = None  # the one the SOP requires, when it names one
 
     def parse(self) -> ParsedSop:
         data = self.loaded.data
@@ -149,6 +152,7 @@ class _SopParser(Checker):
                     + did_you_mean(str(get("severity")), SEVERITIES),
                 )
         device, account = self.requires(get("requires")) if "requires" in doc else (None, None)
+        self.platform = device.platform.lower() if device is not None and device.platform else None
         inputs = self.inputs(get("inputs")) if "inputs" in doc else ()
         allowed = self.allowed_actions(get("allowed_actions")) if "allowed_actions" in doc else None
         retry = self.retry(("retry",), get("retry")) if "retry" in doc else None
@@ -368,6 +372,8 @@ class _SopParser(Checker):
             self.error(arg_path, f"action {name!r} is not in allowed_actions ({', '.join(allowed)})", key=True)
         spec = self.registry[name]
         params = self.arguments(spec, arg_path, arg, bare=isinstance(raw, str))
+        if params is not None and self.platform in PHONES:
+            self.platform_can(name, arg_path, params)
         timeout = retry = None
         if "timeout" in modifiers:
             timeout = self.number(
@@ -404,6 +410,19 @@ class _SopParser(Checker):
             return {spec.params[0].name: value} if value is not None else None
         return self.fields(spec, path, arg)
 
+    def platform_can(self, action: str, path: Path_, params: Mapping[str, Any]) -> None:
+        """What the SOP's required platform cannot do is an error now, not when its step runs."""
+        assert self.platform is not None
+        if action == "assert_url":
+            self.error(path, f"assert_url works on web devices only; this SOP requires platform {self.platform}")
+        for key, value in params.items():
+            reason = cannot_find_on(self.platform, value) if isinstance(value, Locator) else None
+            if reason:
+                self.error(
+                    path if key == "locator" else path + (key,),
+                    f"{reason} (requires.device.platform is {self.platform})",
+                )
+
     def fields(self, spec: ActionSpec, path: Path_, arg: Any) -> dict[str, Any] | None:
         names = [p.name for p in spec.params]
         required = [p.name for p in spec.params if p.required]
@@ -415,6 +434,9 @@ class _SopParser(Checker):
             present = [n for n in group if n in given]
             if len(present) != 1:
                 self.error(path, f"expected exactly one of {', '.join(group)}, got {len(present)}")
+        for group in spec.some_of:
+            if not any(n in given for n in group):
+                self.error(path, f"expected at least one of {', '.join(group)}, got none")
         out = {}
         for p in spec.params:
             if p.name in given:
@@ -422,17 +444,6 @@ class _SopParser(Checker):
         if spec.name in _PATTERN_ACTIONS and isinstance(out.get("matches"), Template):
             self.pattern(path + ("matches",), out["matches"])
         return out if len(self.errors) == before else None
-
-    def pattern(self, path: Path_, template: Template) -> None:
-        """A pattern written literally is compiled now; one built from ``${...}`` when it runs."""
-        if template.refs:
-            return
-        from .textmatch import PatternError, compile_pattern
-
-        try:
-            compile_pattern("".join(p for p in template.parts if isinstance(p, str)))
-        except PatternError as e:
-            self.error(path, f"not a pattern RE2 accepts: {e}")
 
     def param(self, spec: ActionSpec, p: Param, path: Path_, value: Any) -> Any:
         if p.kind == "locator":
@@ -486,6 +497,8 @@ class _SopParser(Checker):
             params = self.arguments(_CONDITIONS[kind], p + (kind,), arg, bare=False)
             if params is None:
                 continue
+            if self.platform in PHONES:
+                self.platform_can(kind, p + (kind,), params)
             if kind == "text":
                 match = text_match(params)
                 out.append(Condition("text", match.locator, match, self.pos(p)))

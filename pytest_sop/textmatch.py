@@ -72,3 +72,12 @@ def search(pattern: str, text: str, mask: Callable[[str], str]) -> bool:
         reason = str(e) if shown == pattern else e.without_pattern()
         raise StepBroken(f"matches: pattern {shown!r} is not a pattern RE2 accepts: {reason}") from None
     return regex.search(text) is not None
+
+
+def holds(how: str, expected: str, actual: str, mask: Callable[[str], str]) -> bool:
+    """Whether ``actual`` equals (ends' whitespace aside), contains or matches ``expected``."""
+    if how == "equals":
+        return actual.strip() == expected.strip()
+    if how == "contains":
+        return expected in actual
+    return search(expected, actual, mask)

@@ -151,6 +151,22 @@ SAMPLES: list[tuple[str, str, str | None]] = [
     ("broken", "pytest_sop.errors.StepBroken: press_key is not available on the web driver", "SOP errors"),
     (
         "broken",
+        "pytest_sop.errors.StepBroken: below: works on web devices only, not on fake: use inside:",
+        "SOP errors",
+    ),
+    ("broken", "pytest_sop.errors.StepBroken: assert_url works on web devices only, not on android", "SOP errors"),
+    (
+        "broken",
+        "pytest_sop.errors.StepBroken: a css locator cannot be refined on android (index, inside)",
+        "SOP errors",
+    ),
+    (
+        "broken",
+        "pytest_sop.errors.StepBroken: the fake driver does not report whether an element is checked",
+        "SOP errors",
+    ),
+    (
+        "broken",
         "pytest_sop.errors.StepBroken: launch_app on a web device needs the app's url in sop.yaml",
         "SOP errors",
     ),

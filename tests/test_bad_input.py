@@ -66,11 +66,14 @@ CASES = {
     ),
     "bad locator": (
         GOOD_HEAD + "  - tap: {name: compose}\n",
-        "s.sop.yaml:3:11: steps[0].tap.name: unknown locator 'name'; expected one of: id, accessibility_id, text, xpath, css, class, uiautomator",
+        "s.sop.yaml:3:11: steps[0].tap.name: unknown locator 'name'; expected one of: id, accessibility_id, text, "
+        "text_contains, text_matches, xpath, css, class, uiautomator, with refinements index, inside, below, checked, "
+        "enabled",
     ),
-    "locator with two keys": (
+    "locator with two strategies": (
         GOOD_HEAD + "  - tap: {id: a, text: b}\n",
-        "s.sop.yaml:3:10: steps[0].tap: expected a locator, a one-key mapping such as {id: compose}, got 2 keys",
+        "s.sop.yaml:3:10: steps[0].tap: a locator has one strategy, got 2 (id, text); narrow one down with index, "
+        "inside, below, checked, enabled",
     ),
     "bad modifier": (
         GOOD_HEAD + "  - back: null\n    optional: maybe\n",

@@ -74,7 +74,8 @@ SOP_TYPOS = {
     "locator": (
         H + "  - tap: {acessibility_id: x}\n",
         "s.sop.yaml:3:11: steps[0].tap.acessibility_id: unknown locator 'acessibility_id'; expected one of: id, "
-        "accessibility_id, text, xpath, css, class, uiautomator (did you mean 'accessibility_id'?)",
+        "accessibility_id, text, text_contains, text_matches, xpath, css, class, uiautomator, with refinements index, "
+        "inside, below, checked, enabled (did you mean 'accessibility_id'?)",
     ),
     "retry key, reported once": (
         "id: s\nretry: {attemps: 2}\nsteps:\n  - back\n",

@@ -89,7 +89,7 @@ def test_missing_element_fails_at_its_line(pytester: pytest.Pytester, appium_url
         [
             "m.sop.yaml:4: tap failed in SOP 'missing'",
             ">    4 |   - tap: {id: no-such-button}",
-            "{id: no-such-button} is not found after 0.3s",
+            "{id: no-such-button} is not found after *s",
             "  expected: {id: no-such-button} visible",
         ]
     )
