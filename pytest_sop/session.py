@@ -21,28 +21,24 @@ from selenium.common.exceptions import (
     StaleElementReferenceException,
     WebDriverException,
 )
-from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webelement import WebElement
 from urllib3.exceptions import HTTPError
 
 from . import appium_server, masking
 from .appium_server import free_port
 from .errors import DeviceError, SopError
+from .keys import ANDROID_KEYS, WEB_KEYS
 from .model import App, Device, Locator, SuiteConfig
 from .templates import render_setting
 
 DEFAULT_CAPABILITIES = {"appium:newCommandTimeout": 120}
-# Android key codes for press_key; the web maps the same names to Selenium keys.
-ANDROID_KEYS = {"ENTER": 66, "BACK": 4, "HOME": 3, "TAB": 61, "DELETE": 67, "SPACE": 62, "ESCAPE": 111,
-                "SEARCH": 84, "MENU": 82, "VOLUME_UP": 24, "VOLUME_DOWN": 25, "APP_SWITCH": 187}  # fmt: skip
-WEB_KEYS = {"ENTER": Keys.ENTER, "TAB": Keys.TAB, "DELETE": Keys.BACKSPACE, "SPACE": Keys.SPACE,
-            "ESCAPE": Keys.ESCAPE, "HOME": Keys.HOME}  # fmt: skip
 
 T = TypeVar("T")
 # The first match a person could see, found and checked in the page in one command: displayed
 # (Selenium's own isDisplayed atom, what is_displayed() runs) and, when asked, inside the viewport,
 # since is_displayed() is true for elements scrolled out of sight and a phone user can't see those.
-# An input's value comes along: its text is what it holds. The locator leads the script, so
+# What a field shows comes along: an input's value (a button's label, a text field's content), a
+# select's chosen option; a checkbox shows no text. The locator leads the script, so
 # Appium's log, which shortens long request bodies, still shows what was looked for.
 _FIND_SHOWN = """const isShown = (%s);
 let found;
@@ -59,14 +55,17 @@ for (const el of found) {
     const r = el.getBoundingClientRect();
     if (!(r.bottom > 0 && r.right > 0 && r.top < window.innerHeight && r.left < window.innerWidth)) continue;
   }
-  const field = el.localName === "input" || el.localName === "textarea";
+  if (el.localName === "select") return [el, el.selectedIndex < 0 ? "" : el.options[el.selectedIndex].label];
+  const noText = ["checkbox", "radio", "file", "range", "color", "image", "hidden"];
+  const field = el.localName === "textarea" || (el.localName === "input" && !noText.includes(el.type));
   return [el, field ? String(el.value) : null];
 }
 return null;"""
 _find_shown_script: str | None = None
 
 
-def _find_shown() -> str:
+def find_shown_script() -> str:
+    """The script body (``how``, ``what``, ``onScreen`` set before it): ``[element, its field text]`` or null."""
     global _find_shown_script
     if _find_shown_script is None:
         atom = pkgutil.get_data("selenium.webdriver.remote", "isDisplayed.js")
@@ -276,7 +275,7 @@ class DeviceSession:
     def _shown_in_page(self, by: tuple[str, str], on_screen: bool) -> tuple[WebElement, str | None] | None:
         # JSON literals are JavaScript literals: the locator cannot break out of its string.
         head = f"const how = {json.dumps(by[0])}, what = {json.dumps(by[1])}, onScreen = {json.dumps(on_screen)};\n"
-        found = self.driver.execute_script(head + _find_shown())
+        found = self.driver.execute_script(head + find_shown_script())
         return (found[0], found[1]) if found else None
 
     def visible(self, by: tuple[str, str], on_screen: bool = True) -> WebElement | None:
@@ -354,7 +353,7 @@ class DeviceSession:
                 raise UnsupportedHere("launch_app on a web device needs the app's url in sop.yaml")
             self.driver.get(self.url)
         elif self.kind in ("android", "ios"):
-            app_id = self._app_id()
+            app_id = self.app_id()
             if app_id:
                 self.driver.activate_app(app_id)
         # The fake driver opens its app with the session; there is nothing to start.
@@ -363,11 +362,11 @@ class DeviceSession:
         if self.kind == "web":
             self.driver.get("about:blank")
         elif self.kind in ("android", "ios"):
-            app_id = self._app_id()
+            app_id = self.app_id()
             if app_id:
                 self.driver.terminate_app(app_id)
 
-    def _app_id(self) -> str | None:
+    def app_id(self) -> str | None:
         caps = self.app.capabilities if self.app else {}
         value = caps.get("appium:appPackage") or caps.get("appium:bundleId")
         return str(value) if value else None
@@ -376,7 +375,7 @@ class DeviceSession:
         if self.kind == "web":
             self.driver.get(urljoin(self.url, url) if self.url else url)
         elif self.kind == "android":
-            self.driver.execute_script("mobile: deepLink", {"url": url, "package": self._app_id()})
+            self.driver.execute_script("mobile: deepLink", {"url": url, "package": self.app_id()})
         else:
             self.driver.get(url)
 
@@ -384,17 +383,18 @@ class DeviceSession:
         self.driver.back()
 
     def press_key(self, key: str) -> None:
+        """One key by its press_key name (keys.py); a name this platform has no key for is an error."""
         name = key.upper()
         if self.kind == "android":
             if name not in ANDROID_KEYS:
-                raise UnsupportedHere(f"unknown key {key!r}; known: {', '.join(ANDROID_KEYS)}")
+                raise UnsupportedHere(f"Android has no key {key!r}")
             self.driver.press_keycode(ANDROID_KEYS[name])
         elif self.kind == "web":
             if name == "BACK":
                 self.driver.back()
                 return
             if name not in WEB_KEYS:
-                raise UnsupportedHere(f"unknown key {key!r}; known: BACK, {', '.join(WEB_KEYS)}")
+                raise UnsupportedHere(f"a web page has no key {key!r}; it has: BACK, {', '.join(WEB_KEYS)}")
             self.driver.switch_to.active_element.send_keys(WEB_KEYS[name])
         else:
             raise UnsupportedHere(f"press_key is not available on the {self.kind} driver")
