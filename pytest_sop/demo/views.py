@@ -71,11 +71,12 @@ border:1px solid var(--line);border-radius:12px;touch-action:pan-y;user-select:n
 # The classic view: a desktop page from before phones, without a viewport meta tag, so a phone
 # shows it zoomed out: a side column, and the list beside it with each checkbox at the row's side.
 _CLASSIC_CSS = """
+*{box-sizing:border-box}
 body{margin:0;font:15px/1.4 Georgia,serif;min-width:980px}
 .classic{display:flex}
-.side{width:380px;flex:none;padding:16px;background:#eef}
+.side{width:320px;flex:none;padding:16px;background:#eef}
 .list{flex:1;padding:16px}
-#cookie-banner{position:fixed;top:0;left:0;width:380px;padding:16px;background:#333;color:#fff}
+#cookie-banner{position:fixed;top:0;left:0;width:320px;padding:16px;background:#333;color:#fff}
 #tasks{list-style:none;margin:0;padding:0}
 .task{display:flex;align-items:center;gap:12px;padding:10px 4px;border-bottom:1px solid #ccc}
 .task-done{width:40px;height:40px;margin:0;flex:none}
