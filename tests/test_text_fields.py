@@ -4,11 +4,7 @@ read, typing keeps the field's focus (and may append), press_key names are check
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import pytest
-from test_bad_input import lint
 from test_example_suite import CHROMIUM_CONFIG, SIGN_IN, demo  # noqa: F401  (demo: the fixture)
 
 from pytest_sop.demo import DemoServer
@@ -19,7 +15,9 @@ HEAD = "app: snapgram\nrequires:\n  account: {}\nsteps:\n" + SIGN_IN
 SILENT = {
     # An inline editor that saves when its field loses the focus: clearing the field must not blur it
     # (WebDriver's Element Clear does: the row was saved empty, so deleted, before a key was typed).
-    "editor.sop.yaml": "id: editor\n" + HEAD + """\
+    "editor.sop.yaml": "id: editor\n"
+    + HEAD
+    + """\
   - open_url: /tasks?edit=1
   - wait_for: {id: task-edit}
   - type: {into: {id: task-edit}, text: Renamed by typing}
@@ -29,21 +27,27 @@ SILENT = {
   - assert_text: {in: {id: task-1-title}, equals: Renamed by typing}
 """,
     # What a select shows is its chosen option, not every option's text (`contains: Deutsch` passed).
-    "select.sop.yaml": "id: select\n" + HEAD + """\
+    "select.sop.yaml": "id: select\n"
+    + HEAD
+    + """\
   - open_url: /settings
   - assert_text: {in: {id: language}, equals: English}
     timeout: 1
 """,
     # A page without a viewport meta tag: tapping a wide row's text opens the row; the tap used to land
     # beside the centre, on the row's checkbox, which got ticked.
-    "classic.sop.yaml": "id: classic\n" + HEAD + f"""\
+    "classic.sop.yaml": "id: classic\n"
+    + HEAD
+    + f"""\
   - open_url: /tasks/classic
   - tap: {{text: "{SEED_TASKS[1]}"}}
   - assert_text: {{in: {{id: tasks-status}}, equals: "Opened: {SEED_TASKS[1]}"}}
     timeout: 2
 """,
     # An input's value is what the person sees: equals "" on a field they typed into fails.
-    "typed.sop.yaml": "id: typed\n" + HEAD + """\
+    "typed.sop.yaml": "id: typed\n"
+    + HEAD
+    + """\
   - open_url: /compose
   - type: {into: {id: caption}, text: Something typed}
   - assert_text: {in: {id: caption}, equals: ""}

@@ -14,6 +14,7 @@ _CSS = """
 :root{--bg:#fafafa;--fg:#111827;--muted:#6b7280;--line:#e5e7eb;--brand:#d62976;
 --ok:#15803d;--warn:#b45309;--err:#b91c1c}
 *{box-sizing:border-box}
+[hidden]{display:none !important}
 html{-webkit-text-size-adjust:100%}
 body{margin:0;font:16px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;
 background:var(--bg);color:var(--fg)}
@@ -67,6 +68,7 @@ border:1px solid var(--line);border-radius:12px;touch-action:pan-y;user-select:n
 .task-done{width:26px;height:26px;flex:none;accent-color:var(--brand)}
 .task-edit{flex:1;min-width:0;min-height:40px;padding:6px 8px;font:inherit}
 .task.dragging{opacity:.6}
+#tasks-status{min-height:1.5em}
 """
 # The classic view: a desktop page from before phones, without a viewport meta tag, so a phone
 # shows it zoomed out: a side column, and the list beside it with each checkbox at the row's side.
@@ -76,7 +78,8 @@ body{margin:0;font:15px/1.4 Georgia,serif;min-width:980px}
 .classic{display:flex}
 .side{width:320px;flex:none;padding:16px;background:#eef}
 .list{flex:1;padding:16px}
-#cookie-banner{position:fixed;top:0;left:0;width:320px;padding:16px;background:#333;color:#fff}
+#tasks-status{min-height:1.5em}
+#cookie-banner{position:fixed;top:0;left:0;width:320px;min-height:240px;padding:16px;background:#333;color:#fff}
 #tasks{list-style:none;margin:0;padding:0}
 .task{display:flex;align-items:center;gap:12px;padding:10px 4px;border-bottom:1px solid #ccc}
 .task-done{width:40px;height:40px;margin:0;flex:none}
@@ -128,7 +131,7 @@ const edit = (row) => {
 };
 list.addEventListener("dblclick", (e) => {
   const row = e.target.closest(".task");
-  if (row && e.target.closest(".task-title")) edit(row);
+  if (row && !e.target.closest(".task-done, .task-handle, .task-delete, .task-edit")) edit(row);
 });
 const showDelete = (row, shown) => { const b = row.querySelector(".task-delete"); if (b) b.hidden = !shown; };
 let press = null, dragging = null, longPressed = false;
