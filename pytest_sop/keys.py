@@ -1,12 +1,11 @@
 """Key names for ``press_key``: which names exist (checked at lint time) and what each platform sends.
 
 A name is one key, never a combination (``CTRL+A`` is refused): the same SOP must mean the same key
-on a phone and in a browser. Android's own ``KEYCODE_*`` names reach Android only.
+on a phone and in a browser. Android's own ``KEYCODE_*`` names reach Android only. Collection reads
+this module: no Selenium here (session.py maps the names to a browser's keys).
 """
 
 from __future__ import annotations
-
-from selenium.webdriver.common.keys import Keys
 
 # The names every platform knows, as a person calls the keys.
 COMMON_KEYS = (
@@ -40,14 +39,6 @@ ANDROID_KEYS: dict[str, int] = {
     "BACK": 4, "SEARCH": 84, "MENU": 82, "VOLUME_UP": 24, "VOLUME_DOWN": 25, "APP_SWITCH": 187,
     **ANDROID_KEYCODES,
 }  # fmt: skip
-# BACK is the browser's back button, not a key: see DeviceSession.press_key.
-WEB_KEYS: dict[str, str] = {
-    "ENTER": Keys.ENTER, "TAB": Keys.TAB, "DELETE": Keys.DELETE, "BACKSPACE": Keys.BACKSPACE,
-    "SPACE": Keys.SPACE, "ESCAPE": Keys.ESCAPE, "HOME": Keys.HOME, "END": Keys.END, "UP": Keys.ARROW_UP,
-    "DOWN": Keys.ARROW_DOWN, "LEFT": Keys.ARROW_LEFT, "RIGHT": Keys.ARROW_RIGHT, "PAGE_UP": Keys.PAGE_UP,
-    "PAGE_DOWN": Keys.PAGE_DOWN,
-}  # fmt: skip
-
 KNOWN_KEYS = (*COMMON_KEYS, *PHONE_KEYS)
 
 

@@ -25,7 +25,6 @@ from selenium.common.exceptions import (
 from selenium.webdriver.remote.webelement import WebElement
 from urllib3.exceptions import HTTPError
 
-from . import gestures
 from .actions import ActionRegistry
 from .approvals import APPROVED, Decision, judge, record_pending, signature_problem, sop_problem
 from .errors import (
@@ -37,6 +36,24 @@ from .errors import (
     SopError,
     StepBroken,
     StepFailed,
+)
+
+# Names, not the module: pytester's in-process runs re-import the package's modules, and a module
+# attribute of the package kept from an earlier run would hold an earlier Selenium's exceptions.
+from .gestures import (
+    TapIntercepted,
+    Target,
+    double_tap,
+    drag,
+    eval_js,
+    hide_keyboard,
+    long_press,
+    reload,
+    swipe_on,
+    tap,
+    type_into,
+    web_field,
+    web_target,
 )
 from .masking import SecretMissing, Secrets
 from .model import Account, Case, Condition, Device, Locator, Policy, Sop, Step, Template, TextMatch
@@ -181,7 +198,7 @@ def _act(
     there or not usable, until ``timeout``; then fail as a wait for it would.
 
     ``find``: instead of the driver's find, one that finds only what a person could see (the web's
-    gestures.web_target): then the action gets what it returns."""
+    web_target): then the action gets what it returns."""
     by = ctx.by(loc)
     deadline = time.monotonic() + timeout
     refused: WebDriverException | None = None
@@ -214,7 +231,7 @@ def _act(
 
 
 def _intercepted(ctx: Context, loc: Locator, timeout: float, e: ElementClickInterceptedException) -> NoReturn:
-    other = e.other if isinstance(e, gestures.TapIntercepted) else appium_reason(e)
+    other = e.other if isinstance(e, TapIntercepted) else appium_reason(e)
     raise StepFailed(
         ctx.secrets.mask(f"{ctx.show_locator(loc)} would not get the tap after {timeout:g}s: another element "
                          f"would receive it: {other}"),
@@ -223,10 +240,10 @@ def _intercepted(ctx: Context, loc: Locator, timeout: float, e: ElementClickInte
     )  # fmt: skip
 
 
-def _gesture(ctx: Context, loc: Locator, timeout: float, do: Callable[[gestures.Target], None]) -> None:
+def _gesture(ctx: Context, loc: Locator, timeout: float, do: Callable[[Target], None]) -> None:
     """A finger on the element: on the web at the centre of what is seen of it, checked to be on it."""
     web = ctx.session.kind == "web"
-    _act(ctx, loc, timeout, do, find=(lambda by: gestures.web_target(ctx.session, by)) if web else None)
+    _act(ctx, loc, timeout, do, find=(lambda by: web_target(ctx.session, by)) if web else None)
 
 
 _VERB = {"equals": "equal", "contains": "contain", "matches": "match"}
@@ -277,16 +294,16 @@ def _attach_source(ctx: Context, name: str) -> None:
 
 
 def do_tap(ctx: Context, step: Step) -> None:
-    _gesture(ctx, step.params["locator"], _timeout(step), lambda t: gestures.tap(ctx.session, t))
+    _gesture(ctx, step.params["locator"], _timeout(step), lambda t: tap(ctx.session, t))
 
 
 def do_double_tap(ctx: Context, step: Step) -> None:
-    _gesture(ctx, step.params["locator"], _timeout(step), lambda t: gestures.double_tap(ctx.session, t))
+    _gesture(ctx, step.params["locator"], _timeout(step), lambda t: double_tap(ctx.session, t))
 
 
 def do_long_press(ctx: Context, step: Step) -> None:
     seconds = float(step.params.get("seconds", 1.0))
-    _gesture(ctx, step.params["at"], _timeout(step), lambda t: gestures.long_press(ctx.session, t, seconds))
+    _gesture(ctx, step.params["at"], _timeout(step), lambda t: long_press(ctx.session, t, seconds))
 
 
 def do_swipe(ctx: Context, step: Step) -> None:
@@ -294,20 +311,20 @@ def do_swipe(ctx: Context, step: Step) -> None:
     if "at" not in step.params:
         ctx.session.swipe(direction)
         return
-    _gesture(ctx, step.params["at"], _timeout(step), lambda t: gestures.swipe_on(ctx.session, t, direction))
+    _gesture(ctx, step.params["at"], _timeout(step), lambda t: swipe_on(ctx.session, t, direction))
 
 
 def do_drag(ctx: Context, step: Step) -> None:
     ends = {"from": step.params["from"], "to": step.params["to"]}
     timeout = _timeout(step)
     missing: tuple[str, ...] = ()
-    refused: list[gestures.TapIntercepted] = []
+    refused: list[TapIntercepted] = []
 
     def attempt() -> bool | None:
         nonlocal missing
         try:
-            missing = gestures.drag(ctx.session, ctx.by(ends["from"]), ctx.by(ends["to"]))
-        except gestures.TapIntercepted as e:
+            missing = drag(ctx.session, ctx.by(ends["from"]), ctx.by(ends["to"]))
+        except TapIntercepted as e:
             refused[:] = [e]
             return None
         return None if missing else True
@@ -321,17 +338,16 @@ def do_drag(ctx: Context, step: Step) -> None:
 def _typing(ctx: Context, loc: Locator, timeout: float, text: str | None, clear: bool) -> None:
     """Clear (unless ``clear`` is false) and type, the field keeping its focus throughout."""
     session = ctx.session
-
     web = session.kind == "web"
 
-    def type_into(el: WebElement) -> None:
+    def type_in(el: WebElement) -> None:
         if clear and not web:
             el.clear()  # phones set the text: the focus stays
         if text is not None:
-            gestures.type_into(session, el, text, clear=clear)
+            type_into(session, el, text, clear=clear)
 
     # The web: one script finds, focuses and clears; WebDriver's own clear would blur the field first.
-    _act(ctx, loc, timeout, type_into, find=(lambda by: gestures.web_field(session, by, clear=clear)) if web else None)
+    _act(ctx, loc, timeout, type_in, find=(lambda by: web_field(session, by, clear=clear)) if web else None)
 
 
 def do_type(ctx: Context, step: Step) -> None:
@@ -344,7 +360,7 @@ def do_clear(ctx: Context, step: Step) -> None:
 
 
 def do_eval_js(ctx: Context, step: Step) -> None:
-    value = gestures.eval_js(ctx.session, ctx.text(step.params["script"]))
+    value = eval_js(ctx.session, ctx.text(step.params["script"]))
     shown = ctx.secrets.mask(json.dumps(value, default=str, indent=1))
     ctx.recorder.attach("eval_js result", shown, "application/json", "json")
 
@@ -546,8 +562,8 @@ CORE: dict[str, Callable[[Context, Step], None]] = {
     "double_tap": do_double_tap,
     "long_press": do_long_press,
     "drag": do_drag,
-    "hide_keyboard": lambda ctx, step: gestures.hide_keyboard(ctx.session),
-    "reload": lambda ctx, step: gestures.reload(ctx.session),
+    "hide_keyboard": lambda ctx, step: hide_keyboard(ctx.session),
+    "reload": lambda ctx, step: reload(ctx.session),
     "eval_js": do_eval_js,
     "scroll_to": do_scroll_to,
     "back": lambda ctx, step: ctx.session.back(),

@@ -21,17 +21,25 @@ from selenium.common.exceptions import (
     StaleElementReferenceException,
     WebDriverException,
 )
+from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webelement import WebElement
 from urllib3.exceptions import HTTPError
 
 from . import appium_server, masking
 from .appium_server import free_port
 from .errors import DeviceError, SopError
-from .keys import ANDROID_KEYS, WEB_KEYS
+from .keys import ANDROID_KEYS
 from .model import App, Device, Locator, SuiteConfig
 from .templates import render_setting
 
 DEFAULT_CAPABILITIES = {"appium:newCommandTimeout": 120}
+# press_key names (keys.py) as a browser's keys; BACK is the browser's back button, not a key.
+WEB_KEYS: dict[str, str] = {
+    "ENTER": Keys.ENTER, "TAB": Keys.TAB, "DELETE": Keys.DELETE, "BACKSPACE": Keys.BACKSPACE,
+    "SPACE": Keys.SPACE, "ESCAPE": Keys.ESCAPE, "HOME": Keys.HOME, "END": Keys.END, "UP": Keys.ARROW_UP,
+    "DOWN": Keys.ARROW_DOWN, "LEFT": Keys.ARROW_LEFT, "RIGHT": Keys.ARROW_RIGHT, "PAGE_UP": Keys.PAGE_UP,
+    "PAGE_DOWN": Keys.PAGE_DOWN,
+}  # fmt: skip
 
 T = TypeVar("T")
 # The first match a person could see, found and checked in the page in one command: displayed
