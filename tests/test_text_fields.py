@@ -4,7 +4,10 @@ read, typing keeps the field's focus (and may append), press_key names are check
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+from test_bad_input import lint
 from test_example_suite import CHROMIUM_CONFIG, SIGN_IN, demo  # noqa: F401  (demo: the fixture)
 
 from pytest_sop.demo import DemoServer
@@ -74,3 +77,45 @@ def test_silent_wrong_results_on_the_demo_app(pytester: pytest.Pytester, appium_
         result.stdout.fnmatch_lines([line])
     result.stdout.fnmatch_lines(["text of {id: caption}: expected it to equal '', found 'Something typed'"])
     result.assert_outcomes(passed=3, failed=1)
+
+
+# -- press_key names and type's clear, checked before anything runs --------------------------------
+
+KNOWN = (
+    "ENTER, TAB, DELETE, BACKSPACE, SPACE, ESCAPE, HOME, END, UP, DOWN, LEFT, RIGHT, PAGE_UP, PAGE_DOWN, "
+    "BACK, SEARCH, MENU, VOLUME_UP, VOLUME_DOWN, APP_SWITCH, or an Android KEYCODE_* name such as KEYCODE_DPAD_CENTER"
+)
+BAD_KEYS = {
+    "a key combination": (
+        "  - press_key: CTRL+A\n",
+        f"s.sop.yaml:3:16: steps[0].press_key: unknown key 'CTRL+A'; expected one of: {KNOWN} "
+        "(one key per step: combinations such as CTRL+A are not supported)",
+    ),
+    "a misspelt key": (
+        "  - press_key: ENTRE\n",
+        f"s.sop.yaml:3:16: steps[0].press_key: unknown key 'ENTRE'; expected one of: {KNOWN} (did you mean 'ENTER'?)",
+    ),
+    "an Android key code that does not exist": (
+        "  - press_key: KEYCODE_WARP\n",
+        f"s.sop.yaml:3:16: steps[0].press_key: unknown key 'KEYCODE_WARP'; expected one of: {KNOWN}",
+    ),
+    "a template": (
+        '  - press_key: "${vars.key}"\n',
+        f"s.sop.yaml:3:16: steps[0].press_key: unknown key '${{vars.key}}'; expected one of: {KNOWN}",
+    ),
+    "clear that is not a boolean": (
+        "  - type: {into: {id: x}, text: hi, clear: maybe}\n",
+        "s.sop.yaml:3:44: steps[0].type.clear: expected true or false, got text",
+    ),
+}
+
+
+@pytest.mark.parametrize(("steps", "expected"), BAD_KEYS.values(), ids=BAD_KEYS)
+def test_bad_keys_name_file_line_column_and_the_known_keys(tmp_path: Path, steps: str, expected: str) -> None:
+    assert lint(tmp_path, {"s.sop.yaml": "id: s\nsteps:\n" + steps}) == [expected]
+
+
+def test_known_keys_pass_lint_in_any_case(tmp_path: Path) -> None:
+    keys = ["ENTER", "enter", "Tab", "BACKSPACE", "DELETE", "END", "PAGE_DOWN", "BACK", "KEYCODE_DPAD_CENTER"]
+    steps = "".join(f"  - press_key: {k}\n" for k in keys) + "  - type: {into: {id: x}, text: y, clear: false}\n"
+    assert lint(tmp_path, {"s.sop.yaml": "id: s\nsteps:\n" + steps}) == []
