@@ -80,6 +80,9 @@ const onScreen = (el) => {
   return r.top >= 0 && r.left >= 0 && r.bottom <= innerHeight && r.right <= innerWidth;
 };
 const aim = (el) => {
+  // An option of a closed list has no place on screen: WebDriver's click chooses it, as a person
+  // does in the list the select opens.
+  if (el.localName === "option") return [el, -1, -1, 0, 0, null, false];
   if (!onScreen(el)) el.scrollIntoView({block: "center", inline: "center"});
   const [x, y, w, h] = centre(el);
   const hit = document.elementFromPoint(x, y);
@@ -193,10 +196,11 @@ def _mobile(session: DeviceSession, command: str, **args: Any) -> None:
 
 
 def tap(session: DeviceSession, t: Target) -> None:
-    if isinstance(t, Point):
+    if isinstance(t, Point) and t.x >= 0:
         _perform(session, t.touch, [_move(t.x, t.y), *_press(TAP_HOLD)])
     else:
-        t.click()  # UiAutomator2, XCUITest and the fake driver click their element's centre themselves
+        # UiAutomator2, XCUITest and the fake driver click their element's centre themselves.
+        _element(t).click()
 
 
 def double_tap(session: DeviceSession, t: Target) -> None:

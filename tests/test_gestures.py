@@ -63,6 +63,9 @@ steps:
   - type: {{into: {{id: task-edit}}, text: Kept}}
   - press_key: ENTER
   - assert_text: {{in: {{id: task-3-title}}, equals: Kept}}
+  - open_url: /settings
+  - tap: {{css: "#language option[value=de]"}}
+  - assert_text: {{in: {{id: language}}, equals: Deutsch}}
   - open_url: /tasks/classic
   - tap: {{id: cookie-ok}}
   - tap: {{id: classic-home}}
