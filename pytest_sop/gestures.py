@@ -152,11 +152,6 @@ def web_target(session: DeviceSession, by: tuple[str, str]) -> Point:
     return _point(found)
 
 
-def target(session: DeviceSession, by: tuple[str, str]) -> Target:
-    """What a gesture acts on: a :class:`Point` on the web, the first match elsewhere."""
-    return web_target(session, by) if session.kind == "web" else session.find(by)
-
-
 # -- pointer actions -------------------------------------------------------------------------------
 
 
@@ -171,15 +166,19 @@ def _move(x: float, y: float, seconds: float = 0) -> dict[str, Any]:
     return {"type": "pointerMove", "duration": int(seconds * 1000), "x": int(x), "y": int(y), "origin": "viewport"}
 
 
+_DOWN = {"type": "pointerDown", "button": 0}
+_UP = {"type": "pointerUp", "button": 0}
+
+
+def _pause(seconds: float) -> dict[str, Any]:
+    return {"type": "pause", "duration": int(seconds * 1000)}
+
+
 def _press(seconds: float) -> list[dict[str, Any]]:
-    return [
-        {"type": "pointerDown", "button": 0},
-        {"type": "pause", "duration": int(seconds * 1000)},
-        {"type": "pointerUp", "button": 0},
-    ]
+    return [_DOWN, _pause(seconds), _UP]
 
 
-def _centre(session: DeviceSession, t: Target) -> tuple[float, float, float, float, bool]:
+def _centre(t: Target) -> tuple[float, float, float, float, bool]:
     """x, y, width, height of where to touch, and whether a touch pointer is right."""
     if isinstance(t, Point):
         return t.x, t.y, t.width, t.height, t.touch
@@ -207,16 +206,15 @@ def double_tap(session: DeviceSession, t: Target) -> None:
     if session.kind == "android":
         _mobile(session, "doubleClickGesture", elementId=_element(t).id)
         return
-    x, y, _, _, touch = _centre(session, t)
-    gap = {"type": "pause", "duration": int(DOUBLE_TAP_GAP * 1000)}
-    _perform(session, touch, [_move(x, y), *_press(TAP_HOLD), gap, *_press(TAP_HOLD)])
+    x, y, _, _, touch = _centre(t)
+    _perform(session, touch, [_move(x, y), *_press(TAP_HOLD), _pause(DOUBLE_TAP_GAP), *_press(TAP_HOLD)])
 
 
 def long_press(session: DeviceSession, t: Target, seconds: float) -> None:
     if session.kind == "android":
         _mobile(session, "longClickGesture", elementId=_element(t).id, duration=int(seconds * 1000))
         return
-    x, y, _, _, touch = _centre(session, t)
+    x, y, _, _, touch = _centre(t)
     _perform(session, touch, [_move(x, y), *_press(seconds)])
 
 
@@ -228,12 +226,10 @@ def swipe_on(session: DeviceSession, t: Target, direction: str) -> None:
     if session.kind == "android":
         _mobile(session, "swipeGesture", elementId=_element(t).id, direction=direction, percent=2 * SWIPE_SPAN)
         return
-    x, y, w, h, touch = _centre(session, t)
+    x, y, w, h, touch = _centre(t)
     dx, dy = _DIRECTION[direction]
     end = _move(x + dx * w * SWIPE_SPAN, y + dy * h * SWIPE_SPAN, 0.3)
-    _perform(
-        session, touch, [_move(x, y), {"type": "pointerDown", "button": 0}, end, {"type": "pointerUp", "button": 0}]
-    )
+    _perform(session, touch, [_move(x, y), _DOWN, end, _UP])
 
 
 def drag(session: DeviceSession, source: tuple[str, str], dest: tuple[str, str]) -> tuple[str, ...]:
@@ -259,11 +255,10 @@ def drag(session: DeviceSession, source: tuple[str, str], dest: tuple[str, str])
         if session.kind == "android":
             _mobile(session, "dragGesture", elementId=picked[0].id, endX=int(to_x), endY=int(to_y))
             return ()
-        x, y, _, _, touch = _centre(session, picked[0])
-    hold = {"type": "pause", "duration": 200}  # picked up before it moves, as a finger does
-    steps = [_move(x, y), {"type": "pointerDown", "button": 0}, hold]
-    steps += [_move(x + (to_x - x) * i / 4, y + (to_y - y) * i / 4, DRAG_MOVE / 4) for i in (1, 2, 3, 4)]
-    _perform(session, touch, [*steps, hold, {"type": "pointerUp", "button": 0}])
+        x, y, _, _, touch = _centre(picked[0])
+    hold = _pause(0.2)  # picked up before it moves, and let go after it stops, as a finger does
+    moves = [_move(x + (to_x - x) * i / 4, y + (to_y - y) * i / 4, DRAG_MOVE / 4) for i in (1, 2, 3, 4)]
+    _perform(session, touch, [_move(x, y), _DOWN, hold, *moves, hold, _UP])
     return ()
 
 
