@@ -15,8 +15,8 @@ from typing import Any, Literal
 ENTRY_POINT_GROUP = "pytest_sop.actions"
 
 # text: a template string; name: a plain identifier; sop_id: another SOP's id;
-# locator: a one-key mapping such as {id: compose}.
-Kind = Literal["text", "name", "sop_id", "number", "integer", "boolean", "locator", "enum"]
+# locator: a one-key mapping such as {id: compose}; key: a press_key name (keys.py).
+Kind = Literal["text", "name", "sop_id", "number", "integer", "boolean", "locator", "enum", "key"]
 Shape = Literal["none", "value", "locator", "fields"]
 STEP_MODIFIERS = ("timeout", "retry", "optional", "name")
 # What assert_state checks of an element.
@@ -42,6 +42,10 @@ class ActionSpec:
     ``locator``) or ``fields`` (``- type: {into: ..., text: ...}``). ``one_of`` lists
     groups of fields of which exactly one must be given, ``some_of`` groups of which at least
     one must be. ``run(ctx, **params)`` executes it.
+
+    ``short``: a ``fields`` action that may also be written with a bare locator, which is then
+    that parameter (``long_press: {id: x}`` is ``long_press: {at: {id: x}}``).
+    ``explicit``: a SOP may use it only when its ``allowed_actions`` names it (``eval_js``).
     """
 
     name: str
@@ -51,6 +55,8 @@ class ActionSpec:
     one_of: tuple[tuple[str, ...], ...] = ()
     some_of: tuple[tuple[str, ...], ...] = ()
     run: Callable[..., Any] | None = field(default=None, compare=False)
+    short: str | None = None
+    explicit: bool = False
 
     @property
     def bare_allowed(self) -> bool:
@@ -68,12 +74,35 @@ CORE_ACTIONS: tuple[ActionSpec, ...] = (
     ActionSpec("launch_app", "Start (or restart) the SOP's app."),
     ActionSpec("close_app", "Stop the SOP's app."),
     ActionSpec("open_url", "Open a URL (web) or a deep link (app).", "value", (Param("url", "text"),)),
-    ActionSpec("tap", "Tap an element.", "locator", _LOC),
+    ActionSpec(
+        "tap", "Tap the centre of an element; fails when another element would receive the tap.", "locator", _LOC
+    ),
+    ActionSpec("double_tap", "Tap the centre of an element twice, quickly.", "locator", _LOC),
+    ActionSpec(
+        "long_press",
+        "Press and hold the centre of an element.",
+        "fields",
+        (
+            Param("at", "locator"),
+            Param("seconds", "number", required=False, doc="how long to hold (default 1)", minimum=0),
+        ),
+        short="at",
+    ),
+    ActionSpec(
+        "drag",
+        "Drag an element onto another one.",
+        "fields",
+        (Param("from", "locator", doc="the element picked up"), Param("to", "locator", doc="where it is dropped")),
+    ),
     ActionSpec(
         "type",
-        "Type text into an element.",
+        "Type text into an element: what it held is cleared first unless clear is false; the field keeps its focus.",
         "fields",
-        (Param("into", "locator"), Param("text", "text")),
+        (
+            Param("into", "locator"),
+            Param("text", "text"),
+            Param("clear", "boolean", required=False, doc="false appends to what the field holds (default true)"),
+        ),
     ),
     ActionSpec("clear", "Clear a text field.", "locator", _LOC),
     ActionSpec("wait_for", "Wait until an element is visible.", "locator", _LOC),
@@ -125,13 +154,25 @@ CORE_ACTIONS: tuple[ActionSpec, ...] = (
     ),
     ActionSpec(
         "swipe",
-        "Swipe across the screen.",
+        "Swipe across the screen, or across an element with at.",
         "fields",
-        (Param("direction", "enum", choices=("up", "down", "left", "right")),),
+        (
+            Param("direction", "enum", choices=("up", "down", "left", "right"), doc="the way the finger moves"),
+            Param("at", "locator", required=False, doc="swipe on this element (default: the screen)"),
+        ),
     ),
     ActionSpec("scroll_to", "Scroll until an element is visible.", "locator", _LOC),
     ActionSpec("back", "Press the system back button (browser back on web)."),
-    ActionSpec("press_key", "Press a key, e.g. ENTER, HOME, BACK.", "value", (Param("key", "text"),)),
+    ActionSpec("press_key", "Press one key, e.g. ENTER, TAB, BACK.", "value", (Param("key", "key"),)),
+    ActionSpec("hide_keyboard", "Close the on-screen keyboard (web: the field loses its focus)."),
+    ActionSpec("reload", "Reload the page (web); relaunch the app without resetting it (a phone)."),
+    ActionSpec(
+        "eval_js",
+        "Run JavaScript in the page (web only); its return value is recorded. Only where allowed_actions names it.",
+        "value",
+        (Param("script", "text"),),
+        explicit=True,
+    ),
     ActionSpec("wait", "Wait a fixed number of seconds.", "value", (Param("seconds", "number", minimum=0),)),
     ActionSpec(
         "screenshot",

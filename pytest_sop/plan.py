@@ -42,7 +42,7 @@ def describe_params(step: Step, lookup: Any) -> str:
         return str(value)
 
     return " ".join(
-        show(v) if k in ("locator", "url", "seconds", "sop", "key", "text", "name") and len(step.params) == 1
+        show(v) if k in ("locator", "url", "seconds", "sop", "key", "text", "name", "script") and len(step.params) == 1
         else f"{k}={show(v)}"
         for k, v in step.params.items()
     )  # fmt: skip

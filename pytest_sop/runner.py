@@ -6,6 +6,7 @@ goes to a :class:`Recorder`.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 import warnings
@@ -37,6 +38,24 @@ from .errors import (
     StepBroken,
     StepFailed,
     UnsupportedHere,
+)
+
+# Names, not the module: pytester's in-process runs re-import the package's modules, and a module
+# attribute of the package kept from an earlier run would hold an earlier Selenium's exceptions.
+from .gestures import (
+    TapIntercepted,
+    Target,
+    double_tap,
+    drag,
+    eval_js,
+    hide_keyboard,
+    long_press,
+    reload,
+    swipe_on,
+    tap,
+    type_into,
+    web_field,
+    web_target,
 )
 from .masking import SecretMissing, Secrets
 from .model import Account, Case, Condition, Device, Locator, Policy, Sop, Step, Template, TextMatch
@@ -171,11 +190,20 @@ _NOT_READY = (ElementNotInteractableException, InvalidElementStateException, Ele
 _POLL = 0.1
 
 
-def _act(ctx: Context, loc: Locator, timeout: float, action: Callable[[WebElement], None]) -> None:
+def _act(
+    ctx: Context,
+    loc: Locator,
+    timeout: float,
+    action: Callable[[Any], None],
+    find: Callable[[tuple[str, str]], Any] | None = None,
+) -> None:
     """Find the element and act on it at once, as a hand-written client does: no displayed check
     first, since the action itself fails on an element a person could not use (W3C click, clear and
     send keys do; the fake driver's click does). Wait only while the driver says the element is not
-    there or not usable, until ``timeout``; then fail as a wait for it would."""
+    there or not usable, until ``timeout``; then fail as a wait for it would.
+
+    ``find``: instead of the driver's find, one that finds only what a person could see (the web's
+    web_target): then the action gets what it returns."""
     by = ctx.by(loc)
     start = time.monotonic()
     deadline = start + timeout
@@ -184,7 +212,7 @@ def _act(ctx: Context, loc: Locator, timeout: float, action: Callable[[WebElemen
     while True:
         el = None
         try:
-            el = target or ctx.session.find(by)
+            el = target or (find or ctx.session.find)(by)
             target = None
             action(el)
             return
@@ -193,7 +221,7 @@ def _act(ctx: Context, loc: Locator, timeout: float, action: Callable[[WebElemen
         except _NOT_READY as e:
             refused = e
             # The first match may be hidden while another one is shown: that one, at once.
-            shown = ctx.session.visible(by, on_screen=False)
+            shown = ctx.session.visible(by, on_screen=False) if find is None else None
             if shown is not None and shown != el and time.monotonic() < deadline:
                 target = shown
                 continue
@@ -202,8 +230,26 @@ def _act(ctx: Context, loc: Locator, timeout: float, action: Callable[[WebElemen
             break
         time.sleep(min(_POLL, remaining))
     if refused is not None and ctx.session.visible(by, on_screen=False) is not None:
+        if isinstance(refused, ElementClickInterceptedException):
+            _intercepted(ctx, loc, timeout, refused)
         raise refused  # shown, and still refused (typing into a label): the driver's reason stands
     _not_visible(ctx, loc, start)
+
+
+def _intercepted(ctx: Context, loc: Locator, timeout: float, e: ElementClickInterceptedException) -> NoReturn:
+    other = e.other if isinstance(e, TapIntercepted) else appium_reason(e)
+    raise StepFailed(
+        ctx.secrets.mask(f"{ctx.show_locator(loc)} would not get the tap after {timeout:g}s: another element "
+                         f"would receive it: {other}"),
+        expected=f"{ctx.show_locator(loc)} receives the tap",
+        found=ctx.secrets.mask(f"{other} on top of it"),
+    )  # fmt: skip
+
+
+def _gesture(ctx: Context, loc: Locator, timeout: float, do: Callable[[Target], None]) -> None:
+    """A finger on the element: on the web at the centre of what is seen of it, checked to be on it."""
+    web = ctx.session.kind == "web"
+    _act(ctx, loc, timeout, do, find=(lambda by: web_target(ctx.session, by)) if web else None)
 
 
 _VERB = {"equals": "equal", "contains": "contain", "matches": "match"}
@@ -248,22 +294,75 @@ def _attach_source(ctx: Context, name: str) -> None:
 
 
 def do_tap(ctx: Context, step: Step) -> None:
-    # A WebDriver click scrolls its element into view itself.
-    _act(ctx, step.params["locator"], _timeout(step), lambda el: el.click())
+    _gesture(ctx, step.params["locator"], _timeout(step), lambda t: tap(ctx.session, t))
+
+
+def do_double_tap(ctx: Context, step: Step) -> None:
+    _gesture(ctx, step.params["locator"], _timeout(step), lambda t: double_tap(ctx.session, t))
+
+
+def do_long_press(ctx: Context, step: Step) -> None:
+    seconds = float(step.params.get("seconds", 1.0))
+    _gesture(ctx, step.params["at"], _timeout(step), lambda t: long_press(ctx.session, t, seconds))
+
+
+def do_swipe(ctx: Context, step: Step) -> None:
+    direction = step.params["direction"]
+    if "at" not in step.params:
+        ctx.session.swipe(direction)
+        return
+    _gesture(ctx, step.params["at"], _timeout(step), lambda t: swipe_on(ctx.session, t, direction))
+
+
+def do_drag(ctx: Context, step: Step) -> None:
+    ends = {"from": step.params["from"], "to": step.params["to"]}
+    timeout = _timeout(step)
+    missing: tuple[str, ...] = ()
+    refused: list[TapIntercepted] = []
+
+    def attempt() -> bool | None:
+        nonlocal missing
+        try:
+            missing = drag(ctx.session, ctx.by(ends["from"]), ctx.by(ends["to"]))
+        except TapIntercepted as e:
+            refused[:] = [e]
+            return None
+        return None if missing else True
+
+    if poll(attempt, timeout) is None:
+        if missing:
+            _not_visible(ctx, ends[missing[0]], timeout)
+        _intercepted(ctx, ends["from"], timeout, refused[0])
+
+
+def _typing(ctx: Context, loc: Locator, timeout: float, text: str | None, clear: bool) -> None:
+    """Clear (unless ``clear`` is false) and type, the field keeping its focus throughout."""
+    session = ctx.session
+    web = session.kind == "web"
+
+    def type_in(el: WebElement) -> None:
+        if clear and not web:
+            el.clear()  # phones set the text: the focus stays
+        if text is not None:
+            type_into(session, el, text, clear=clear)
+
+    # The web: one script finds, focuses and clears; WebDriver's own clear would blur the field first.
+    _act(ctx, loc, timeout, type_in, find=(lambda by: web_field(session, by, clear=clear)) if web else None)
 
 
 def do_type(ctx: Context, step: Step) -> None:
-    text = ctx.text(step.params["text"])
-
-    def type_into(el: WebElement) -> None:
-        el.clear()
-        el.send_keys(text)
-
-    _act(ctx, step.params["into"], _timeout(step), type_into)
+    clear = step.params.get("clear", True)
+    _typing(ctx, step.params["into"], _timeout(step), ctx.text(step.params["text"]), clear)
 
 
 def do_clear(ctx: Context, step: Step) -> None:
-    _act(ctx, step.params["locator"], _timeout(step), lambda el: el.clear())
+    _typing(ctx, step.params["locator"], _timeout(step), None, True)
+
+
+def do_eval_js(ctx: Context, step: Step) -> None:
+    value = eval_js(ctx.session, ctx.text(step.params["script"]))
+    shown = ctx.secrets.mask(json.dumps(value, default=str, indent=1))
+    ctx.recorder.attach("eval_js result", shown, "application/json", "json")
 
 
 def do_wait_for(ctx: Context, step: Step) -> None:
@@ -465,10 +564,16 @@ CORE: dict[str, Callable[[Context, Step], None]] = {
     "assert_count": lambda ctx, step: statechecks.assert_count(ctx, step.params, _timeout(step)),
     "assert_state": lambda ctx, step: statechecks.assert_state(ctx, step.params, _timeout(step)),
     "assert_url": lambda ctx, step: statechecks.assert_url(ctx, step.params, _timeout(step)),
-    "swipe": lambda ctx, step: ctx.session.swipe(step.params["direction"]),
+    "swipe": do_swipe,
+    "double_tap": do_double_tap,
+    "long_press": do_long_press,
+    "drag": do_drag,
+    "hide_keyboard": lambda ctx, step: hide_keyboard(ctx.session),
+    "reload": lambda ctx, step: reload(ctx.session),
+    "eval_js": do_eval_js,
     "scroll_to": do_scroll_to,
     "back": lambda ctx, step: ctx.session.back(),
-    "press_key": lambda ctx, step: ctx.session.press_key(ctx.text(step.params["key"])),
+    "press_key": lambda ctx, step: ctx.session.press_key(step.params["key"]),
     "wait": do_wait,
     "screenshot": do_screenshot,
     "page_source": do_page_source,

@@ -10,6 +10,7 @@ from typing import Any
 
 from .actions import CONDITIONS, ActionRegistry, ActionSpec, Param
 from .checker import ENV_RE, ID_RE, NAME_RE
+from .keys import KNOWN_KEYS
 from .model import ESCALATING, LOCATOR_STRATEGIES, MAX_ATTEMPTS, MAX_BACKOFF, MAX_EXACT, MAX_SECONDS, SEVERITIES
 from .sopfile import ROW_ID_RE, SECONDS_PARAMS
 
@@ -47,6 +48,8 @@ def _param(spec: ActionSpec, p: Param) -> dict[str, Any]:
             out["maximum"] = MAX_SECONDS
     elif p.kind == "boolean":
         out = {"type": "boolean"}
+    elif p.kind == "key":
+        out = {"anyOf": [{"enum": list(KNOWN_KEYS)}, {"type": "string", "pattern": "^KEYCODE_[A-Z0-9_]+$"}]}
     else:
         out = {"enum": list(p.choices)}
     if p.doc:
@@ -72,6 +75,8 @@ def _argument(spec: ActionSpec) -> dict[str, Any]:
     groups += [{"anyOf": [{"required": [n]} for n in group]} for group in spec.some_of]
     if groups:
         out["allOf"] = groups
+    if spec.short:
+        return {"anyOf": [{"$ref": _REF + "locator"}, out]}
     return out
 
 

@@ -29,6 +29,7 @@ from urllib3.exceptions import HTTPError
 from . import appium_server, masking
 from .appium_server import free_port
 from .errors import DeviceError, UnsupportedHere
+from .keys import ANDROID_KEYS
 from .locating import (
     FIND_JS,
     REFINED,
@@ -42,17 +43,20 @@ from .model import App, Device, Locator, SuiteConfig
 from .templates import render_setting
 
 DEFAULT_CAPABILITIES = {"appium:newCommandTimeout": 120}
-# Android key codes for press_key; the web maps the same names to Selenium keys.
-ANDROID_KEYS = {"ENTER": 66, "BACK": 4, "HOME": 3, "TAB": 61, "DELETE": 67, "SPACE": 62, "ESCAPE": 111,
-                "SEARCH": 84, "MENU": 82, "VOLUME_UP": 24, "VOLUME_DOWN": 25, "APP_SWITCH": 187}  # fmt: skip
-WEB_KEYS = {"ENTER": Keys.ENTER, "TAB": Keys.TAB, "DELETE": Keys.BACKSPACE, "SPACE": Keys.SPACE,
-            "ESCAPE": Keys.ESCAPE, "HOME": Keys.HOME}  # fmt: skip
+# press_key names (keys.py) as a browser's keys; BACK is the browser's back button, not a key.
+WEB_KEYS: dict[str, str] = {
+    "ENTER": Keys.ENTER, "TAB": Keys.TAB, "DELETE": Keys.DELETE, "BACKSPACE": Keys.BACKSPACE,
+    "SPACE": Keys.SPACE, "ESCAPE": Keys.ESCAPE, "HOME": Keys.HOME, "END": Keys.END, "UP": Keys.ARROW_UP,
+    "DOWN": Keys.ARROW_DOWN, "LEFT": Keys.ARROW_LEFT, "RIGHT": Keys.ARROW_RIGHT, "PAGE_UP": Keys.PAGE_UP,
+    "PAGE_DOWN": Keys.PAGE_DOWN,
+}  # fmt: skip
 
 T = TypeVar("T")
 # The first match a person could see, found and checked in the page in one command: displayed
 # (Selenium's own isDisplayed atom, what is_displayed() runs) and, when asked, inside the viewport,
 # since is_displayed() is true for elements scrolled out of sight and a phone user can't see those.
-# An input's value comes along: its text is what it holds. The locator leads the script, so
+# What a field shows comes along: an input's value (a button's label, a text field's content), a
+# select's chosen option; a checkbox shows no text. The locator leads the script, so
 # Appium's log, which shortens long request bodies, still shows what was looked for.
 # (sopFind, sopInView: locating.FIND_JS, which also resolves a refined locator's refinements.)
 _FIND_SHOWN = """const isShown = (%s);
@@ -60,7 +64,9 @@ _FIND_SHOWN = """const isShown = (%s);
 for (const el of sopFind(how, what, isShown)) {
   if (!isShown(el)) continue;
   if (onScreen && !sopInView(el)) continue;
-  const field = el.localName === "input" || el.localName === "textarea";
+  if (el.localName === "select") return [el, el.selectedIndex < 0 ? "" : el.options[el.selectedIndex].label];
+  const noText = ["checkbox", "radio", "file", "range", "color", "image", "hidden"];
+  const field = el.localName === "textarea" || (el.localName === "input" && !noText.includes(el.type));
   return [el, field ? String(el.value) : null];
 }
 return null;"""
@@ -76,7 +82,8 @@ def displayed_atom() -> str:
     return atom.decode("utf-8")
 
 
-def _find_shown() -> str:
+def find_shown_script() -> str:
+    """The script body (``how``, ``what``, ``onScreen`` set before it): ``[element, its field text]`` or null."""
     global _find_shown_script
     if _find_shown_script is None:
         _find_shown_script = _FIND_SHOWN % (displayed_atom(), FIND_JS)
@@ -278,7 +285,7 @@ class DeviceSession:
         # JSON literals are JavaScript literals: the locator cannot break out of its string.
         what = prepare(self, by[1]) if by[0] == REFINED else by[1]
         head = f"const how = {json.dumps(by[0])}, what = {json.dumps(what)}, onScreen = {json.dumps(on_screen)};\n"
-        found = self.driver.execute_script(head + _find_shown())
+        found = self.driver.execute_script(head + find_shown_script())
         return (found[0], found[1]) if found else None
 
     def visible(self, by: tuple[str, str], on_screen: bool = True) -> WebElement | None:
@@ -358,7 +365,7 @@ class DeviceSession:
                 raise UnsupportedHere("launch_app on a web device needs the app's url in sop.yaml")
             self.driver.get(self.url)
         elif self.kind in ("android", "ios"):
-            app_id = self._app_id()
+            app_id = self.app_id()
             if app_id:
                 self.driver.activate_app(app_id)
         # The fake driver opens its app with the session; there is nothing to start.
@@ -367,11 +374,11 @@ class DeviceSession:
         if self.kind == "web":
             self.driver.get("about:blank")
         elif self.kind in ("android", "ios"):
-            app_id = self._app_id()
+            app_id = self.app_id()
             if app_id:
                 self.driver.terminate_app(app_id)
 
-    def _app_id(self) -> str | None:
+    def app_id(self) -> str | None:
         caps = self.app.capabilities if self.app else {}
         value = caps.get("appium:appPackage") or caps.get("appium:bundleId")
         return str(value) if value else None
@@ -380,7 +387,7 @@ class DeviceSession:
         if self.kind == "web":
             self.driver.get(urljoin(self.url, url) if self.url else url)
         elif self.kind == "android":
-            self.driver.execute_script("mobile: deepLink", {"url": url, "package": self._app_id()})
+            self.driver.execute_script("mobile: deepLink", {"url": url, "package": self.app_id()})
         else:
             self.driver.get(url)
 
@@ -388,17 +395,18 @@ class DeviceSession:
         self.driver.back()
 
     def press_key(self, key: str) -> None:
+        """One key by its press_key name (keys.py); a name this platform has no key for is an error."""
         name = key.upper()
         if self.kind == "android":
             if name not in ANDROID_KEYS:
-                raise UnsupportedHere(f"unknown key {key!r}; known: {', '.join(ANDROID_KEYS)}")
+                raise UnsupportedHere(f"Android has no key {key!r}")
             self.driver.press_keycode(ANDROID_KEYS[name])
         elif self.kind == "web":
             if name == "BACK":
                 self.driver.back()
                 return
             if name not in WEB_KEYS:
-                raise UnsupportedHere(f"unknown key {key!r}; known: BACK, {', '.join(WEB_KEYS)}")
+                raise UnsupportedHere(f"a web page has no key {key!r}; it has: BACK, {', '.join(WEB_KEYS)}")
             self.driver.switch_to.active_element.send_keys(WEB_KEYS[name])
         else:
             raise UnsupportedHere(f"press_key is not available on the {self.kind} driver")

@@ -9,12 +9,15 @@ from types import MappingProxyType
 from typing import Any, Literal
 
 from .actions import CONDITIONS, STEP_MODIFIERS, ActionRegistry, ActionSpec, Param
-from .checker import ID_RE, NAME_RE, Checker, did_you_mean, type_name
+from .checker import ID_RE, NAME_RE, Checker, closest, did_you_mean, type_name
 from .errors import SopSyntaxError
+from .keys import KNOWN_KEYS, key_name, known_keys_text
 from .locating import PHONES, cannot_find_on
 from .model import (
     DEFAULT_ESCALATE_ON,
     ESCALATING,
+    LOCATOR_REFINEMENTS,
+    LOCATOR_STRATEGIES,
     MAX_ATTEMPTS,
     MAX_BACKOFF,
     MAX_EXACT,
@@ -50,7 +53,7 @@ ROW_ID_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 _EVERY_RE = re.compile(r"(\d+(?:\.\d+)?)\s*(s|m|h|d)")
 _UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 # Parameters of core actions that are seconds a step waits: bounded like a timeout.
-SECONDS_PARAMS = {("wait", "seconds")}
+SECONDS_PARAMS = {("wait", "seconds"), ("long_press", "seconds")}
 # Core actions whose ``matches:`` is a pattern, compiled at collection when written literally.
 _PATTERN_ACTIONS = ("assert_text", "text", "assert_url")
 _CONDITIONS = ActionRegistry(CONDITIONS)
@@ -371,6 +374,13 @@ class _SopParser(Checker):
         if allowed is not None and name not in allowed:
             self.error(arg_path, f"action {name!r} is not in allowed_actions ({', '.join(allowed)})", key=True)
         spec = self.registry[name]
+        if spec.explicit and allowed is None:
+            self.error(
+                arg_path,
+                f"action {name!r} runs only in a SOP whose allowed_actions names it: add allowed_actions "
+                f"listing {name!r} and the SOP's other actions",
+                key=True,
+            )
         params = self.arguments(spec, arg_path, arg, bare=isinstance(raw, str))
         if params is not None and self.platform in PHONES:
             self.platform_can(name, arg_path, params)
@@ -408,6 +418,9 @@ class _SopParser(Checker):
         if spec.shape == "value":
             value = self.param(spec, spec.params[0], path, arg)
             return {spec.params[0].name: value} if value is not None else None
+        if spec.short and self.is_locator(spec, arg):
+            loc = self.locator(path, arg)
+            return {spec.short: loc} if loc else None
         return self.fields(spec, path, arg)
 
     def platform_can(self, action: str, path: Path_, params: Mapping[str, Any]) -> None:
@@ -422,6 +435,19 @@ class _SopParser(Checker):
                     path if key == "locator" else path + (key,),
                     f"{reason} (requires.device.platform is {self.platform})",
                 )
+
+    @staticmethod
+    def is_locator(spec: ActionSpec, arg: Any) -> bool:
+        """``{id: x}`` rather than ``{at: ..., seconds: ...}``: one key, nearer a locator strategy than a field."""
+        if not isinstance(arg, dict) or not arg:
+            return False
+        names = [p.name for p in spec.params]
+        keys = [k for k in arg if isinstance(k, str)]
+        if len(keys) != len(arg) or any(k in names for k in keys):
+            return False
+        # A refined locator ({text: x, index: 1}) has several keys; a lone key is judged by what it is nearer.
+        near = [*LOCATOR_STRATEGIES, *LOCATOR_REFINEMENTS, *names]
+        return all(closest(k, near) not in names for k in keys)
 
     def fields(self, spec: ActionSpec, path: Path_, arg: Any) -> dict[str, Any] | None:
         names = [p.name for p in spec.params]
@@ -462,6 +488,8 @@ class _SopParser(Checker):
             )  # fmt: skip
         if p.kind == "boolean":
             return self.boolean(path, value)
+        if p.kind == "key":
+            return self.key(path, value)
         if value not in p.choices:
             self.error(
                 path, f"expected one of: {', '.join(p.choices)}, got {value!r}" + did_you_mean(str(value), p.choices)
@@ -469,10 +497,25 @@ class _SopParser(Checker):
             return None
         return value
 
+    def key(self, path: Path_, value: Any) -> str | None:
+        name = key_name(value) if isinstance(value, str) else None
+        if name is None:
+            hint = " (one key per step: combinations such as CTRL+A are not supported)" if "+" in str(value) else ""
+            self.error(
+                path,
+                f"unknown key {value!r}; expected one of: {known_keys_text()}{hint}"
+                + did_you_mean(str(value).upper(), KNOWN_KEYS),
+            )
+            return None
+        return self.shared.text(name)
+
     @staticmethod
     def describe(spec: ActionSpec) -> str:
         if spec.shape == "locator":
             return "a locator such as {id: compose}"
+        if spec.short:
+            fields = ", ".join(f"{p.name}: ..." for p in spec.params)
+            return f"a locator such as {{id: compose}}, or {{{fields}}}"
         return " and ".join(p.name for p in spec.params if p.required) or "a value"
 
     def conditions(self, value: Any) -> tuple[Condition, ...]:

@@ -19,6 +19,7 @@ from http.cookiejar import CookieJar
 import pytest
 
 from pytest_sop.demo import DEFAULT_ACCOUNTS, DemoServer, serve
+from pytest_sop.demo.store import SEED_TASKS
 
 ACCOUNTS = {"alice": "alice-pw", "bob": "bob-pw"}
 SEEDED = 15
@@ -402,3 +403,74 @@ def test_default_accounts_and_close() -> None:
     with pytest.raises(urllib.error.URLError):
         urllib.request.urlopen(url + "__health", timeout=2)
     demo.close()  # idempotent
+
+
+# -- tasks: a list with checkboxes, an editor that saves on blur, a page without a viewport meta tag -----
+
+
+def task_titles(page: Page) -> list[str]:
+    return [e.text for e in page.by_class("task-title")]
+
+
+def test_tasks_page_lists_seeded_tasks_with_their_controls(alice: Client) -> None:
+    page = alice.get("/tasks")
+    assert page.status == 200
+    assert task_titles(page) == list(SEED_TASKS)
+    for n in range(1, len(SEED_TASKS) + 1):
+        assert page.by_id(f"task-{n}-done").attrs["type"] == "checkbox"
+        assert "checked" not in page.by_id(f"task-{n}-done").attrs
+        assert "hidden" in page.by_id(f"task-{n}-delete").attrs
+        assert page.by_id(f"task-{n}-handle").tag == "span"
+    assert 'name="viewport"' in page.body
+    assert page.by_id("tasks-status").text == ""
+    assert alice.get("/feed").by_id("open-tasks").attrs["href"] == "/tasks"
+
+
+def test_classic_tasks_page_has_no_viewport_meta_and_row_text_of_its_own(alice: Client) -> None:
+    page = alice.get("/tasks/classic")
+    assert page.status == 200
+    assert "viewport" not in page.body
+    row = page.by_id("task-2")
+    assert row.text == SEED_TASKS[1]  # the row's own text: a text locator finds the row
+    assert page.by_id("task-2-done").attrs["type"] == "checkbox"
+    assert page.by_id("cookie-banner").text.startswith("We use cookies") and page.maybe("cookie-ok") is not None
+
+
+def test_task_changes_are_saved_per_account(alice: Client, bob: Client) -> None:
+    assert alice.post("/tasks/2/done", {"done": "1"}).status == 204
+    assert alice.post("/tasks/1/rename", {"title": "  Renamed  "}).status == 204
+    assert alice.post("/tasks/5/move", {"position": "0"}).status == 204
+    page = alice.get("/tasks")
+    assert task_titles(page) == [SEED_TASKS[4], "Renamed", *SEED_TASKS[1:4]]
+    assert "checked" in page.by_id("task-2-done").attrs
+    assert alice.post("/tasks/2/done", {"done": ""}).status == 204
+    assert "checked" not in alice.get("/tasks").by_id("task-2-done").attrs
+    assert task_titles(bob.get("/tasks")) == list(SEED_TASKS)  # bob's list is his own
+
+
+def test_an_empty_title_deletes_the_task_and_unknown_tasks_are_404(server: DemoServer, alice: Client) -> None:
+    assert alice.post("/tasks/3/rename", {"title": "   "}).status == 204
+    assert alice.post("/tasks/4/delete").status == 204
+    assert task_titles(alice.get("/tasks")) == [SEED_TASKS[0], SEED_TASKS[1], SEED_TASKS[4]]
+    assert alice.post("/tasks/3/done", {"done": "1"}).status == 404
+    assert alice.post("/tasks/99/delete").status == 404
+    assert alice.post("/tasks/1/move", {"position": "first"}).status == 404
+    assert alice.get("/tasks/1/done").status == 405
+    server.reset()
+    alice.login("alice")
+    assert task_titles(alice.get("/tasks")) == list(SEED_TASKS)
+
+
+def test_tasks_need_login(server: DemoServer) -> None:
+    client = Client(server)
+    assert client.get("/tasks").path == "/login"
+    assert client.get("/tasks/classic").path == "/login"
+    assert client.post("/tasks/1/delete").path == "/login"
+
+
+def test_task_titles_are_escaped(alice: Client) -> None:
+    alice.post("/tasks/1/rename", {"title": "<script>alert(1)</script>"})
+    for path in ("/tasks", "/tasks/classic"):
+        body = alice.get(path).body
+        assert "<script>alert(1)</script>" not in body
+        assert "&lt;script&gt;alert(1)&lt;/script&gt;" in body

@@ -69,7 +69,7 @@ SOP_TYPOS = {
     ),
     "action parameter": (
         H + "  - type: {into: {id: x}, txt: hi}\n",
-        "s.sop.yaml:3:27: steps[0].type.txt: unknown key 'txt'; expected one of: into, text (did you mean 'text'?)",
+        "s.sop.yaml:3:27: steps[0].type.txt: unknown key 'txt'; expected one of: into, text, clear (did you mean 'text'?)",
     ),
     "locator": (
         H + "  - tap: {acessibility_id: x}\n",

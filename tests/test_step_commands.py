@@ -221,13 +221,13 @@ devices:
         mobileEmulation: {{deviceName: Pixel 7}}
 """
 WEB_HAPPY = {
-    "tap": ("tap: {id: arm}", ["POST /element", "POST /element/:id/click"]),
+    # One script finds what is shown, brings it on screen and checks what is at its centre; one
+    # pointer action touches that point.
+    "tap": ("tap: {id: arm}", ["POST /execute/sync", "POST /actions"]),
     # One script finds the first match shown on screen (and brings an input's value along).
     "assert_visible": ("assert_visible: {id: label}", ["POST /execute/sync"]),
-    "type": (
-        "type: {into: {id: name}, text: alice}",
-        ["POST /element", "POST /element/:id/clear", "POST /element/:id/value"],
-    ),
+    # One script finds, focuses and clears the field (WebDriver's clear would blur it); then the keys.
+    "type": ("type: {into: {id: name}, text: alice}", ["POST /execute/sync", "POST /element/:id/value"]),
     "assert_text input": ("assert_text: {in: {id: name}, equals: alice}", ["POST /execute/sync"]),
     "assert_text": (
         "assert_text: {in: {id: label}, equals: Hello there}",

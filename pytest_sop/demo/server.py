@@ -225,6 +225,30 @@ class _Handler(BaseHTTPRequestHandler):
             return
         self._redirect("/review?done=" + ("approved" if approve else "rejected"))
 
+    def tasks(self, req: _Request) -> None:
+        self._send(HTTPStatus.OK, views.tasks(req.user, self.app.store.tasks(req.user)))
+
+    def classic_tasks(self, req: _Request) -> None:
+        self._send(HTTPStatus.OK, views.classic_tasks(req.user, self.app.store.tasks(req.user)))
+
+    def task_change(self, req: _Request) -> None:
+        """The tasks page's script saves each change here; 204, or 404 for a task that is not there."""
+        task_id, what = int(req.groups[0]), req.groups[1]
+        store, user = self.app.store, req.user
+        if what == "done":
+            found = store.set_done(user, task_id, done=bool(req.field("done")))
+        elif what == "rename":
+            found = store.rename(user, task_id, req.field("title"))
+        elif what == "move":
+            position = req.field("position")
+            found = position.isdigit() and store.move_task(user, task_id, int(position))
+        else:
+            found = store.delete_task(user, task_id)
+        if not found:
+            self._send(HTTPStatus.NOT_FOUND, views.not_found())
+            return
+        self._send(HTTPStatus.NO_CONTENT)
+
     def settings_form(self, req: _Request) -> None:
         saved = req.query.get("saved") == ["1"]
         current = self.app.store.settings(req.user)
@@ -274,6 +298,9 @@ _ROUTES: list[_Route] = [
         False,
         _Handler.review_decide,
     ),
+    ("GET", re.compile(r"/tasks"), False, _Handler.tasks),
+    ("GET", re.compile(r"/tasks/classic"), False, _Handler.classic_tasks),
+    ("POST", re.compile(r"/tasks/(\d{1,9})/(done|rename|move|delete)"), False, _Handler.task_change),
     ("GET", re.compile(r"/settings"), False, _Handler.settings_form),
     ("POST", re.compile(r"/settings"), False, _Handler.settings_save),
 ]

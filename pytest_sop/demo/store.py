@@ -46,6 +46,23 @@ SEED_CAPTIONS: tuple[str, ...] = (
 )
 
 
+# Wide on purpose: a row's text fills the row, its checkbox at the side.
+SEED_TASKS: tuple[str, ...] = (
+    "Reply to the comments on the harbour sunrise post before the weekend",
+    "Order new prints of the farmers market photos for the shop window",
+    "Ask the museum about using the gallery photos in the autumn feature",
+    "Clean up the drafts folder and archive last month's stories",
+    "Plan the beach cleanup crew post with the volunteers' names",
+)
+
+
+@dataclass(frozen=True)
+class Task:
+    id: int
+    title: str
+    done: bool = False
+
+
 @dataclass(frozen=True)
 class Post:
     id: int
@@ -77,6 +94,7 @@ class Store:
         self._lock = threading.Lock()
         self._posts: dict[str, dict[int, Post]] = {}
         self._settings: dict[str, Settings] = {}
+        self._tasks: dict[str, list[Task]] = {}
         self._sessions: dict[str, str] = {}
         self._ids: itertools.count[int] = itertools.count(1)
         self.reset()
@@ -102,6 +120,8 @@ class Store:
                     post = Post(next(self._ids), name, caption, PUBLISHED, now - age * 3 * 3600)
                     posts[post.id] = post
                 self._posts[name] = posts
+            # Task ids restart per account: task 1 is every account's first task.
+            self._tasks = {name: [Task(i, t) for i, t in enumerate(SEED_TASKS, 1)] for name in self._accounts}
 
     # -- auth ---------------------------------------------------------------
 
@@ -171,3 +191,48 @@ class Store:
     def save_settings(self, username: str, settings: Settings) -> None:
         with self._lock:
             self._settings[username] = settings
+
+    # -- tasks --------------------------------------------------------------
+
+    def tasks(self, username: str) -> list[Task]:
+        """In the account's own order."""
+        with self._lock:
+            return list(self._tasks.get(username, []))
+
+    def _change(self, username: str, task_id: int, change: Callable[[Task], Task | None]) -> bool:
+        """Replace (or, when ``change`` returns None, remove) one task; False if there is no such task."""
+        tasks = self._tasks.get(username, [])
+        for i, task in enumerate(tasks):
+            if task.id == task_id:
+                new = change(task)
+                if new is None:
+                    del tasks[i]
+                else:
+                    tasks[i] = new
+                return True
+        return False
+
+    def set_done(self, username: str, task_id: int, *, done: bool) -> bool:
+        with self._lock:
+            return self._change(username, task_id, lambda t: replace(t, done=done))
+
+    def rename(self, username: str, task_id: int, title: str) -> bool:
+        """An empty title deletes the task, as clearing a row's text does in most list apps."""
+        title = title.strip()
+        with self._lock:
+            return self._change(username, task_id, lambda t: replace(t, title=title) if title else None)
+
+    def delete_task(self, username: str, task_id: int) -> bool:
+        with self._lock:
+            return self._change(username, task_id, lambda t: None)
+
+    def move_task(self, username: str, task_id: int, position: int) -> bool:
+        """Put the task at ``position`` (0 = first) in the account's order."""
+        with self._lock:
+            tasks = self._tasks.get(username, [])
+            found = [t for t in tasks if t.id == task_id]
+            if not found:
+                return False
+            tasks.remove(found[0])
+            tasks.insert(max(0, min(position, len(tasks))), found[0])
+            return True

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import html
 
-from .store import IN_REVIEW, LANGUAGES, Post, Settings
+from .store import IN_REVIEW, LANGUAGES, Post, Settings, Task
 
 _CSS = """
 :root{--bg:#fafafa;--fg:#111827;--muted:#6b7280;--line:#e5e7eb;--brand:#d62976;
 --ok:#15803d;--warn:#b45309;--err:#b91c1c}
 *{box-sizing:border-box}
+[hidden]{display:none !important}
 html{-webkit-text-size-adjust:100%}
 body{margin:0;font:16px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;
 background:var(--bg);color:var(--fg)}
@@ -59,6 +60,144 @@ font-size:13px;font-weight:600;background:#dcfce7;color:var(--ok)}
 #feed-end{text-align:center;color:var(--muted);padding:24px 0 40px}
 .processing{color:var(--warn);font-weight:600}
 #post-published{color:var(--ok);font-weight:700;font-size:20px}
+#tasks{list-style:none;margin:0 0 16px;padding:0;display:grid;gap:8px}
+.task{display:flex;align-items:center;gap:10px;min-height:56px;padding:8px 12px;background:#fff;
+border:1px solid var(--line);border-radius:12px;touch-action:pan-y;user-select:none}
+.task-title{flex:1;min-width:0}
+.task-handle{touch-action:none;cursor:grab;font-size:22px;padding:4px 6px;color:var(--muted)}
+.task-done{width:26px;height:26px;flex:none;accent-color:var(--brand)}
+.task-edit{flex:1;min-width:0;min-height:40px;padding:6px 8px;font:inherit}
+.task.dragging{opacity:.6}
+#tasks-status{min-height:1.5em}
+"""
+# The classic view: a desktop page from before phones, without a viewport meta tag, so a phone
+# shows it zoomed out: a side column, and the list beside it with each checkbox at the row's side.
+_CLASSIC_CSS = """
+*{box-sizing:border-box}
+body{margin:0;font:15px/1.4 Georgia,serif;min-width:980px}
+.classic{display:flex}
+.side{width:320px;flex:none;padding:16px;background:#eef}
+.list{flex:1;padding:16px}
+#tasks-status{min-height:1.5em}
+#cookie-banner{position:fixed;top:0;left:0;width:320px;min-height:240px;padding:16px;background:#333;color:#fff}
+#tasks{list-style:none;margin:0;padding:0}
+.task{display:flex;align-items:center;gap:12px;padding:10px 4px;border-bottom:1px solid #ccc}
+.task-done{width:40px;height:40px;margin:0;flex:none}
+"""
+# Tasks: a tick saves at once; a double tap on a title edits it in place and the edit saves when
+# the field loses its focus (an empty title deletes the task, as in many list apps); press and hold
+# a row, or swipe it left, to show its Delete button; drag a row by its handle to move it. The
+# status line changes once the server has the change.
+_TASKS_JS = """
+const list = document.getElementById("tasks");
+const post = (path, data) => fetch(path, {method: "POST", body: new URLSearchParams(data || {})});
+const status = (text) => { document.getElementById("tasks-status").textContent = text; };
+const titleOf = (row) => (row.querySelector(".task-title") || row).textContent.trim();
+const url = (row, what) => "/tasks/" + row.dataset.id + "/" + what;
+list.addEventListener("change", (e) => {
+  if (!e.target.classList.contains("task-done")) return;
+  const row = e.target.closest(".task"), done = e.target.checked;
+  post(url(row, "done"), {done: done ? "1" : ""}).then(() => status((done ? "Done: " : "Not done: ") + titleOf(row)));
+});
+const edit = (row) => {
+  const title = row.querySelector(".task-title");
+  if (!title || document.getElementById("task-edit")) return;
+  const input = document.createElement("input");
+  Object.assign(input, {type: "text", id: "task-edit", className: "task-edit", value: title.textContent});
+  input.setAttribute("aria-label", "Task title");
+  title.hidden = true;
+  title.after(input);
+  input.focus();
+  let cancelled = false, closed = false;
+  input.addEventListener("keydown", (e) => {
+    if (e.key === "Enter") input.blur();
+    if (e.key === "Escape") { cancelled = true; input.blur(); }
+  });
+  input.addEventListener("blur", () => {
+    if (closed) return;
+    closed = true;
+    const text = input.value.trim();
+    input.remove();
+    title.hidden = false;
+    if (cancelled) return;
+    if (!text) {
+      row.remove();
+      post(url(row, "delete")).then(() => status("Deleted: " + title.textContent));
+      return;
+    }
+    title.textContent = text;
+    post(url(row, "rename"), {title: text}).then(() => status("Saved: " + text));
+  });
+};
+list.addEventListener("dblclick", (e) => {
+  const row = e.target.closest(".task");
+  if (row && !e.target.closest(".task-done, .task-handle, .task-delete, .task-edit")) edit(row);
+});
+const showDelete = (row, shown) => { const b = row.querySelector(".task-delete"); if (b) b.hidden = !shown; };
+let press = null, dragging = null, longPressed = false;
+list.addEventListener("pointerdown", (e) => {
+  const row = e.target.closest(".task");
+  if (!row) return;
+  if (e.target.closest(".task-handle")) {
+    dragging = row;
+    row.classList.add("dragging");
+    return;
+  }
+  if (e.target.closest(".task-done, .task-delete, .task-edit")) return;
+  longPressed = false;
+  press = {row, x: e.clientX, y: e.clientY, timer: setTimeout(() => {
+    press.timer = null;
+    longPressed = true;
+    showDelete(row, true);
+    status("Held: " + titleOf(row));
+  }, 600)};
+});
+list.addEventListener("pointermove", (e) => {
+  if (press && press.timer && Math.hypot(e.clientX - press.x, e.clientY - press.y) > 10) {
+    clearTimeout(press.timer);
+    press.timer = null;
+  }
+});
+const lift = (e) => {
+  if (press) {
+    if (press.timer) clearTimeout(press.timer);
+    const dx = e.clientX - press.x;
+    if (e.type === "pointerup" && dx < -40) { showDelete(press.row, true); status("Swiped: " + titleOf(press.row)); }
+    if (e.type === "pointerup" && dx > 40) showDelete(press.row, false);
+    press = null;
+  }
+  if (dragging) {
+    const row = dragging;
+    dragging = null;
+    row.classList.remove("dragging");
+    const under = document.elementFromPoint(e.clientX, e.clientY);
+    const over = under && under.closest(".task");
+    if (e.type !== "pointerup" || !over || over === row) return;
+    const rows = Array.from(list.children);
+    if (rows.indexOf(over) > rows.indexOf(row)) over.after(row); else over.before(row);
+    const position = Array.from(list.children).indexOf(row);
+    post(url(row, "move"), {position: String(position)}).then(() => status("Moved: " + titleOf(row)));
+  }
+};
+document.addEventListener("pointerup", lift);
+document.addEventListener("pointercancel", lift);
+list.addEventListener("click", (e) => {
+  const row = e.target.closest(".task");
+  if (!row) return;
+  if (e.target.closest(".task-delete")) {
+    row.remove();
+    post(url(row, "delete")).then(() => status("Deleted: " + titleOf(row)));
+    return;
+  }
+  if (e.target.closest(".task-done, .task-handle, .task-edit")) return;
+  if (longPressed) { longPressed = false; return; }
+  status("Opened: " + titleOf(row));
+});
+// A link straight into renaming a task: /tasks?edit=ID.
+const editing = document.getElementById("task-" + new URLSearchParams(location.search).get("edit"));
+if (editing) edit(editing);
+const ok = document.getElementById("cookie-ok");
+if (ok) ok.addEventListener("click", () => document.getElementById("cookie-banner").remove());
 """
 
 
@@ -76,6 +215,15 @@ def page(title: str, body: str, *, user: str | None = None, script: str = "") ->
         f"<title>Snapgram · {_e(title)}</title><style>{_CSS}</style></head>"
         f'<body><header class="bar"><span class="logo">Snapgram</span>{who}</header>'
         f"<main>{body}</main>{tail}</body></html>\n"
+    )
+
+
+def classic_page(title: str, body: str, *, script: str = "") -> str:
+    """A page as desktop sites were made: no viewport meta tag, so a phone lays it out 980 pixels wide."""
+    return (
+        "<!doctype html>\n"
+        f'<html lang="en"><head><meta charset="utf-8"><title>Snapgram · {_e(title)}</title>'
+        f"<style>{_CLASSIC_CSS}</style></head><body>{body}<script>{script}</script></body></html>\n"
     )
 
 
@@ -134,6 +282,7 @@ def feed(user: str, posts: list[Post], now: float) -> str:
         '<a id="compose" class="btn primary" href="/compose">New post</a>'
         '<a id="open-review" class="btn" href="/review">Review queue</a>'
         '<a id="open-settings" class="btn" href="/settings">Settings</a>'
+        '<a id="open-tasks" class="btn" href="/tasks">Tasks</a>'
         # Signing out changes state, so it is a POST, not a link.
         '<form method="post" action="/logout">'
         '<button type="submit" id="sign-out" class="btn">Sign out</button></form>'
@@ -233,6 +382,53 @@ def settings(user: str, current: Settings, *, saved: bool = False) -> str:
         '<a id="back-to-feed" class="btn block" href="/feed">Back to feed</a>'
     )
     return page("Settings", body, user=user)
+
+
+def _task_item(task: Task) -> str:
+    done = " checked" if task.done else ""
+    return (
+        f'<li class="task" id="task-{task.id}" data-id="{task.id}">'
+        f'<span class="task-handle" id="task-{task.id}-handle" aria-label="Move">&#9776;</span>'
+        f'<span class="task-title" id="task-{task.id}-title">{_e(task.title)}</span>'
+        f'<button type="button" class="btn task-delete" id="task-{task.id}-delete" hidden>Delete</button>'
+        f'<input type="checkbox" class="task-done" id="task-{task.id}-done" aria-label="Done"{done}></li>'
+    )
+
+
+def tasks(user: str, items: list[Task]) -> str:
+    body = (
+        '<h1>Tasks</h1><p id="tasks-status" class="notice" role="status"></p>'
+        f'<ul id="tasks">{"".join(_task_item(t) for t in items)}</ul>'
+        '<p class="muted">Double tap a task to rename it; press and hold it, or swipe it left, to delete '
+        "it; drag it by &#9776; to move it.</p>"
+        '<a id="open-classic" class="btn block" href="/tasks/classic">Classic view</a>'
+        '<a id="back-to-feed" class="btn block" href="/feed">Back to feed</a>'
+    )
+    return page("Tasks", body, user=user, script=_TASKS_JS)
+
+
+def _classic_item(task: Task) -> str:
+    done = " checked" if task.done else ""
+    # The title is the row's own text, as in hand-written HTML of the time.
+    return (
+        f'<li class="task" id="task-{task.id}" data-id="{task.id}">'
+        f'<input type="checkbox" class="task-done" id="task-{task.id}-done" aria-label="Done"{done}>'
+        f"{_e(task.title)}</li>"
+    )
+
+
+def classic_tasks(user: str, items: list[Task]) -> str:
+    body = (
+        '<div class="classic"><div class="side"><h2>Snapgram</h2>'
+        f'<p>Signed in as <b id="whoami">{_e(user)}</b></p>'
+        '<p><a id="classic-home" href="/feed">Snapgram home</a></p>'
+        '<p><a id="mobile-view" href="/tasks">Mobile view</a></p></div>'
+        '<div class="list"><h1>Tasks</h1><p id="tasks-status" role="status"></p>'
+        f'<ul id="tasks">{"".join(_classic_item(t) for t in items)}</ul></div></div>'
+        '<div id="cookie-banner">We use cookies to remember you. '
+        '<button type="button" id="cookie-ok">OK</button></div>'
+    )
+    return classic_page("Tasks", body, script=_TASKS_JS)
 
 
 def not_found() -> str:
