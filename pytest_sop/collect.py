@@ -19,7 +19,7 @@ from .appium_server import session_log
 from .appium_service import appium_key
 from .caserecord import CaseRecord
 from .config import settings_key
-from .errors import CaseSkipped, SopError, SopInvalid, StepBroken, StepFailed
+from .errors import CaseSkipped, LeaseLost, SopError, SopInvalid, StepBroken, StepFailed
 from .leasing import pairs_for
 from .model import Case
 from .policy import allowed_pairs, check_sop
@@ -385,7 +385,13 @@ class SopItem(pytest.Item):
                 self.context.recorder.attach("appium log", self.context.secrets.mask(text), "text/plain", "log")
 
     def teardown(self) -> None:
+        # Asked before giving back: a lease whose server went away while the case ran was not
+        # exclusive, and the case says so (broken) rather than pass unnoticed.
+        lease = self.lease
+        lost = lease.lost() if lease is not None else None
         self.give_back(background=True)
+        if lost is not None:
+            raise LeaseLost(f"device {lease.device.id if lease else '?'}: {lost}")
 
     def give_back(self, *, background: bool) -> None:
         """The case's release line now; the session deleted and the lease released in the background

@@ -229,6 +229,15 @@ class Policy:
 
 
 @dataclass(frozen=True, slots=True)
+class Leases:
+    """``leases:`` in sop.yaml: where devices and accounts are leased."""
+
+    backend: str  # "file" (lock files, one host) or "postgres" (several hosts)
+    pos: SourcePos
+    dsn: str | Secret | None = None  # postgres: the server's connection string
+
+
+@dataclass(frozen=True, slots=True)
 class SuiteConfig:
     path: str | None  # None: no sop.yaml, an empty pool
     appium_server: str = "local"
@@ -238,6 +247,7 @@ class SuiteConfig:
     accounts: tuple[Account, ...] = ()
     policy: Policy | None = None
     extra: Mapping[str, Any] = field(default_factory=lambda: EMPTY)
+    leases: Leases | None = None  # None: lock files in the host's lock folder
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,10 +12,11 @@ from . import templates
 from .checker import ID_RE, NAME_RE, Checker, did_you_mean
 from .discovery import discover_adb
 from .errors import SopInvalid, SopSyntaxError
-from .model import Account, App, Device, Policy, Role, SuiteConfig
+from .model import Account, App, Device, Leases, Policy, Role, Secret, SuiteConfig
 from .yamlsafe import Path_, load, read_file
 
-CONFIG_KEYS = ("appium", "apps", "devices", "accounts", "policy")
+CONFIG_KEYS = ("appium", "apps", "devices", "accounts", "policy", "leases")
+LEASE_BACKENDS = ("file", "postgres")
 DISCOVERY = ("adb",)
 _URL_RE = re.compile(r"https?://\S+")
 
@@ -56,6 +57,7 @@ class _ConfigParser(Checker):
         device_ids = {d.id for d in devices} | written
         accounts = self.accounts(doc["accounts"], device_ids, bool(discover)) if "accounts" in doc else ()
         policy = self.policy(doc["policy"]) if "policy" in doc else None
+        leases = self.leases(doc["leases"]) if "leases" in doc else None
         return SuiteConfig(
             path=self.path,
             appium_server=server,
@@ -64,7 +66,44 @@ class _ConfigParser(Checker):
             discover=discover,
             accounts=accounts,
             policy=policy,
+            leases=leases,
         )
+
+    def leases(self, value: Any) -> Leases | None:
+        p: Path_ = ("leases",)
+        m = self.mapping(p, value, allowed=("backend", "dsn"), required=("backend",))
+        if m is None or "backend" not in m:
+            return None
+        backend = m["backend"]
+        if backend not in LEASE_BACKENDS:
+            self.error(
+                p + ("backend",),
+                f"expected one of: {', '.join(LEASE_BACKENDS)}, got {backend!r}"
+                + did_you_mean(str(backend), LEASE_BACKENDS),
+            )
+            return None
+        dsn = m.get("dsn")
+        if backend == "file":
+            if dsn is not None:
+                self.error(p + ("dsn",), "a dsn is only for backend: postgres (lock files need none)")
+            return Leases("file", self.pos(p))
+        if dsn is None:
+            self.error(p, "backend: postgres needs a dsn: a PostgreSQL connection string, or {env: NAME}")
+            return None
+        if isinstance(dsn, str):
+            from .lease_backend import dsn_problem
+
+            problem = dsn_problem(dsn)
+            if problem:
+                self.error(p + ("dsn",), problem)
+                return None
+        elif not (isinstance(dsn, dict) and set(dsn) == {"env"}):
+            self.error(p + ("dsn",), "expected a PostgreSQL connection string or {env: NAME}")
+            return None
+        dsn = self.value_or_secret(p + ("dsn",), dsn)
+        if not isinstance(dsn, (str, Secret)):
+            return None
+        return Leases("postgres", self.pos(p), dsn)
 
     def appium(self, value: Any) -> str:
         a = self.mapping(("appium",), value, allowed=("server",))
