@@ -64,6 +64,11 @@ class PgCluster:
     def dsn(self) -> str:
         return f"postgresql://sop:{PASSWORD}@127.0.0.1:{self.port}/postgres"
 
+    @property
+    def socket_dsn(self) -> str:
+        """Through the Unix socket in the cluster's folder: reachable from another network namespace."""
+        return f"host={self.root} port={self.port} user=sop dbname=postgres password={PASSWORD}"
+
     def _run(self, tool: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [str(self.bin / tool), *args], capture_output=True, text=True, timeout=timeout, check=True,

@@ -95,9 +95,7 @@ def test_eight_processes_on_two_hosts_never_share_a_device_or_account(
     assert held_keys(dsn) == set(), "every lock released"
 
 
-def test_kill_9_frees_the_lease_for_another_host_within_a_second(
-    dsn: str, tmp_path: Path, workers: Workers
-) -> None:
+def test_kill_9_frees_the_lease_for_another_host_within_a_second(dsn: str, tmp_path: Path, workers: Workers) -> None:
     holder, got = workers.hold(tmp_path, [["d1", "a1"]], "a.sop.yaml::hold", dsn=dsn, accounts=[{"id": "a1"}])
     assert got["device"] == "d1"
     waiting, out = tmp_path / "waiting", tmp_path / "out.json"
@@ -266,7 +264,9 @@ def test_lease_target_sop_yaml_flag_and_secret(monkeypatch: pytest.MonkeyPatch) 
     assert lease_target(None, "--sop-leases", None, "/locks").backend == "file"
     pg = Leases("postgres", POS, Secret("SOP_TEST_LEASES_DSN"))
     monkeypatch.delenv("SOP_TEST_LEASES_DSN", raising=False)
-    with pytest.raises(Exception, match=r"sop.yaml:3:3 leases.dsn: environment variable SOP_TEST_LEASES_DSN is not set"):
+    with pytest.raises(
+        Exception, match=r"sop.yaml:3:3 leases.dsn: environment variable SOP_TEST_LEASES_DSN is not set"
+    ):
         lease_target(None, "--sop-leases", pg, "/locks")
     monkeypatch.setenv("SOP_TEST_LEASES_DSN", "postgresql://u:pw1234@h/db")
     target = lease_target(None, "--sop-leases", pg, "/locks")
@@ -313,3 +313,44 @@ def test_format_of_a_pg_row_without_a_record(dsn: str) -> None:
         (row,) = lease_table(dsn, [D1], [])
         assert (row.state, row.holder) == ("held", None)
         assert "device  d1  held   ?" in format_lease_table([row])
+
+
+# -- leases: in sop.yaml ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("leases", "expected"),
+    [
+        ("  backend: postgre\n", "sop.yaml:2:12: leases.backend: expected one of: file, postgres, got 'postgre'"),
+        ("  backend: postgres\n", "sop.yaml:2:3: leases: backend: postgres needs a dsn"),
+        ("  backend: file\n  dsn: host=x\n", "sop.yaml:3:8: leases.dsn: a dsn is only for backend: postgres"),
+        (
+            "  backend: postgres\n  dsn: 'host=x password=pw1234 port'\n",
+            "sop.yaml:3:8: leases.dsn: expected a PostgreSQL connection string",
+        ),
+        ("  backend: postgres\n  dsn: [a]\n", "sop.yaml:3:8: leases.dsn: expected a PostgreSQL connection string or"),
+        ("  dsn: host=x\n", "sop.yaml:2:3: leases: missing required key 'backend'"),
+    ],
+)
+def test_bad_leases_in_sop_yaml_name_file_line_and_field(tmp_path: Path, leases: str, expected: str) -> None:
+    from pytest_sop.errors import SopInvalid
+    from pytest_sop.suiteconfig import load_config
+
+    path = tmp_path / "sop.yaml"
+    path.write_text("leases:\n" + leases)
+    with pytest.raises(SopInvalid) as e:
+        load_config(str(path), "sop.yaml")
+    assert expected in str(e.value), str(e.value)
+    assert "pw1234" not in str(e.value)
+
+
+def test_leases_in_sop_yaml(tmp_path: Path) -> None:
+    from pytest_sop.suiteconfig import load_config
+
+    path = tmp_path / "sop.yaml"
+    path.write_text("leases:\n  backend: postgres\n  dsn: {env: SOP_TEST_LEASES_DSN}\n")
+    leases = load_config(str(path), "sop.yaml").leases
+    assert leases is not None and (leases.backend, leases.dsn) == ("postgres", Secret("SOP_TEST_LEASES_DSN"))
+    path.write_text("leases: {backend: file}\n")
+    leases = load_config(str(path), "sop.yaml").leases
+    assert leases is not None and (leases.backend, leases.dsn) == ("file", None)
