@@ -221,6 +221,17 @@ def lease_table(dsn: str, devices: Iterable[Device], accounts: Iterable[Account]
     return rows
 
 
+def _try_all(n: int) -> str:
+    """One statement that takes ``n`` advisory locks in order without waiting, stopping at the first
+    busy one: its place (0-based), with the locks taken before it let go again; ``n`` when all
+    were taken. One round trip however the try ends (CASE evaluates its branches in order)."""
+    sql = str(n)
+    for i in reversed(range(n)):
+        gave_up = str(i) if i == 0 else f"(SELECT {i} FROM (SELECT pg_advisory_unlock_all()) AS let_go)"
+        sql = f"CASE WHEN pg_try_advisory_lock(%s) THEN {sql} ELSE {gave_up} END"
+    return "SELECT " + sql
+
+
 class _PgHold:
     """The locks of one lease, held by its own connection; the connection goes back to the pool after."""
 
@@ -315,32 +326,29 @@ class PgLeasePool(LeasePoolBase[_PgHold]):
         return _connect(self.dsn), False
 
     def _try(self, plan: _Plan, busy: set[str]) -> _PgHold | None:
+        keys = [lock_key(name) for _, _, name in plan.locks]
+        sql = _try_all(len(keys))
         conn, kept = self._connection()
-        keys: list[int] = []
         try:
-            for _, _, name in plan.locks:
-                key = lock_key(name)
-                try:
-                    row = conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()
-                except psycopg.OperationalError:
-                    if keys or not kept:
-                        raise
-                    # A kept connection the server ended meanwhile (a restart): once more on a new one.
-                    conn.close()
-                    conn, kept = _connect(self.dsn), False
-                    row = conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()
-                if not (row and row[0]):
-                    busy.add(name)
-                    if keys:
-                        conn.execute("SELECT pg_advisory_unlock_all()")  # a partial hold is dropped at once
-                    self._give_back(conn)
-                    return None
-                keys.append(key)
+            try:
+                row = conn.execute(sql, keys).fetchone()
+            except psycopg.OperationalError:
+                if not kept:
+                    raise
+                # A kept connection the server ended meanwhile (a restart): once more on a new one.
+                conn.close()
+                conn = _connect(self.dsn)
+                row = conn.execute(sql, keys).fetchone()
         except psycopg.Error as e:
             conn.close()  # its locks, if any, go with it
             raise LeaseServerError(
                 f"lease server {self.server} went away while taking a lease: {_why(self.dsn, e)}"
             ) from None
+        taken = int(row[0]) if row else 0
+        if taken < len(keys):
+            busy.add(plan.locks[taken][2])
+            self._give_back(conn)
+            return None
         return _PgHold(self, conn, keys)
 
     def _record(self, plan: _Plan, held: _PgHold, holders: Sequence[Holder]) -> None:
