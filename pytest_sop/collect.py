@@ -20,6 +20,7 @@ from .appium_service import appium_key
 from .caserecord import CaseRecord
 from .config import settings_key
 from .errors import CaseSkipped, LeaseLost, SopError, SopInvalid, StepBroken, StepFailed
+from .grid import is_grid_device, wait_for_slot
 from .leasing import pairs_for
 from .model import Case
 from .policy import allowed_pairs, check_sop
@@ -241,7 +242,14 @@ class SopItem(pytest.Item):
             if closing is not None:
                 closing.quit_done.wait()  # one session at a time on a device: the last case's is deleted first
             # The session request is in flight while the bookkeeping that does not need it is done.
-            creating = in_background(lambda: DeviceSession.create(device, app, endpoint, caps, secrets.mask))
+            timeout = settings.lease_timeout
+
+            def create() -> DeviceSession:
+                if is_grid_device(device):  # its slot may be busy outside our leases: waited for, not queued
+                    wait_for_slot(device, timeout)
+                return DeviceSession.create(device, app, endpoint, caps, secrets.mask)
+
+            creating = in_background(create)
         try:
             AllureRecorder().add_labels([("device", device.id)] + ([("account", account.id)] if account else []))
             # Allure's steps cost time even when nothing listens: use them only with an alluredir.

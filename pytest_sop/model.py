@@ -248,6 +248,7 @@ class SuiteConfig:
     policy: Policy | None = None
     extra: Mapping[str, Any] = field(default_factory=lambda: EMPTY)
     leases: Leases | None = None  # None: lock files in the host's lock folder
+    grids: tuple[tuple[str, SourcePos, str], ...] = ()  # discover: grid: (url, where, field) as written
 
 
 @dataclass(frozen=True, slots=True)

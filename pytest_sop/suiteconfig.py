@@ -12,12 +12,13 @@ from . import templates
 from .checker import ID_RE, NAME_RE, Checker, did_you_mean
 from .discovery import discover_adb
 from .errors import SopInvalid, SopSyntaxError
-from .model import Account, App, Device, Leases, Policy, Role, Secret, SuiteConfig
-from .yamlsafe import Path_, load, read_file
+from .grid import GridError, discover_grid
+from .model import Account, App, Device, Leases, Policy, Role, Secret, SourcePos, SuiteConfig
+from .yamlsafe import Path_, format_path, load, read_file
 
 CONFIG_KEYS = ("appium", "apps", "devices", "accounts", "policy", "leases")
 LEASE_BACKENDS = ("file", "postgres")
-DISCOVERY = ("adb",)
+DISCOVERY = ("adb", "grid")
 _URL_RE = re.compile(r"https?://\S+")
 
 
@@ -38,6 +39,13 @@ def load_config(path: str | None, display: str | None = None) -> SuiteConfig:
         listed = {d.id for d in config.devices}
         found = [d for d in discover_adb(parser.pos(("devices",))) if d.id not in listed]
         config = replace(config, devices=config.devices + tuple(found))
+    for url, where, field in config.grids:
+        listed = {d.id for d in config.devices}
+        try:
+            slots = discover_grid(url, where)
+        except GridError as e:
+            raise SopInvalid([SopSyntaxError(where.file, where.line, where.col, field, str(e))]) from None
+        config = replace(config, devices=config.devices + tuple(d for d in slots if d.id not in listed))
     return config
 
 
@@ -50,7 +58,7 @@ class _ConfigParser(Checker):
             return None
         server = self.appium(doc["appium"]) if "appium" in doc else "local"
         apps = self.apps(doc["apps"]) if "apps" in doc else {}
-        devices, discover = self.devices(doc["devices"]) if "devices" in doc else ((), ())
+        devices, discover, grids = self.devices(doc["devices"]) if "devices" in doc else ((), (), ())
         # Ids of devices written with errors count too: their own error says what is wrong.
         listed: list[Any] = doc["devices"] if isinstance(doc.get("devices"), list) else []
         written = {d["id"] for d in listed if isinstance(d, dict) and isinstance(d.get("id"), str)}
@@ -67,6 +75,7 @@ class _ConfigParser(Checker):
             accounts=accounts,
             policy=policy,
             leases=leases,
+            grids=grids,
         )
 
     def leases(self, value: Any) -> Leases | None:
@@ -154,17 +163,26 @@ class _ConfigParser(Checker):
             out[name] = App(name, caps, self.pos(p), url)
         return out
 
-    def devices(self, value: Any) -> tuple[tuple[Device, ...], tuple[str, ...]]:
+    def devices(self, value: Any) -> tuple[tuple[Device, ...], tuple[str, ...], tuple[tuple[str, SourcePos, str], ...]]:
         if not isinstance(value, list):
             self.error(("devices",), "expected a list of devices")
-            return (), ()
+            return (), (), ()
         devices: list[Device] = []
         discover: list[str] = []
+        grids: list[tuple[str, SourcePos, str]] = []
         seen: set[str] = set()
         for i, raw in enumerate(value):
             p: Path_ = ("devices", i)
             if isinstance(raw, dict) and "discover" in raw:
-                self.mapping(p, raw, allowed=("discover",))
+                grid = raw["discover"] == "grid"
+                self.mapping(
+                    p, raw, allowed=("discover", "url") if grid else ("discover",), required=("url",) if grid else ()
+                )
+                url = raw.get("url")
+                if grid and "url" in raw and not (isinstance(url, str) and _URL_RE.fullmatch(url)):
+                    self.error(p + ("url",), f"expected the grid's http(s) URL, got {url!r}")
+                elif grid and isinstance(url, str):
+                    grids.append((url, self.pos(p + ("url",)), format_path(p + ("url",))))
                 if raw["discover"] in DISCOVERY:
                     discover.append(raw["discover"])
                 else:
@@ -197,7 +215,7 @@ class _ConfigParser(Checker):
                 continue
             seen.add(dev_id)
             devices.append(Device(dev_id, platform.lower(), self.pos(p), tags, caps, server))
-        return tuple(devices), tuple(discover)
+        return tuple(devices), tuple(discover), tuple(grids)
 
     def accounts(self, value: Any, device_ids: set[str], discovering: bool) -> tuple[Account, ...]:
         if not isinstance(value, list):
