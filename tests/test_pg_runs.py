@@ -299,3 +299,32 @@ def test_unset_dsn_variable_stops_the_run_naming_it(pytester: pytest.Pytester, a
     out = run.stdout + run.stderr
     assert run.returncode == 4, out
     assert "sop.yaml:" in out and "leases.dsn: environment variable SOP_LEASES_DSN is not set" in out, out
+
+
+LOSE_LEASE = """\
+import os
+
+import psycopg
+
+
+def test_uses_the_device(sop_device):
+    # Every other connection holding an advisory lock is ended: this test's lease among them.
+    with psycopg.connect(os.environ["SOP_LEASES_DSN"], autocommit=True) as conn:
+        conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND pid <> pg_backend_pid()"
+        )
+    assert sop_device.id == "dev-a"
+"""
+
+
+def test_a_python_test_whose_lease_was_lost_errors_at_teardown(pg: PgCluster, tmp_path: Path) -> None:
+    write_suite(tmp_path, "devices:\n" + fake_device("dev-a") + LEASES, {"test_lose.py": LOSE_LEASE})
+    run = subprocess.run(
+        pytest_cmd("-p", "no:xdist", f"-o=sop_lock_dir={tmp_path / 'locks'}", "test_lose.py"),
+        cwd=tmp_path, env=clean_env(SOP_LEASES_DSN=pg.dsn), capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    out = run.stdout + run.stderr
+    assert run.returncode == 1, out
+    assert summary_counts(out) == {"passed": 1, "error": 1}, out
+    assert "device dev-a: the connection to lease server postgresql://sop:***@127.0.0.1:" in out, out
+    assert PASSWORD not in out
