@@ -95,7 +95,7 @@ def test_eight_processes_on_two_hosts_never_share_a_device_or_account(
     assert held_keys(dsn) == set(), "every lock released"
 
 
-def test_kill_9_frees_the_lease_for_another_host_within_a_second(dsn: str, tmp_path: Path, workers: Workers) -> None:
+def test_kill_9_frees_the_lease_for_another_host(dsn: str, tmp_path: Path, workers: Workers) -> None:
     holder, got = workers.hold(tmp_path, [["d1", "a1"]], "a.sop.yaml::hold", dsn=dsn, accounts=[{"id": "a1"}])
     assert got["device"] == "d1"
     waiting, out = tmp_path / "waiting", tmp_path / "out.json"
