@@ -113,7 +113,9 @@ def cmd_leases(args: argparse.Namespace) -> int:
     import pytest
 
     from .config import lock_dir_setting, suite_ini_lock_dir
-    from .leasing import format_lease_table, lease_table
+    from .lease_backend import lease_rows, lease_target
+    from .leasing import format_lease_table
+    from .masking import mask
 
     config_path = args.config or find_config(".")
     try:
@@ -128,7 +130,13 @@ def cmd_leases(args: argparse.Namespace) -> int:
     except pytest.UsageError as e:
         print(f"pytest-sop: {e}", file=sys.stderr)
         return 1
-    print(format_lease_table(lease_table(lock_dir, config.devices, config.accounts)))
+    try:
+        target = lease_target(args.leases, "--leases", config.leases, lock_dir)
+        rows = lease_rows(target, config.devices, config.accounts)
+    except SopError as e:
+        print(f"pytest-sop: {mask(str(e))}", file=sys.stderr)
+        return 1
+    print(format_lease_table(rows))
     return 0
 
 
@@ -338,6 +346,9 @@ def build_parser() -> argparse.ArgumentParser:
     leases.add_argument("--config", help="suite config (default: the nearest sop.yaml)")
     leases.add_argument(
         "--lock-dir", help="lock folder (default: the one pytest uses: ini sop_lock_dir, else /tmp/pytest-sop-locks)"
+    )
+    leases.add_argument(
+        "--leases", help="'file', or the PostgreSQL DSN of a lease server (default: sop.yaml's leases, else file)"
     )
     leases.set_defaults(func=cmd_leases)
 

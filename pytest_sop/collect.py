@@ -20,7 +20,8 @@ from .appium_service import appium_key
 from .background import background
 from .caserecord import CaseRecord
 from .config import settings_key
-from .errors import CaseSkipped, SopError, SopInvalid, StepBroken, StepFailed
+from .errors import CaseSkipped, LeaseLost, SopError, SopInvalid, StepBroken, StepFailed
+from .grid import is_grid_device, wait_for_slot
 from .leasing import pairs_for
 from .model import Case
 from .policy import allowed_pairs, check_sop
@@ -220,7 +221,14 @@ class SopItem(pytest.Item):
             if closing is not None:
                 closing.quit_done.wait()  # one session at a time on a device: the last case's is deleted first
             # The session request is in flight while the bookkeeping that does not need it is done.
-            creating = background.submit(lambda: DeviceSession.create(device, app, endpoint, caps, secrets.mask))
+            timeout = settings.lease_timeout
+
+            def create() -> DeviceSession:
+                if is_grid_device(device):  # its slot may be busy outside our leases: waited for, not queued
+                    wait_for_slot(device, timeout)
+                return DeviceSession.create(device, app, endpoint, caps, secrets.mask)
+
+            creating = background.submit(create)
         try:
             AllureRecorder().add_labels([("device", device.id)] + ([("account", account.id)] if account else []))
             # Allure's steps cost time even when nothing listens: use them only with an alluredir.
@@ -364,7 +372,13 @@ class SopItem(pytest.Item):
                 self.context.recorder.attach("appium log", self.context.secrets.mask(text), "text/plain", "log")
 
     def teardown(self) -> None:
+        # Asked before giving back: a lease whose server went away while the case ran was not
+        # exclusive, and the case says so (broken) rather than pass unnoticed.
+        lease = self.lease
+        lost = lease.lost() if lease is not None else None
         self.give_back(background=True)
+        if lost is not None:
+            raise LeaseLost(f"device {lease.device.id if lease else '?'}: {lost}")
 
     def give_back(self, *, background: bool) -> None:
         """The case's release line now; the session deleted and the lease released in the background

@@ -77,6 +77,11 @@ OPTIONS = (
         type=_seconds,
         expected=f"seconds from 0 to {MAX_LEASE_TIMEOUT:g}",
     ),
+    Option(
+        "--sop-leases",
+        "where devices and accounts are leased: 'file' (lock files, this host) or a PostgreSQL DSN shared by "
+        "several hosts (overrides sop.yaml leases)",
+    ),
     Option("--sop-appium", "Appium server URL, or 'local' to start a managed one (overrides sop.yaml)"),
     Option("--sop-audit", "audit log path (default: sop-audit.jsonl in the alluredir)"),
     Option("--sop-ledger", "run ledger path (default: .sop/ledger.sqlite beside sop.yaml)"),
@@ -111,6 +116,7 @@ class Settings:
     due: bool
     patterns: tuple[str, ...]
     lock_dir: str
+    leases: str | None = None  # --sop-leases / ini sop_leases: 'file' or a DSN; None: sop.yaml decides
     # The controller's only: never handed to xdist workers nor written anywhere.
     signing_key: str | None = None
 
@@ -328,6 +334,7 @@ def resolve(config: pytest.Config) -> Settings:
         due=values["sop_due"],
         patterns=tuple(config.getini("sop_files")),
         lock_dir=lock_dir,
+        leases=values["sop_leases"],
         signing_key=signing_key_setting(
             config.getoption("sop_signing_key"),
             os.environ.get(SIGNING_KEY_ENV),

@@ -83,3 +83,11 @@ class ActionNotAllowed(SopError):
 
 class OptionalStepFailed(UserWarning):
     """An ``optional: true`` step failed and the case went on: shown in pytest's warnings summary."""
+
+
+class LeaseServerError(SopError):
+    """The lease server cannot be used: a bad DSN, unreachable, refused, or a foreign schema."""
+
+
+class LeaseLost(SopError):
+    """A held lease's server connection went away: another run may have used the device since."""

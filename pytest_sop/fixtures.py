@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import yaml
 
-from .errors import CaseSkipped, SopError, SopInvalid, SopSyntaxError
+from .errors import CaseSkipped, LeaseLost, SopError, SopInvalid, SopSyntaxError
 from .model import Account, AccountRequirement, Case, Device, DeviceRequirement, InputRow, Sop, SourcePos
 
 if TYPE_CHECKING:
@@ -84,11 +84,15 @@ def _sop_lease(request: pytest.FixtureRequest) -> Iterator[Lease]:
     requirement = f"device {device_req}" + (f", account {account_req}" if account_req else "")
     timeout = config.stash[settings_key].lease_timeout
     record.leased(lease_pool(config).acquire(allowed, case=node.nodeid, timeout=timeout, requirement=requirement))
+    lease = record.lease
     try:
-        assert record.lease is not None
-        yield record.lease
+        assert lease is not None
+        yield lease
     finally:
+        lost = lease.lost() if lease is not None else None  # asked while still held, as a case's teardown does
         record.release()
+    if lost is not None and lease is not None:
+        raise LeaseLost(f"device {lease.device.id}: {lost}")
 
 
 @pytest.fixture
@@ -110,6 +114,7 @@ def sop_driver(request: pytest.FixtureRequest, sop_device: Device, sop_account: 
     from .caserecord import record_key
     from .collect import get_suite
     from .config import settings_key
+    from .grid import is_grid_device, wait_for_slot
     from .recorders import AllureRecorder, AuditRecorder, Recorder, Recorders
     from .runner import Context
     from .runrecord import run_id_key
@@ -124,6 +129,8 @@ def sop_driver(request: pytest.FixtureRequest, sop_device: Device, sop_account: 
     secrets = request.node.stash[_secrets_key]
     endpoint = request.config.stash[appium_key].endpoint(sop_device, suite.config)
     caps = capabilities(sop_device, app, secrets.resolve, device_position(suite.config, sop_device))
+    if is_grid_device(sop_device):  # its slot may be busy outside our leases: waited for, not queued
+        wait_for_slot(sop_device, request.config.stash[settings_key].lease_timeout)
     session = DeviceSession.create(sop_device, app, endpoint, caps, secrets.mask)
     sop = Sop(
         id="python-test",

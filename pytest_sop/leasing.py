@@ -56,7 +56,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal, Self
+from typing import Any, Generic, Literal, Protocol, Self, TypeVar
 from urllib.parse import quote, unquote
 
 from .errors import DeviceError, LeaseTimeout, SopError
@@ -66,10 +66,12 @@ from .model import Account, AccountRequirement, Device, DeviceRequirement, Suite
 __all__ = [
     "DEFAULT_LOCK_DIR",
     "DEFAULT_POLL_INTERVAL",
+    "Hold",
     "Holder",
     "Kind",
     "Lease",
     "LeasePool",
+    "LeasePoolBase",
     "LockDirError",
     "Pair",
     "Row",
@@ -518,6 +520,57 @@ def _state(row: Row) -> str:
 _Held = tuple[int, bool]  # (lock file descriptor, writable)
 
 
+class Hold(Protocol):
+    """The locks of one lease in some backend (lock files, a database session): what :class:`Lease`
+    lets go of, renames and checks."""
+
+    def release(self) -> None:
+        """Clear the holder records and unlock, last taken first."""
+
+    def rename(self, case: str, since: str) -> None:
+        """The holder records name ``case`` (held on by this process) from ``since``.
+
+        :raises SopError: the locks are no longer held; they are let go of all the same.
+        """
+
+    def lost(self) -> str | None:
+        """Why the locks are no longer held (their server went away), or ``None`` while they are."""
+
+
+class _FileHold:
+    """Lock files held with ``flock``: the kernel frees them when the process dies."""
+
+    def __init__(self, locks: Sequence[_Held]) -> None:
+        self._locks = list(locks)  # in the order taken
+
+    def release(self) -> None:
+        errors: list[OSError] = []
+        for fd, writable in reversed(self._locks):
+            try:
+                _unlock(fd, writable)
+            except OSError as e:
+                errors.append(e)
+        if errors:
+            raise errors[0]
+
+    def rename(self, case: str, since: str) -> None:
+        try:
+            for fd, writable in self._locks:
+                old = _read_record(fd) if writable else None
+                if old is not None:
+                    new = replace(old, case=case, since=since, pid=os.getpid())
+                    os.ftruncate(fd, 0)
+                    os.pwrite(fd, json.dumps(asdict(new)).encode(), 0)
+        except BaseException:
+            for fd, writable in reversed(self._locks):
+                with contextlib.suppress(OSError):
+                    _unlock(fd, writable)
+            raise
+
+    def lost(self) -> str | None:
+        return None  # a lock file is held as long as this process lives
+
+
 class Lease:
     """A device (and maybe an account) held exclusively until :meth:`release`."""
 
@@ -528,7 +581,7 @@ class Lease:
         *,
         case: str,
         requirement: str,
-        locks: Sequence[_Held],
+        hold: Hold,
         acquired_at: float,
         waited: float,
         since: str,
@@ -543,53 +596,41 @@ class Lease:
         self.waited = waited
         #: UTC ISO 8601 time when it was taken, as in the holder records.
         self.since = since
-        self._locks = list(locks)  # in the order taken
+        self._hold: Hold | None = hold
         self._mutex = threading.Lock()
 
     @property
     def released(self) -> bool:
-        return not self._locks
+        return self._hold is None
 
     def release(self) -> None:
         """Clear the holder records and unlock, last taken first. Calling it again does nothing."""
         with self._mutex:
-            locks, self._locks = self._locks, []
-        errors: list[OSError] = []
-        for fd, writable in reversed(locks):
-            try:
-                _unlock(fd, writable)
-            except OSError as e:
-                errors.append(e)
-        if errors:
-            raise errors[0]
+            hold, self._hold = self._hold, None
+        if hold is not None:
+            hold.release()
+
+    def lost(self) -> str | None:
+        """Why this lease is no longer exclusive (its lease server went away), or ``None``."""
+        hold = self._hold
+        return hold.lost() if hold is not None else None
 
     def hand_over(self, case: str, requirement: str) -> Lease:
         """The same device (and account) held on for ``case``, the next case of this process: the locks
         are never let go in between, so no one else can take the device while its last session is
         being deleted. The holder records name ``case`` from now on; this lease is left released.
 
-        :raises SopError: this lease was already released.
+        :raises SopError: this lease was already released (or its locks were lost).
         """
         with self._mutex:
-            locks, self._locks = self._locks, []
-        if not locks:
+            hold, self._hold = self._hold, None
+        if hold is None:
             raise SopError(f"the lease on device {self.device.id} was already released")
         acquired_at = time.monotonic()
         since = dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
-        try:
-            for fd, writable in locks:
-                old = _read_record(fd) if writable else None
-                if old is not None:
-                    new = replace(old, case=case, since=since, pid=os.getpid())
-                    os.ftruncate(fd, 0)
-                    os.pwrite(fd, json.dumps(asdict(new)).encode(), 0)
-        except BaseException:
-            for fd, writable in reversed(locks):
-                with contextlib.suppress(OSError):
-                    _unlock(fd, writable)
-            raise
+        hold.rename(case, since)
         return Lease(
-            self.device, self.account, case=case, requirement=requirement, locks=locks,
+            self.device, self.account, case=case, requirement=requirement, hold=hold,
             acquired_at=acquired_at, waited=0.0, since=since,
         )  # fmt: skip
 
@@ -634,43 +675,29 @@ class _Plan:
     locks: tuple[tuple[Kind, str, str], ...]
 
 
-class LeasePool:
-    """Takes leases in one lock folder on behalf of one run (one pytest process).
+H = TypeVar("H", bound=Hold)
 
-    ``lock_dir`` is shared by every run of the host (the caller decides where, usually
-    :data:`DEFAULT_LOCK_DIR`); it is created if missing and checked before use
-    (:func:`check_lock_dir`). ``run_id``, ``operator`` and ``worker`` (the xdist worker id,
-    or ``None``) go into every holder record. A pool keeps the folder open (so it keeps
-    using the folder it checked) but no lock file between leases, and may be used from
-    several threads.
 
-    :raises LockDirError: the folder is unsafe or cannot be made.
+class LeasePoolBase(Generic[H]):
+    """The rules every lease backend keeps: one global order of taking locks, never waiting while
+    holding one, preference order, try-without-blocking, and a timeout message naming the holders.
+
+    A backend says how to take a plan's locks without waiting (:meth:`_try`), how to record the
+    holder (:meth:`_record`) and what the lease table says about some locks (:meth:`_rows`).
+    ``run_id``, ``operator`` and ``worker`` (the xdist worker id, or ``None``) go into every holder
+    record. A pool may be used from several threads.
     """
 
     def __init__(
-        self,
-        lock_dir: str | os.PathLike[str],
-        run_id: str,
-        operator: str,
-        worker: str | None = None,
-        *,
-        poll_interval: float = DEFAULT_POLL_INTERVAL,
+        self, run_id: str, operator: str, worker: str | None, *, poll_interval: float = DEFAULT_POLL_INTERVAL
     ) -> None:
         if not poll_interval > 0:
             raise ValueError(f"poll_interval: expected seconds > 0, got {poll_interval}")
-        self.lock_dir = Path(lock_dir)
         self.run_id = run_id
         self.operator = operator
         self.worker = worker
         self.poll_interval = poll_interval
         self.host = socket.gethostname()
-        fd = _prepare(os.path.abspath(self.lock_dir), create=True)
-        assert fd is not None  # made above, or refused
-        self._dir_fd = fd
-
-    def __del__(self) -> None:
-        with contextlib.suppress(AttributeError, OSError):
-            os.close(self._dir_fd)
 
     def acquire(self, pairs: Sequence[Pair], *, case: str, timeout: float, requirement: str) -> Lease:
         """Lease the first whole pair of ``pairs`` that is free, waiting up to ``timeout`` seconds.
@@ -681,7 +708,7 @@ class LeasePool:
         asked for, in words) name the lease in holder records and errors.
 
         :raises LeaseTimeout: no pair became free in time; the message names the
-            requirement, the candidates and who holds them (or why a lock file is unusable).
+            requirement, the candidates and who holds them (or why a lock is unusable).
         :raises DeviceError: ``pairs`` is empty.
         :raises ValueError: ``timeout`` is not a number.
         """
@@ -706,11 +733,90 @@ class LeasePool:
             # A little jitter keeps waiters of one device from polling in lockstep.
             time.sleep(min(self.poll_interval * random.uniform(0.5, 1.0), deadline - now))
 
-    def _try(self, plan: _Plan, busy: set[str]) -> list[tuple[Kind, str, int, bool]] | None:
-        """Every lock of a plan without waiting, or none: a partial hold is dropped at once."""
-        held: list[tuple[Kind, str, int, bool]] = []
+    def _try(self, plan: _Plan, busy: set[str]) -> H | None:
+        """Every lock of ``plan`` in its order without waiting, or none: a partial hold is dropped at
+        once, and the lock found busy (or unusable) is added to ``busy``."""
+        raise NotImplementedError
+
+    def _record(self, plan: _Plan, held: H, holders: Sequence[Holder]) -> None:
+        """Write the holder records of locks just taken (one per lock, in ``plan.locks`` order)."""
+        raise NotImplementedError
+
+    def _rows(self, wanted: Sequence[tuple[Kind, str]]) -> list[Row]:
+        """The lease table's rows for some devices and accounts, for a timeout message."""
+        raise NotImplementedError
+
+    def _lease(self, plan: _Plan, held: H, *, case: str, requirement: str, start: float) -> Lease:
+        acquired_at = time.monotonic()
+        since = dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
+        pid = os.getpid()
+        holders = [
+            Holder(kind, id, self.run_id, self.host, pid, self.worker, case, self.operator, since)
+            for kind, id, _ in plan.locks
+        ]
         try:
-            for kind, id, name in plan.locks:
+            self._record(plan, held, holders)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                held.release()
+            raise
+        return Lease(
+            plan.device, plan.account, case=case, requirement=requirement, hold=held,
+            acquired_at=acquired_at, waited=acquired_at - start, since=since,
+        )  # fmt: skip
+
+    def _timeout_message(self, plans: Sequence[_Plan], requirement: str, timeout: float) -> str:
+        devices: list[tuple[Kind, str]] = []
+        accounts: list[tuple[Kind, str]] = []
+        for plan in plans:
+            if ("device", plan.device.id) not in devices:
+                devices.append(("device", plan.device.id))
+            if plan.account is not None and ("account", plan.account.id) not in accounts:
+                accounts.append(("account", plan.account.id))
+        candidates = devices + accounts  # each in preference order
+        what = "device and account" if accounts else "device"
+        lines = [f"no {what} free for {requirement} within {timeout:g} s", "candidates:"]
+        for row in self._rows(candidates):
+            lines.append(f"  {row.kind} {row.id}: {_state(row)}")
+        pairs = ", ".join(f"{p.device.id}+{p.account.id}" if p.account else p.device.id for p in plans)
+        lines.append(f"pairs tried: {pairs}")
+        return "\n".join(lines)
+
+
+class LeasePool(LeasePoolBase[_FileHold]):
+    """Takes leases in one lock folder on behalf of one run (one pytest process).
+
+    ``lock_dir`` is shared by every run of the host (the caller decides where, usually
+    :data:`DEFAULT_LOCK_DIR`); it is created if missing and checked before use
+    (:func:`check_lock_dir`). A pool keeps the folder open (so it keeps using the folder it
+    checked) but no lock file between leases.
+
+    :raises LockDirError: the folder is unsafe or cannot be made.
+    """
+
+    def __init__(
+        self,
+        lock_dir: str | os.PathLike[str],
+        run_id: str,
+        operator: str,
+        worker: str | None = None,
+        *,
+        poll_interval: float = DEFAULT_POLL_INTERVAL,
+    ) -> None:
+        super().__init__(run_id, operator, worker, poll_interval=poll_interval)
+        self.lock_dir = Path(lock_dir)
+        fd = _prepare(os.path.abspath(self.lock_dir), create=True)
+        assert fd is not None  # made above, or refused
+        self._dir_fd = fd
+
+    def __del__(self) -> None:
+        with contextlib.suppress(AttributeError, OSError):
+            os.close(self._dir_fd)
+
+    def _try(self, plan: _Plan, busy: set[str]) -> _FileHold | None:
+        held: list[tuple[int, bool]] = []
+        try:
+            for _, _, name in plan.locks:
                 try:
                     opened = _open_lock(self._dir_fd, self.lock_dir / (name + _LOCK_SUFFIX), create=True)
                 except _Unusable:
@@ -726,59 +832,23 @@ class LeasePool:
                     os.close(fd)
                     busy.add(name)
                     break
-                held.append((kind, id, fd, writable))
+                held.append((fd, writable))
             else:
-                return held
+                return _FileHold(held)
         except BaseException:
             _unlock_all(held)
             raise
         _unlock_all(held)
         return None
 
-    def _lease(
-        self, plan: _Plan, held: list[tuple[Kind, str, int, bool]], *, case: str, requirement: str, start: float
-    ) -> Lease:
-        acquired_at = time.monotonic()
-        since = dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
-        pid = os.getpid()
-        try:
-            for kind, id, fd, writable in held:
-                if writable:  # a lock file we may only read (another user's 0644) keeps no record
-                    record = Holder(kind, id, self.run_id, self.host, pid, self.worker, case, self.operator, since)
-                    os.ftruncate(fd, 0)
-                    os.pwrite(fd, json.dumps(asdict(record)).encode(), 0)
-        except BaseException:
-            for _, _, fd, writable in reversed(held):
-                with contextlib.suppress(OSError):
-                    _unlock(fd, writable)
-            raise
-        return Lease(
-            plan.device,
-            plan.account,
-            case=case,
-            requirement=requirement,
-            locks=[(fd, writable) for _, _, fd, writable in held],
-            acquired_at=acquired_at,
-            waited=acquired_at - start,
-            since=since,
-        )
+    def _record(self, plan: _Plan, held: _FileHold, holders: Sequence[Holder]) -> None:
+        for (fd, writable), record in zip(held._locks, holders, strict=True):
+            if writable:  # a lock file we may only read (another user's 0644) keeps no record
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, json.dumps(asdict(record)).encode(), 0)
 
-    def _timeout_message(self, plans: Sequence[_Plan], requirement: str, timeout: float) -> str:
-        devices: list[tuple[Kind, str]] = []
-        accounts: list[tuple[Kind, str]] = []
-        for plan in plans:
-            if ("device", plan.device.id) not in devices:
-                devices.append(("device", plan.device.id))
-            if plan.account is not None and ("account", plan.account.id) not in accounts:
-                accounts.append(("account", plan.account.id))
-        candidates = devices + accounts  # each in preference order
-        what = "device and account" if accounts else "device"
-        lines = [f"no {what} free for {requirement} within {timeout:g} s", "candidates:"]
-        for row in _rows(self._dir_fd, self.lock_dir, candidates):
-            lines.append(f"  {row.kind} {row.id}: {_state(row)}")
-        pairs = ", ".join(f"{p.device.id}+{p.account.id}" if p.account else p.device.id for p in plans)
-        lines.append(f"pairs tried: {pairs}")
-        return "\n".join(lines)
+    def _rows(self, wanted: Sequence[tuple[Kind, str]]) -> list[Row]:
+        return _rows(self._dir_fd, self.lock_dir, wanted)
 
 
 def _plan(device: Device, account: Account | None) -> _Plan:
@@ -788,9 +858,9 @@ def _plan(device: Device, account: Account | None) -> _Plan:
     return _Plan(device, account, tuple(sorted(locks, key=lambda lock: lock[2])))
 
 
-def _unlock_all(held: Sequence[tuple[Kind, str, int, bool]]) -> None:
+def _unlock_all(held: Sequence[_Held]) -> None:
     """Drop a partial hold: no record was written, so none is cleared."""
-    for _, _, fd, _ in reversed(held):
+    for fd, _ in reversed(held):
         with contextlib.suppress(OSError):
             _unlock(fd, False)
 

@@ -266,6 +266,15 @@ class Policy:
 
 
 @dataclass(frozen=True, slots=True)
+class Leases:
+    """``leases:`` in sop.yaml: where devices and accounts are leased."""
+
+    backend: str  # "file" (lock files, one host) or "postgres" (several hosts)
+    pos: SourcePos
+    dsn: str | Secret | None = None  # postgres: the server's connection string
+
+
+@dataclass(frozen=True, slots=True)
 class SuiteConfig:
     path: str | None  # None: no sop.yaml, an empty pool
     appium_server: str = "local"
@@ -275,6 +284,8 @@ class SuiteConfig:
     accounts: tuple[Account, ...] = ()
     policy: Policy | None = None
     extra: Mapping[str, Any] = field(default_factory=lambda: EMPTY)
+    leases: Leases | None = None  # None: lock files in the host's lock folder
+    grids: tuple[tuple[str, SourcePos, str], ...] = ()  # discover: grid: (url, where, field) as written
 
 
 @dataclass(frozen=True, slots=True)

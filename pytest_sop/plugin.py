@@ -32,6 +32,7 @@ from .runrecord import (
     close_ledger,
     flush_audit,
     init_run,
+    leases_target,
     ledger_path,
     open_audit,
     prove_once,
@@ -80,6 +81,17 @@ def pytest_configure(config: pytest.Config) -> None:
         # The signature first: an unproven operator leaves no trace, not even a ledger file.
         check_signature(config, suite.config.policy)
         check_records(config)
+        check_leases(config)
+
+
+def check_leases(config: pytest.Config) -> None:
+    """A lease server that cannot be used (a bad DSN, unreachable, refused) stops the run before any case."""
+    from .lease_backend import check_target
+
+    try:
+        check_target(leases_target(config))
+    except SopError as e:
+        raise pytest.UsageError(mask(str(e))) from None
 
 
 def keep_audit_history(config: pytest.Config) -> None:

@@ -14,7 +14,7 @@ import sqlite3
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -32,7 +32,8 @@ from .appium_service import appium_key
 from .audit import AuditLog, AuditQueue, QueuedLog
 from .config import SIGNING_KEY_ENV, settings_key
 from .errors import SopError
-from .leasing import LeasePool
+from .lease_backend import LeaseTarget, lease_target, open_pool
+from .leasing import LeasePoolBase
 from .model import Policy
 from .signing import SigningError, Verified, fingerprint, proves
 
@@ -51,17 +52,31 @@ def init_run(config: pytest.Config) -> None:
     )
 
 
-pool_key = pytest.StashKey["LeasePool"]()
+pool_key = pytest.StashKey["LeasePoolBase[Any]"]()
+target_key = pytest.StashKey[LeaseTarget]()
 last_device_key = pytest.StashKey[str]()
 
 
-def lease_pool(config: pytest.Config) -> LeasePool:
-    """This process's lease pool, in the host-wide lock folder."""
+def leases_target(config: pytest.Config) -> LeaseTarget:
+    """Where this run leases: ``--sop-leases`` (ini ``sop_leases``), else sop.yaml's ``leases``, else
+    the host's lock folder. :raises SopError: a bad DSN, or its variable unset."""
+    if target_key not in config.stash:
+        from .collect import get_suite
+
+        settings = config.stash[settings_key]
+        source = "--sop-leases" if config.getoption("sop_leases", None) else "ini sop_leases"
+        leases = get_suite(config).config.leases if settings.config_path else None
+        config.stash[target_key] = lease_target(settings.leases, source, leases, settings.lock_dir)
+    return config.stash[target_key]
+
+
+def lease_pool(config: pytest.Config) -> LeasePoolBase[Any]:
+    """This process's lease pool: the host-wide lock folder, or the lease server."""
     if pool_key not in config.stash:
         signed_for_leases(config)
         who = who_where(config)
-        settings = config.stash[settings_key]
-        config.stash[pool_key] = LeasePool(settings.lock_dir, who["run"], who["operator"], who["worker"] or None)
+        target = leases_target(config)
+        config.stash[pool_key] = open_pool(target, who["run"], who["operator"], who["worker"] or None)
     return config.stash[pool_key]
 
 

@@ -12,11 +12,13 @@ from . import templates
 from .checker import ID_RE, NAME_RE, Checker, did_you_mean
 from .discovery import discover_adb
 from .errors import SopInvalid, SopSyntaxError
-from .model import Account, App, Device, Policy, Role, SuiteConfig
-from .yamlsafe import Path_, load, read_file
+from .grid import GridError, discover_grid
+from .model import Account, App, Device, Leases, Policy, Role, Secret, SourcePos, SuiteConfig
+from .yamlsafe import Path_, format_path, load, read_file
 
-CONFIG_KEYS = ("appium", "apps", "devices", "accounts", "policy")
-DISCOVERY = ("adb",)
+CONFIG_KEYS = ("appium", "apps", "devices", "accounts", "policy", "leases")
+LEASE_BACKENDS = ("file", "postgres")
+DISCOVERY = ("adb", "grid")
 _URL_RE = re.compile(r"https?://\S+")
 
 
@@ -37,6 +39,13 @@ def load_config(path: str | None, display: str | None = None) -> SuiteConfig:
         listed = {d.id for d in config.devices}
         found = [d for d in discover_adb(parser.pos(("devices",))) if d.id not in listed]
         config = replace(config, devices=config.devices + tuple(found))
+    for url, where, field in config.grids:
+        listed = {d.id for d in config.devices}
+        try:
+            slots = discover_grid(url, where)
+        except GridError as e:
+            raise SopInvalid([SopSyntaxError(where.file, where.line, where.col, field, str(e))]) from None
+        config = replace(config, devices=config.devices + tuple(d for d in slots if d.id not in listed))
     return config
 
 
@@ -49,13 +58,14 @@ class _ConfigParser(Checker):
             return None
         server = self.appium(doc["appium"]) if "appium" in doc else "local"
         apps = self.apps(doc["apps"]) if "apps" in doc else {}
-        devices, discover = self.devices(doc["devices"]) if "devices" in doc else ((), ())
+        devices, discover, grids = self.devices(doc["devices"]) if "devices" in doc else ((), (), ())
         # Ids of devices written with errors count too: their own error says what is wrong.
         listed: list[Any] = doc["devices"] if isinstance(doc.get("devices"), list) else []
         written = {d["id"] for d in listed if isinstance(d, dict) and isinstance(d.get("id"), str)}
         device_ids = {d.id for d in devices} | written
         accounts = self.accounts(doc["accounts"], device_ids, bool(discover)) if "accounts" in doc else ()
         policy = self.policy(doc["policy"]) if "policy" in doc else None
+        leases = self.leases(doc["leases"]) if "leases" in doc else None
         return SuiteConfig(
             path=self.path,
             appium_server=server,
@@ -64,7 +74,45 @@ class _ConfigParser(Checker):
             discover=discover,
             accounts=accounts,
             policy=policy,
+            leases=leases,
+            grids=grids,
         )
+
+    def leases(self, value: Any) -> Leases | None:
+        p: Path_ = ("leases",)
+        m = self.mapping(p, value, allowed=("backend", "dsn"), required=("backend",))
+        if m is None or "backend" not in m:
+            return None
+        backend = m["backend"]
+        if backend not in LEASE_BACKENDS:
+            self.error(
+                p + ("backend",),
+                f"expected one of: {', '.join(LEASE_BACKENDS)}, got {backend!r}"
+                + did_you_mean(str(backend), LEASE_BACKENDS),
+            )
+            return None
+        dsn = m.get("dsn")
+        if backend == "file":
+            if dsn is not None:
+                self.error(p + ("dsn",), "a dsn is only for backend: postgres (lock files need none)")
+            return Leases("file", self.pos(p))
+        if dsn is None:
+            self.error(p, "backend: postgres needs a dsn: a PostgreSQL connection string, or {env: NAME}")
+            return None
+        if isinstance(dsn, str):
+            from .lease_backend import dsn_problem
+
+            problem = dsn_problem(dsn)
+            if problem:
+                self.error(p + ("dsn",), problem)
+                return None
+        elif not (isinstance(dsn, dict) and set(dsn) == {"env"}):
+            self.error(p + ("dsn",), "expected a PostgreSQL connection string or {env: NAME}")
+            return None
+        dsn = self.value_or_secret(p + ("dsn",), dsn)
+        if not isinstance(dsn, (str, Secret)):
+            return None
+        return Leases("postgres", self.pos(p), dsn)
 
     def appium(self, value: Any) -> str:
         a = self.mapping(("appium",), value, allowed=("server",))
@@ -115,17 +163,26 @@ class _ConfigParser(Checker):
             out[name] = App(name, caps, self.pos(p), url)
         return out
 
-    def devices(self, value: Any) -> tuple[tuple[Device, ...], tuple[str, ...]]:
+    def devices(self, value: Any) -> tuple[tuple[Device, ...], tuple[str, ...], tuple[tuple[str, SourcePos, str], ...]]:
         if not isinstance(value, list):
             self.error(("devices",), "expected a list of devices")
-            return (), ()
+            return (), (), ()
         devices: list[Device] = []
         discover: list[str] = []
+        grids: list[tuple[str, SourcePos, str]] = []
         seen: set[str] = set()
         for i, raw in enumerate(value):
             p: Path_ = ("devices", i)
             if isinstance(raw, dict) and "discover" in raw:
-                self.mapping(p, raw, allowed=("discover",))
+                grid = raw["discover"] == "grid"
+                self.mapping(
+                    p, raw, allowed=("discover", "url") if grid else ("discover",), required=("url",) if grid else ()
+                )
+                url = raw.get("url")
+                if grid and "url" in raw and not (isinstance(url, str) and _URL_RE.fullmatch(url)):
+                    self.error(p + ("url",), f"expected the grid's http(s) URL, got {url!r}")
+                elif grid and isinstance(url, str):
+                    grids.append((url, self.pos(p + ("url",)), format_path(p + ("url",))))
                 if raw["discover"] in DISCOVERY:
                     discover.append(raw["discover"])
                 else:
@@ -158,7 +215,7 @@ class _ConfigParser(Checker):
                 continue
             seen.add(dev_id)
             devices.append(Device(dev_id, platform.lower(), self.pos(p), tags, caps, server))
-        return tuple(devices), tuple(discover)
+        return tuple(devices), tuple(discover), tuple(grids)
 
     def accounts(self, value: Any, device_ids: set[str], discovering: bool) -> tuple[Account, ...]:
         if not isinstance(value, list):

@@ -3,7 +3,7 @@
     python tests/lease_worker.py SPEC_JSON
 
 SPEC is a JSON object: ``cmd`` (``cycles``, ``hold``, ``wait`` or ``try``), ``lock_dir``
-(default: the plugin's default lock folder), ``uid`` and ``gid`` (become this user after
+(default: the plugin's default lock folder) or ``dsn`` (lease on that PostgreSQL server instead), ``uid`` and ``gid`` (become this user after
 the imports, so a root test can start another user's process), ``devices`` ([{"id": ...}]), ``accounts`` ([{"id", "devices", "fields"}], a field
 ``{"env": NAME}`` is a secret), ``pairs`` ([[device id, account id or null], ...]) and
 the command's own keys (see each function). Results are JSON files the test reads.
@@ -20,13 +20,13 @@ from typing import Any
 
 from pytest_sop.config import default_lock_dir
 from pytest_sop.errors import LeaseTimeout
-from pytest_sop.leasing import Lease, LeasePool, Pair
+from pytest_sop.leasing import Lease, LeasePool, LeasePoolBase, Pair
 from pytest_sop.model import Account, Device, Secret, SourcePos
 
 POS = SourcePos("sop.yaml", 1, 1)
 
 
-def build(spec: dict[str, Any]) -> tuple[LeasePool, list[Pair]]:
+def build(spec: dict[str, Any]) -> tuple[LeasePoolBase[Any], list[Pair]]:
     devices = {d["id"]: Device(d["id"], d.get("platform", "android"), POS) for d in spec["devices"]}
     accounts = {
         a["id"]: Account(
@@ -39,13 +39,12 @@ def build(spec: dict[str, Any]) -> tuple[LeasePool, list[Pair]]:
         for a in spec.get("accounts", [])
     }
     pairs: list[Pair] = [(devices[d], accounts[a] if a else None) for d, a in spec["pairs"]]
-    pool = LeasePool(
-        spec.get("lock_dir") or default_lock_dir(),
-        spec.get("run_id", "run-test"),
-        spec.get("operator", "tester"),
-        spec.get("worker"),
-    )
-    return pool, pairs
+    who = (spec.get("run_id", "run-test"), spec.get("operator", "tester"), spec.get("worker"))
+    if spec.get("dsn"):
+        from pytest_sop.pg_leases import PgLeasePool
+
+        return PgLeasePool(spec["dsn"], *who), pairs
+    return LeasePool(spec.get("lock_dir") or default_lock_dir(), *who), pairs
 
 
 def touch(path: str, text: str = "") -> None:

@@ -123,7 +123,7 @@ def test_sop_typo_gets_did_you_mean(tmp_path: Path, text: str, expected: str) ->
 CONFIG_TYPOS = {
     "top-level key": (
         SOP_YAML + "polcy: {}\n",
-        "sop.yaml:22:1: polcy: unknown key 'polcy'; expected one of: appium, apps, devices, accounts, policy "
+        "sop.yaml:22:1: polcy: unknown key 'polcy'; expected one of: appium, apps, devices, accounts, policy, leases "
         "(did you mean 'policy'?)",
     ),
     "appium": (
@@ -143,7 +143,7 @@ CONFIG_TYPOS = {
     ),
     "discover": (
         SOP_YAML.replace("devices:\n", "devices:\n  - discover: abd\n", 1),
-        "sop.yaml:5:15: devices[0].discover: expected one of: adb, got 'abd' (did you mean 'adb'?)",
+        "sop.yaml:5:15: devices[0].discover: expected one of: adb, grid, got 'abd' (did you mean 'adb'?)",
     ),
     "account key": (
         SOP_YAML.replace("    role: viewer", "    rol: viewer"),
