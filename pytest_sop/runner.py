@@ -6,6 +6,8 @@ goes to a :class:`Recorder`.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import os
 import time
 import warnings
@@ -480,7 +482,22 @@ def _project_action(ctx: Context, step: Step) -> None:
         k: ctx.text(v) if isinstance(v, Template) else ctx.by(v) if isinstance(v, Locator) else v
         for k, v in step.params.items()
     }
+    if "timeout" not in params and _takes_timeout(spec.run):
+        params["timeout"] = _timeout(step)  # the step's `timeout:`, else the default wait
     spec.run(ctx, **params)
+
+
+@functools.cache
+def _takes_timeout(run: Callable[..., Any]) -> bool:
+    """Whether a project action's run function has a ``timeout`` keyword (or ``**kwargs``)."""
+    try:
+        params = inspect.signature(run).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(
+        (p.name == "timeout" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)) or p.kind == p.VAR_KEYWORD
+        for p in params
+    )
 
 
 # -- running ----------------------------------------------------------------------------
@@ -492,6 +509,9 @@ def _execute(ctx: Context, step: Step) -> None:
         CORE.get(step.action, _project_action)(ctx, step)
     except (StepFailed, CaseSkipped, StepBroken, SecretMissing):
         raise
+    except AssertionError as e:
+        # A project action's plain `assert`: a step failure, so retry, optional and on_failure apply.
+        raise StepFailed(ctx.secrets.mask(str(e) or f"assertion failed in {step.action}")) from None
     except UnsupportedHere as e:
         raise StepBroken(str(e)) from None
     except WebDriverException as e:
