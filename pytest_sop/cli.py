@@ -196,17 +196,13 @@ def _checkpoint_roles(sop: Sop, checkpoint: str, get_sop: Callable[[str], Sop | 
     A decision is taken on the file that holds the checkpoint (its sha256 is what a change voids),
     so a checkpoint of a SOP that ``sop`` runs is refused, naming the SOP to approve instead.
     """
-    roles = [
-        s.params["role"]
-        for s in sop.steps + sop.on_failure
-        if s.action == "approve" and s.params["checkpoint"] == checkpoint
-    ]
+    roles = [s.params["role"] for s in sop.all_steps if s.action == "approve" and s.params["checkpoint"] == checkpoint]
     if roles:
         return list(dict.fromkeys(roles))
     seen, todo = {sop.id}, [sop]
     while todo:
         current = todo.pop(0)
-        for step in current.steps + current.on_failure:
+        for step in current.all_steps:
             if step.action == "approve" and step.params["checkpoint"] == checkpoint and current is not sop:
                 raise Refused(
                     f"checkpoint {checkpoint!r} is in SOP {current.id!r} ({current.path}), which {sop.id!r} runs: "

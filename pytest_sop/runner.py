@@ -11,7 +11,7 @@ import inspect
 import os
 import time
 import warnings
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
@@ -39,10 +39,25 @@ from .errors import (
     StepFailed,
 )
 from .masking import SecretMissing, Secrets
-from .model import Account, Case, Condition, Device, Locator, Policy, Sop, Step, Template, TextMatch
+from .model import (
+    Account,
+    Args,
+    Case,
+    Check,
+    Condition,
+    Device,
+    Locator,
+    OnPlatform,
+    Policy,
+    Sop,
+    Step,
+    Template,
+    TextMatch,
+    each_step,
+)
 from .plan import describe_params
 from .policy import allowed_pairs, check_sop, may_approve
-from .recorders import BrokenStep, Recorder
+from .recorders import BrokenStep, Recorder, record_skipped
 from .session import DeviceSession, UnsupportedHere, appium_reason, poll
 from .signing import Verified
 from .templates import render
@@ -81,6 +96,8 @@ class Context:
     optional_failures: list[str] = field(default_factory=list)
     optional_steps: list[Step] = field(default_factory=list)  # the steps of optional_failures, in order
     _sop_stack: list[Sop] = field(default_factory=list)
+    # The ${params.X} of each SOP on _sop_stack, as its run step passed them.
+    _params: list[Mapping[str, object]] = field(default_factory=list)
 
     # -- templates ----------------------------------------------------------------------
     def lookup(self, ns: str, name: str) -> object:
@@ -97,6 +114,11 @@ class Context:
             return self.account.fields[name]
         if ns == "device":
             return getattr(self.device, name)
+        if ns == "params":
+            passed = self._params[-1] if self._params else {}
+            if name not in passed:
+                raise StepBroken(f"${{params.{name}}}: no run step passed it to SOP {self.sop.id!r}")
+            return passed[name]
         if name not in self.vars:
             raise StepBroken(f"${{vars.{name}}} was not saved before this step")
         return self.vars[name]
@@ -122,7 +144,11 @@ class Context:
                 params[k] = self.shown(v)
             elif isinstance(v, Locator):
                 params[k] = self.show_locator(v)
-            else:
+            elif isinstance(v, (Condition, OnPlatform)):
+                params[k] = describe_check(self, v)
+            elif isinstance(v, Args):
+                params.update((f"with {name}", self.shown(t)) for name, t in v.values)
+            elif k != "steps" or step.action != "repeat":  # a repeat's steps are recorded as they run
                 params[k] = str(v)
         title = step.name or f"{step.action} {describe_params(step, self.lookup)}".rstrip()
         return self.secrets.mask(title), params
@@ -217,15 +243,7 @@ def _check_text(ctx: Context, match: TextMatch, timeout: float) -> None:
         if actual is None:
             return None
         seen.append(actual)
-        if match.how == "equals":
-            good = actual.strip() == expected.strip()
-        elif match.how == "contains":
-            good = expected in actual
-        else:
-            from .textmatch import search  # RE2: linear time, so the timeout holds for any pattern
-
-            good = search(expected, actual, ctx.secrets.mask)
-        return True if good else None
+        return True if _text_holds(ctx, match.how, expected, actual) else None
 
     if poll(ok, timeout) is None:
         if not seen or ctx.session.kind != "web":
@@ -237,6 +255,40 @@ def _check_text(ctx: Context, match: TextMatch, timeout: float) -> None:
             expected=f"{match.how} {shown!r}",
             found=repr(found),
         )
+
+
+def _text_holds(ctx: Context, how: str, expected: str, actual: str) -> bool:
+    if how == "equals":
+        return actual.strip() == expected.strip()
+    if how == "contains":
+        return expected in actual
+    from .textmatch import search  # RE2: linear time, so the timeout holds for any pattern
+
+    return search(expected, actual, ctx.secrets.mask)
+
+
+def holds_now(ctx: Context, check: Check) -> bool:
+    """A ``when:`` or ``while:`` condition, checked once, now: no waiting for the screen to change."""
+    if isinstance(check, OnPlatform):
+        return ctx.device.platform.lower() == check.platform.lower()
+    try:
+        by = ctx.by(check.locator)
+        if check.kind == "visible":
+            return ctx.session.visible(by) is not None
+        if check.kind == "not_visible":
+            return ctx.session.visible_among_all(by) is None
+        assert check.match is not None
+        actual = ctx.session.read_text(by)
+        return actual is not None and _text_holds(ctx, check.match.how, ctx.text(check.match.expected), actual)
+    except WebDriverException as e:
+        raise StepBroken(ctx.secrets.mask(f"Appium: {appium_reason(e)}")) from None
+
+
+def describe_check(ctx: Context, check: Check) -> str:
+    if isinstance(check, OnPlatform):
+        return f"platform {check.platform}"
+    text = f"{check.kind} {ctx.show_locator(check.locator)}"
+    return text + (f" {check.match.how} {ctx.shown(check.match.expected)!r}" if check.match else "")
 
 
 def _attach_screenshot(ctx: Context, name: str) -> None:
@@ -350,11 +402,54 @@ def do_run(ctx: Context, step: Step) -> None:
         raise StepBroken(f"SOP {step.params['sop']!r} is not in the suite")
     _may_run(ctx, target)
     _obeys_allowed_actions(ctx, target)
+    passed = _passed(ctx, step.params.get("with"))  # the caller's values, in the caller's frame
     ctx._sop_stack.append(target)
+    ctx._params.append(passed)
     try:
         run_steps(ctx, target.steps)
     finally:
         ctx._sop_stack.pop()
+        ctx._params.pop()
+
+
+def _passed(ctx: Context, args: Args | None) -> Mapping[str, object]:
+    """``with: {NAME: VALUE}`` worked out now. A value that is one reference (``${account.password}``)
+    is passed as it is, a secret still a secret; any other is rendered (shown masked like any step text)."""
+    if args is None:
+        return {}
+    out: dict[str, object] = {}
+    for name, template in args.values:
+        (part,) = template.parts if len(template.parts) == 1 else (None,)
+        if isinstance(part, tuple) and part[0] != "env":
+            out[name] = ctx.lookup(*part)
+        else:
+            out[name] = ctx.text(template)
+    return out
+
+
+def do_repeat(ctx: Context, step: Step) -> None:
+    """``times: N`` iterations, or as long as ``while`` holds (checked now, before each) and at most ``max``.
+    Each iteration is a step of its own in the record, its steps inside it."""
+    steps: tuple[Step, ...] = step.params["steps"]
+    if "times" in step.params:
+        times = step.params["times"]
+        for i in range(1, times + 1):
+            with ctx.recorder.step(f"iteration {i} of {times}"):
+                run_steps(ctx, steps)
+        return
+    check, most = step.params["while"], step.params["max"]
+    for i in range(1, most + 1):
+        if not holds_now(ctx, check):
+            return
+        with ctx.recorder.step(f"iteration {i} of at most {most}"):
+            run_steps(ctx, steps)
+    if holds_now(ctx, check):
+        what = describe_check(ctx, check)
+        raise StepFailed(
+            f"repeat reached max {most} iterations and its while condition still holds: {what}",
+            expected=f"{what} no longer holding within {most} iterations",
+            found=f"it still holds after {most}",
+        )
 
 
 def _may_run(ctx: Context, target: Sop) -> None:
@@ -373,7 +468,7 @@ def _runs(sop: Sop, get_sop: Callable[[str], Sop | None]) -> Iterator[Sop]:
     while todo:
         current = todo.pop()
         yield current
-        for step in current.steps:
+        for step in each_step(current.steps):
             target = get_sop(step.params["sop"]) if step.action == "run" else None
             if target is not None and target.id not in seen:
                 seen.add(target.id)
@@ -386,7 +481,7 @@ def _obeys_allowed_actions(ctx: Context, target: Sop) -> None:
     if not callers:
         return
     for inner in _runs(target, ctx.get_sop):
-        for step in inner.steps:
+        for step in each_step(inner.steps):
             for caller in callers:
                 assert caller.allowed_actions is not None
                 if step.action not in caller.allowed_actions:
@@ -470,6 +565,7 @@ CORE: dict[str, Callable[[Context, Step], None]] = {
     "page_source": do_page_source,
     "note": do_note,
     "run": do_run,
+    "repeat": do_repeat,
     "approve": do_approve,
 }
 
@@ -522,6 +618,10 @@ def _execute(ctx: Context, step: Step) -> None:
 
 def run_step(ctx: Context, step: Step) -> None:
     title, params = ctx.describe(step)
+    if step.when is not None and not _when_holds(ctx, step, step.when):
+        reason = f"when {describe_check(ctx, step.when)}: does not hold"
+        record_skipped(ctx.recorder, title, params, ctx.secrets.mask(reason))
+        return
     attempts = step.retry.attempts if step.retry else 1
     try:
         with ctx.recorder.step(title, params):
@@ -532,10 +632,12 @@ def run_step(ctx: Context, step: Step) -> None:
                 except (StepFailed, StepBroken) as e:
                     if attempt == attempts:
                         if step.optional:
+                            ctx.failure = None  # a step inside it (a run's, a repeat's) failed: the case goes on
                             _optional_failed(ctx, step, title, e)
                             raise BrokenStep(str(e)) from None  # the step broken, the case going on
                         ctx.failure = ctx.failure or Failure(ctx.sop, step, e)
                         raise
+                    ctx.failure = None  # the next attempt starts afresh
                     ctx.recorder.attach(f"attempt {attempt} failed", str(e), "text/plain", "txt")
                     time.sleep(step.retry.backoff * attempt if step.retry else 0)
                 except (CaseSkipped, SecretMissing) as e:
@@ -545,6 +647,14 @@ def run_step(ctx: Context, step: Step) -> None:
                 _attach_screenshot(ctx, f"after {title}")
     except BrokenStep:
         return
+
+
+def _when_holds(ctx: Context, step: Step, check: Check) -> bool:
+    try:
+        return holds_now(ctx, check)
+    except (StepBroken, SecretMissing) as e:
+        ctx.failure = ctx.failure or Failure(ctx.sop, step, e)
+        raise
 
 
 def _optional_failed(ctx: Context, step: Step, title: str, error: SopError) -> None:
