@@ -65,7 +65,7 @@ _CONDITIONS = ActionRegistry(CONDITIONS)
 # Template namespaces the suite checks (suite.py): the others are checked per file, here.
 SUITE_NAMESPACES = frozenset(("vars", "device", "account"))
 # Fields the suite checks may name in an error, besides templates and run steps.
-_SUITE_FIELDS: tuple[Path_, ...] = (("id",), ("app",), ("requires", "device"), ("requires", "account"), ("kind",))
+_SUITE_FIELDS: tuple[Path_, ...] = (("id",), ("app",), ("requires", "device"), ("requires", "account"))
 
 
 NO_POSITIONS: Mapping[Path_, tuple[int, int]] = MappingProxyType({})
