@@ -619,8 +619,7 @@ def _execute(ctx: Context, step: Step) -> None:
 def run_step(ctx: Context, step: Step) -> None:
     title, params = ctx.describe(step)
     if step.when is not None and not _when_holds(ctx, step, step.when):
-        reason = f"when {describe_check(ctx, step.when)}: does not hold"
-        record_skipped(ctx.recorder, title, params, ctx.secrets.mask(reason))
+        _skipped(ctx, step.when, title, params)
         return
     attempts = step.retry.attempts if step.retry else 1
     try:
@@ -647,6 +646,11 @@ def run_step(ctx: Context, step: Step) -> None:
                 _attach_screenshot(ctx, f"after {title}")
     except BrokenStep:
         return
+
+
+def _skipped(ctx: Context, check: Check, title: str, params: dict[str, str]) -> None:
+    reason = f"when {describe_check(ctx, check)}: does not hold"
+    record_skipped(ctx.recorder, title, params, ctx.secrets.mask(reason))
 
 
 def _when_holds(ctx: Context, step: Step, check: Check) -> bool:
@@ -758,6 +762,9 @@ def on_failure(ctx: Context) -> None:
             for step in sop.on_failure:
                 title, params = ctx.describe(step)
                 try:
+                    if step.when is not None and not holds_now(ctx, step.when):
+                        _skipped(ctx, step.when, title, params)
+                        continue
                     with ctx.recorder.step(title, params):
                         _execute(ctx, step)
                 except SopError as e:

@@ -308,3 +308,23 @@ def test_dry_run_lists_the_steps_inside_a_repeat_and_the_when(pytester: pytest.P
             "     2. note 'done'  (r.sop.yaml:9)",
         ]
     )
+
+
+def test_when_on_failure_steps(pytester: pytest.Pytester, appium_url: str) -> None:
+    sop = """\
+id: f
+steps:
+  - tap: {id: nope}
+    timeout: 0.2
+on_failure:
+  - note: on a phone
+    when: {platform: android}
+  - note: on the fake
+    when: {platform: fake}
+"""
+    run_sop(pytester, appium_url, {"f.sop.yaml": sop}).assert_outcomes(failed=1)
+    assert tree(the_result(pytester)["steps"])[1:] == [
+        "on_failure: passed",
+        "  note 'on a phone': skipped",
+        "  note 'on the fake': passed",
+    ]
