@@ -89,6 +89,7 @@ class ParsedSop:
     templates: tuple[tuple[Template, Path_], ...] = ()  # those with ${vars|device|account.X}
     run_steps: tuple[tuple[Step, Path_], ...] = ()  # ``run`` steps, on_failure included
     positions: Mapping[Path_, tuple[int, int]] = field(default_factory=lambda: NO_POSITIONS)
+    platforms: tuple[tuple[str, Path_], ...] = ()  # ``platform: NAME`` in a when or while, checked against sop.yaml
 
     def at(self, path: Path_) -> Pos:
         """Where ``path`` is written, for the paths the suite checks name; else its nearest kept ancestor."""
@@ -118,6 +119,7 @@ class _SopParser(Checker):
         self.registry = registry
         self.run_steps: list[tuple[Step, Path_]] = []
         self.allowed: tuple[str, ...] | None = None  # the SOP's allowed_actions, for steps at every depth
+        self.platforms: list[tuple[str, Path_]] = []
 
     def parse(self) -> ParsedSop:
         data = self.loaded.data
@@ -128,11 +130,12 @@ class _SopParser(Checker):
         wanted += [  # each name a run step passes, for an error about that name
             p + ("run", "with", name) for step, p in self.run_steps for name, _ in _args(step).values
         ]
+        wanted += [p for _, p in self.platforms]
         at = self.loaded.at
         positions = {p: (pos.line, pos.col) for p in wanted for pos in (at(p),)}
         return ParsedSop(
             self.path, sop, tuple(self.errors), raw_id if isinstance(raw_id, str) else None,
-            templates, tuple(self.run_steps), positions,
+            templates, tuple(self.run_steps), positions, tuple(self.platforms),
         )  # fmt: skip
 
     def sop(self, data: Any) -> Sop | None:
@@ -447,7 +450,10 @@ class _SopParser(Checker):
         """A ``when:`` or ``while:`` condition: a ``done_when`` condition, or ``platform: NAME``."""
         if isinstance(raw, dict) and len(raw) == 1 and "platform" in raw:
             name = self.string(path + ("platform",), raw["platform"], pattern=NAME_RE, what="a platform name")
-            return OnPlatform(name, self.pos(path)) if name else None
+            if name is None:
+                return None
+            self.platforms.append((name, path + ("platform",)))
+            return OnPlatform(name, self.pos(path))
         return self.condition(path, raw, extra=("platform",))
 
     def arguments(self, spec: ActionSpec, path: Path_, arg: Any, *, bare: bool) -> dict[str, Any] | None:

@@ -24,6 +24,7 @@ from .yamlsafe import Path_, format_path
 
 DEVICE_FIELDS = ("id", "platform")
 ACCOUNT_BUILTINS = ("id", "role")
+COMMON_PLATFORMS = frozenset(("android", "ios", "web"))
 SKIP_DIRS = {".git", ".hg", ".svn", "node_modules", "__pycache__", ".venv", "venv", ".tox", ".nox"}
 
 
@@ -140,7 +141,7 @@ class Suite:
 
     def _release(self, abspath: str, parsed: ParsedSop) -> None:
         """Once a file is checked, other files only need its SOP and errors, not its positions."""
-        slim = replace(parsed, templates=(), run_steps=(), positions=NO_POSITIONS)
+        slim = replace(parsed, templates=(), run_steps=(), positions=NO_POSITIONS, platforms=())
         self._parsed[abspath] = slim  # type: ignore[index]
         same = self._by_id.get(parsed.raw_id or "", [])
         for i, p in enumerate(same):
@@ -168,6 +169,7 @@ class _SuiteCheck:
                 self.requirements(sop)
             self.run_refs(sop)
             self.template_names(sop)
+            self.platforms()
         if self.errors or sop is None:
             return FileResult(self.parsed.path, (), tuple(sorted(self.errors, key=SopSyntaxError.sort_key)))
         return FileResult(self.parsed.path, self.cases(sop), ())
@@ -327,6 +329,19 @@ class _SuiteCheck:
                             path,
                             f"{ref} is not a field of account(s) {', '.join(missing)}{did_you_mean(name, fields)}",
                         )
+
+    def platforms(self) -> None:
+        """A ``platform:`` that is neither a device's in sop.yaml nor a common one would skip its step on
+        every device: most likely a typo. (A common platform the suite has no device of is fine: a SOP
+        written for several suites.)"""
+        known = {d.platform.lower() for d in self.config.devices} | ({"android"} if self.config.discover else set())
+        for name, path in self.parsed.platforms:
+            if name.lower() not in known | COMMON_PLATFORMS:
+                self.error(
+                    path,
+                    f"no device in {self.config_name()} has platform {name!r}; platforms: "
+                    f"{', '.join(sorted(known)) or 'none'}{did_you_mean(name.lower(), known | COMMON_PLATFORMS)}",
+                )
 
     def cases(self, sop: Sop) -> tuple[Case, ...]:
         if sop.kind == "flow":

@@ -328,3 +328,19 @@ on_failure:
         "  note 'on a phone': skipped",
         "  note 'on the fake': passed",
     ]
+
+
+def test_a_platform_no_device_has_is_an_error(tmp_path: Path) -> None:
+    """A typo would skip the step on every device, silently; a common platform the suite lacks is fine."""
+    sop = H + (
+        "  - back:\n    when: {platform: fkae}\n"
+        "  - repeat:\n      while: {platform: Fake}\n      max: 2\n      steps: [back]\n"
+        "  - back:\n    when: {platform: ios}\n"
+        "  - back:\n    when: {platform: andriod}\n"
+    )
+    assert lint(tmp_path, {"s.sop.yaml": sop}) == [
+        "s.sop.yaml:4:22: steps[0].when.platform: no device in sop.yaml has platform 'fkae'; platforms: fake "
+        "(did you mean 'fake'?)",
+        "s.sop.yaml:12:22: steps[3].when.platform: no device in sop.yaml has platform 'andriod'; platforms: fake "
+        "(did you mean 'android'?)",
+    ]
