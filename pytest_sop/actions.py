@@ -15,10 +15,14 @@ from typing import Any, Literal
 ENTRY_POINT_GROUP = "pytest_sop.actions"
 
 # text: a template string; name: a plain identifier; sop_id: another SOP's id;
-# locator: a one-key mapping such as {id: compose}; key: a press_key name (keys.py).
-Kind = Literal["text", "name", "sop_id", "number", "integer", "boolean", "locator", "enum", "key"]
+# locator: a mapping such as {id: compose}; key: a press_key name (keys.py);
+# steps: a list of steps (a repeat's); check: a condition checked now (`when`, `while`);
+# args: {NAME: VALUE} passed to a called SOP as ${params.NAME}.
+Kind = Literal[
+    "text", "name", "sop_id", "number", "integer", "boolean", "locator", "enum", "key", "steps", "check", "args"
+]
 Shape = Literal["none", "value", "locator", "fields"]
-STEP_MODIFIERS = ("timeout", "retry", "optional", "name")
+STEP_MODIFIERS = ("timeout", "retry", "optional", "name", "when")
 # What assert_state checks of an element.
 STATES = ("checked", "enabled", "selected", "focused")
 
@@ -38,7 +42,8 @@ class ActionSpec:
     """What one action accepts.
 
     ``shape`` says how it is written: ``none`` (``- back``), ``value`` (``- wait: 2``, the
-    value is parameter ``params[0]``), ``locator`` (``- tap: {id: x}``, stored as
+    value is parameter ``params[0]``; with more parameters, fields may be written instead:
+    ``run: {sop: x}``), ``locator`` (``- tap: {id: x}``, stored as
     ``locator``) or ``fields`` (``- type: {into: ..., text: ...}``). ``one_of`` lists
     groups of fields of which exactly one must be given, ``some_of`` groups of which at least
     one must be. ``run(ctx, **params)`` executes it.
@@ -187,7 +192,24 @@ CORE_ACTIONS: tuple[ActionSpec, ...] = (
         (Param("name", "text", required=False),),
     ),
     ActionSpec("note", "Write a note into the record.", "value", (Param("text", "text"),)),
-    ActionSpec("run", "Run another SOP's steps inline.", "value", (Param("sop", "sop_id"),)),
+    ActionSpec(
+        "run",
+        "Run another SOP's steps inline; `with` gives it ${params.NAME}.",
+        "value",
+        (Param("sop", "sop_id"), Param("with", "args", required=False, doc="values the SOP reads as ${params.NAME}")),
+    ),
+    ActionSpec(
+        "repeat",
+        "Run steps N times, or while a condition holds (checked before each iteration, at most max times).",
+        "fields",
+        (
+            Param("times", "integer", required=False, minimum=1, doc="how many times"),
+            Param("while", "check", required=False, doc="checked now before each iteration; needs max"),
+            Param("max", "integer", required=False, minimum=1, doc="at most this many iterations (with while)"),
+            Param("steps", "steps"),
+        ),
+        one_of=(("times", "while"),),
+    ),
     ActionSpec(
         "approve",
         "A checkpoint where a person with a role must approve.",

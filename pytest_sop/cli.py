@@ -19,7 +19,7 @@ from .suite import Suite, display_path
 from .suiteconfig import load_config
 
 
-def _registry(plugins: Sequence[str]) -> object:
+def _registry(plugins: Sequence[str], conftest_actions: Sequence[Any] = ()) -> object:
     hooks = []
     for name in plugins:
         module = importlib.import_module(name)
@@ -27,7 +27,55 @@ def _registry(plugins: Sequence[str]) -> object:
         if hook is None:
             raise SystemExit(f"pytest-sop: {name} has no pytest_sop_actions()")
         hooks.append(hook())
-    return build_registry(hooks)
+    return build_registry([*hooks, *conftest_actions])
+
+
+def _conftest_actions(root: str, files: Sequence[str]) -> tuple[list[Any], list[SopSyntaxError]]:
+    """What the ``pytest_sop_actions()`` of the suite's ``conftest.py`` files return, as pytest would load
+    them: the one beside sop.yaml and those in the folders between it and the files. A conftest that
+    cannot be loaded is a problem naming it (its actions would otherwise be reported as unknown)."""
+    root = os.path.abspath(root)
+    folders: dict[str, None] = {root: None}
+    for path in files:
+        folder = os.path.dirname(os.path.abspath(path))
+        rel = os.path.relpath(folder, root)
+        if rel.startswith(".."):
+            continue
+        parts = [] if rel == "." else rel.split(os.sep)
+        for i in range(1, len(parts) + 1):
+            folders.setdefault(os.path.join(root, *parts[:i]), None)
+    found: list[Any] = []
+    problems: list[SopSyntaxError] = []
+    for folder in folders:
+        path = os.path.join(folder, "conftest.py")
+        if not os.path.isfile(path):
+            continue
+        try:
+            hook = getattr(_import_conftest(path), "pytest_sop_actions", None)
+            if hook is not None:
+                found.append(hook())
+        except Exception as e:
+            shown = display_path(path, os.getcwd())
+            problems.append(
+                SopSyntaxError(shown, 1, 1, "", f"cannot load the project's actions: {type(e).__name__}: {e}")
+            )
+    return found, problems
+
+
+def _import_conftest(path: str) -> Any:
+    """The module at ``path``, imported as pytest's default import mode would: its folder first on sys.path."""
+    import importlib.util
+
+    folder = os.path.dirname(path)
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    name = "conftest_" + os.path.abspath(folder).strip(os.sep).replace(os.sep, "_").replace(".", "_")
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 def cmd_lint(args: argparse.Namespace) -> int:
@@ -61,7 +109,13 @@ def cmd_lint(args: argparse.Namespace) -> int:
             print(e)
             problems += len(e.errors) or 1
             continue
-        suite = Suite(config, registry, os.path.dirname(os.path.abspath(config_path)))  # type: ignore[arg-type]
+        root = os.path.dirname(os.path.abspath(config_path))
+        actions, broken = _conftest_actions(root, group)
+        for err in broken:
+            print(err.format())
+        problems += len(broken)
+        suite_registry = _registry(args.plugin, actions) if actions else registry
+        suite = Suite(config, suite_registry, root)  # type: ignore[arg-type]
         for path in group:
             result = suite.result(path)
             problems += len(result.errors)
@@ -150,17 +204,13 @@ def _checkpoint_roles(sop: Sop, checkpoint: str, get_sop: Callable[[str], Sop | 
     A decision is taken on the file that holds the checkpoint (its sha256 is what a change voids),
     so a checkpoint of a SOP that ``sop`` runs is refused, naming the SOP to approve instead.
     """
-    roles = [
-        s.params["role"]
-        for s in sop.steps + sop.on_failure
-        if s.action == "approve" and s.params["checkpoint"] == checkpoint
-    ]
+    roles = [s.params["role"] for s in sop.all_steps if s.action == "approve" and s.params["checkpoint"] == checkpoint]
     if roles:
         return list(dict.fromkeys(roles))
     seen, todo = {sop.id}, [sop]
     while todo:
         current = todo.pop(0)
-        for step in current.steps + current.on_failure:
+        for step in current.all_steps:
             if step.action == "approve" and step.params["checkpoint"] == checkpoint and current is not sop:
                 raise Refused(
                     f"checkpoint {checkpoint!r} is in SOP {current.id!r} ({current.path}), which {sop.id!r} runs: "

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Hashable, Iterator, Mapping
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal, TypeVar
@@ -32,6 +32,8 @@ MAX_BACKOFF = 600  # retry backoff, seconds (slept backoff x attempt number betw
 PERIOD_RANGE = (1, 366 * 86400)  # schedule every: 1s to 366d
 # Any other number: beyond 2**53 a float is no longer exact, and JSON readers disagree.
 MAX_EXACT = 2**53
+# A repeat's times or max: a loop that runs longer is a bug (or a job for a schedule).
+MAX_REPEAT = 100_000
 # A shorter secret would be masked inside ordinary words ("1" in every timestamp).
 MIN_SECRET_CHARS = 4
 
@@ -138,6 +140,38 @@ class Retry:
 
 
 @dataclass(frozen=True, slots=True)
+class Condition:
+    """A ``done_when`` check: ``visible``, ``not_visible`` or ``text``."""
+
+    kind: Literal["visible", "not_visible", "text"]
+    locator: Locator
+    match: TextMatch | None
+    pos: SourcePos
+
+
+@dataclass(frozen=True, slots=True)
+class OnPlatform:
+    """``platform: NAME`` in a ``when:`` or ``repeat: {while: ...}``: the leased device's platform is NAME."""
+
+    platform: str
+    pos: SourcePos
+
+
+# What a step's ``when:`` and a repeat's ``while:`` check, now, without waiting.
+Check = Condition | OnPlatform
+
+
+@dataclass(frozen=True, slots=True)
+class Args:
+    """``run: {sop: ID, with: {NAME: VALUE}}``: the values the called SOP reads as ``${params.NAME}``."""
+
+    values: tuple[tuple[str, Template], ...]
+
+    def __str__(self) -> str:
+        return "{" + ", ".join(f"{k}: {v.source}" for k, v in self.values) + "}"
+
+
+@dataclass(frozen=True, slots=True)
 class Step:
     action: str
     # Parameters as the action declares them: Template, Locator, numbers. A plain dict
@@ -148,20 +182,24 @@ class Step:
     retry: Retry | None = None
     optional: bool = False
     name: str | None = None
+    when: Check | None = None  # run only when it holds; else recorded as skipped
 
     @property
     def label(self) -> str:
         return self.name or self.action
 
+    @property
+    def inner(self) -> tuple[Step, ...]:
+        """The steps a ``repeat`` runs (none for any other action)."""
+        return self.params["steps"] if self.action == "repeat" else ()
 
-@dataclass(frozen=True, slots=True)
-class Condition:
-    """A ``done_when`` check: ``visible``, ``not_visible`` or ``text``."""
 
-    kind: Literal["visible", "not_visible", "text"]
-    locator: Locator
-    match: TextMatch | None
-    pos: SourcePos
+def each_step(steps: Iterable[Step]) -> Iterator[Step]:
+    """Every step and, after each ``repeat``, the steps inside it (depth first)."""
+    for step in steps:
+        yield step
+        if step.action == "repeat":
+            yield from each_step(step.inner)
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,6 +256,14 @@ class Sop:
     done_when: tuple[Condition, ...] = ()
     on_failure: tuple[Step, ...] = ()
     description: str = ""
+    kind: Literal["case", "flow"] = "case"  # a flow is only run by other SOPs, never collected as a case
+    xfail: str | None = None  # an expected failure: the reason
+    params: tuple[str, ...] = ()  # the ${params.NAME} names its steps read (a flow's callers pass them)
+
+    @property
+    def all_steps(self) -> Iterator[Step]:
+        """Its steps and on_failure steps, the steps inside repeats included."""
+        return each_step((*self.steps, *self.on_failure))
 
 
 @dataclass(frozen=True, slots=True)

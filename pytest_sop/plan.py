@@ -12,7 +12,21 @@ from dataclasses import dataclass
 from typing import Any
 
 from .matching import candidate_accounts, candidate_devices, may_use
-from .model import Account, Case, Condition, Device, Locator, Secret, Step, SuiteConfig, Template, TextMatch
+from .model import (
+    Account,
+    Args,
+    Case,
+    Check,
+    Condition,
+    Device,
+    Locator,
+    OnPlatform,
+    Secret,
+    Step,
+    SuiteConfig,
+    Template,
+    TextMatch,
+)
 from .templates import TemplateError, parse, render
 
 
@@ -39,13 +53,26 @@ def describe_params(step: Step, lookup: Any) -> str:
             return f"{value.how} {show(value.expected)}"
         if isinstance(value, Secret):
             return "***"
+        if isinstance(value, Args):
+            return "{" + ", ".join(f"{k}: {show(v)}" for k, v in value.values) + "}"
+        if isinstance(value, (Condition, OnPlatform)):
+            return describe_check(value, lookup)
         return str(value)
 
     return " ".join(
         show(v) if k in ("locator", "url", "seconds", "sop", "key", "text", "name", "script") and len(step.params) == 1
         else f"{k}={show(v)}"
         for k, v in step.params.items()
+        if k != "steps"  # a repeat's steps are listed under it
     )  # fmt: skip
+
+
+def describe_check(check: Check, lookup: Any) -> str:
+    """A ``when:``/``while:`` condition in words: ``visible {id: x}``, ``platform android``."""
+    if isinstance(check, OnPlatform):
+        return f"platform {check.platform}"
+    text = f"{check.kind} {{{check.locator.strategy}: {render(check.locator.value, lookup)}}}"
+    return text + (f" {check.match.how} {render(check.match.expected, lookup)!r}" if check.match else "")
 
 
 @dataclass(frozen=True)
@@ -84,6 +111,17 @@ def _templates(value: Any) -> Iterator[Template]:
             yield value.match.expected
 
 
+def _values(step: Step) -> Iterator[Any]:
+    """A step's own values that may hold templates: parameters (not a repeat's steps), a run's with, its when."""
+    for k, v in step.params.items():
+        if isinstance(v, Args):
+            yield from (t for _, t in v.values)
+        elif k != "steps" or step.action != "repeat":
+            yield v
+    if step.when is not None:
+        yield step.when
+
+
 def _secrets(value: Any) -> Iterator[Secret]:
     if isinstance(value, Secret):
         yield value
@@ -110,8 +148,8 @@ def missing_variables(
             if s.env not in environ:
                 found.setdefault((s.env, needed_by), None)
 
-    steps: Iterable[Step] = (*sop.steps, *sop.on_failure)
-    templates = [t for step in steps for v in step.params.values() for t in _templates(v)]
+    steps: Iterable[Step] = sop.all_steps
+    templates = [t for step in steps for v in _values(step) for t in _templates(v)]
     templates += [t for cond in sop.done_when for t in _templates(cond)]
     for ns, name in dict.fromkeys(ref for t in templates for ref in t.refs):
         if ns == "account":
@@ -134,6 +172,27 @@ def missing_variables(
     for device in devices:
         need(device.capabilities, f"device {device.id}, capabilities")
     return [MissingVariable(name, needed_by) for name, needed_by in found]
+
+
+def _step_lines(steps: Iterable[Step], lookup: Any, number: str) -> Iterator[str]:
+    """One line per step, numbered ``3.`` at the top and ``3.1.`` inside a repeat, indented under it."""
+    indent = "    " + "   " * number.count(".")
+    for i, step in enumerate(steps, 1):
+        mods = []
+        if step.when is not None:
+            mods.append(f"when {describe_check(step.when, lookup)}")
+        if step.timeout is not None:
+            mods.append(f"timeout={step.timeout:g}s")
+        if step.retry:
+            mods.append(f"retry={step.retry.attempts}")
+        if step.optional:
+            mods.append("optional")
+        label = f"{step.name}: " if step.name else ""
+        text = f"{label}{step.action} {describe_params(step, lookup)}".rstrip()
+        extra = f"  [{', '.join(mods)}]" if mods else ""
+        yield f"{indent}{f'{number}{i}.':>3} {text}{extra}  ({step.pos.file}:{step.pos.line})"
+        if step.action == "repeat":
+            yield from _step_lines(step.inner, lookup, f"{number}{i}.")
 
 
 def plan_lines(case: Case, config: SuiteConfig, missing: list[MissingVariable] | None = None) -> Iterator[str]:
@@ -159,18 +218,7 @@ def plan_lines(case: Case, config: SuiteConfig, missing: list[MissingVariable] |
         if not steps:
             continue
         yield f"  {title}:"
-        for i, step in enumerate(steps, 1):
-            mods = []
-            if step.timeout is not None:
-                mods.append(f"timeout={step.timeout:g}s")
-            if step.retry:
-                mods.append(f"retry={step.retry.attempts}")
-            if step.optional:
-                mods.append("optional")
-            label = f"{step.name}: " if step.name else ""
-            text = f"{label}{step.action} {describe_params(step, lookup)}".rstrip()
-            extra = f"  [{', '.join(mods)}]" if mods else ""
-            yield f"    {i:>2}. {text}{extra}  ({step.pos.file}:{step.pos.line})"
+        yield from _step_lines(steps, lookup, "")
     for cond in sop.done_when:
         target = f"{cond.locator}" + (
             f" {cond.match.how} {render(cond.match.expected, lookup)!r}" if cond.match else ""

@@ -20,7 +20,7 @@ from .errors import SopError, SopInvalid
 from .fixtures import _sop_lease, sop_account, sop_device, sop_driver, sop_run  # noqa: F401 - fixtures
 from .masking import guard_library_logs, mask
 from .plan import missing_variables, plan_lines
-from .recorders import clean_current_result
+from .recorders import clean_current_result, explain_xpass
 from .runrecord import (
     RUN_ID_KEY,
     SIGNATURE_REFUSED,
@@ -160,6 +160,8 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     clean_current_result()  # allure-pytest has written its messages as module.Class: text; say them in words
+    if report.when == "call" and report.failed and str(report.longrepr).startswith("[XPASS(strict)]"):
+        explain_xpass(str(report.longrepr))
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:

@@ -50,7 +50,7 @@ def check_sop(
         if not roles:
             by = f" (run by {caller!r})" if caller else ""
             return [], f"{operator!r} (roles {names}) may not run SOP {current.id!r}{by}"
-        for step in current.steps + current.on_failure:
+        for step in current.all_steps:
             target = get_sop(step.params["sop"]) if step.action == "run" else None
             if target is not None and target.id not in seen:
                 seen.add(target.id)

@@ -9,6 +9,8 @@ import time
 from collections.abc import Iterator
 from typing import Any, Protocol
 
+from _pytest.outcomes import Skipped  # pytest.skip.Exception, by a name type checkers know
+
 from . import masking
 
 
@@ -26,6 +28,20 @@ def masked(body: bytes | str) -> bytes | str:
 class BrokenStep(Exception):
     """Raised out of a step to record it broken (an optional step that failed) without failing the case:
     the runner catches it just outside the step."""
+
+
+class SkippedStep(Skipped):
+    """Raised out of a step to record it skipped (its ``when:`` did not hold), the reason its message:
+    a skip is what Allure records as skipped. Caught just outside the step by :func:`record_skipped`."""
+
+
+def record_skipped(recorder: Recorder, title: str, params: dict[str, str], reason: str) -> None:
+    """A step that did not run, recorded as skipped with the reason."""
+    try:
+        with recorder.step(title, params):
+            raise SkippedStep(reason)
+    except SkippedStep:
+        pass
 
 
 class Recorder:
@@ -156,6 +172,15 @@ def clean_messages(result: Any) -> None:
         clean_messages(step)
 
 
+def explain_xpass(message: str) -> None:
+    """A strict xfail that passed: allure-pytest marks it failed without a word; say why, with the reason."""
+    from allure_commons.model2 import StatusDetails
+
+    test = current_test()
+    if test is not None and test.statusDetails is None:
+        test.statusDetails = StatusDetails(message=f"{message}: expected to fail, but every step passed")
+
+
 def clean_current_result() -> None:
     """The running case's Allure messages in words (see :func:`clean_messages`), once allure-pytest set them."""
     test = current_test()
@@ -215,14 +240,18 @@ class AuditRecorder(Recorder):
     def step(self, title: str, params: dict[str, str] | None = None) -> Iterator[None]:
         self.log.append("step_start", case=self.case, run=self.run, step=title, params=params or {})
         status = "failed"
+        why: dict[str, str] = {}
         try:
             yield
             status = "passed"
         except BrokenStep:
             status = "broken"
             raise
+        except SkippedStep as e:
+            status, why = "skipped", {"reason": str(e)}
+            raise
         finally:
-            self.log.append("step_end", case=self.case, run=self.run, step=title, status=status)
+            self.log.append("step_end", case=self.case, run=self.run, step=title, status=status, **why)
 
     def attach(self, name: str, body: bytes | str, mime: str, extension: str) -> None:
         body = masked(body)  # the sha256 of exactly what the Allure sink writes

@@ -6,11 +6,13 @@ goes to a :class:`Recorder`.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import os
 import time
 import warnings
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
@@ -58,10 +60,25 @@ from .gestures import (
     web_target,
 )
 from .masking import SecretMissing, Secrets
-from .model import Account, Case, Condition, Device, Locator, Policy, Sop, Step, Template, TextMatch
+from .model import (
+    Account,
+    Args,
+    Case,
+    Check,
+    Condition,
+    Device,
+    Locator,
+    OnPlatform,
+    Policy,
+    Sop,
+    Step,
+    Template,
+    TextMatch,
+    each_step,
+)
 from .plan import describe_params
 from .policy import allowed_pairs, check_sop, may_approve
-from .recorders import BrokenStep, Recorder
+from .recorders import BrokenStep, Recorder, record_skipped
 from .session import DeviceSession, appium_reason, poll
 from .signing import Verified
 from .templates import render
@@ -100,6 +117,8 @@ class Context:
     optional_failures: list[str] = field(default_factory=list)
     optional_steps: list[Step] = field(default_factory=list)  # the steps of optional_failures, in order
     _sop_stack: list[Sop] = field(default_factory=list)
+    # The ${params.X} of each SOP on _sop_stack, as its run step passed them.
+    _params: list[Mapping[str, object]] = field(default_factory=list)
 
     # -- templates ----------------------------------------------------------------------
     def lookup(self, ns: str, name: str) -> object:
@@ -116,6 +135,11 @@ class Context:
             return self.account.fields[name]
         if ns == "device":
             return getattr(self.device, name)
+        if ns == "params":
+            passed = self._params[-1] if self._params else {}
+            if name not in passed:
+                raise StepBroken(f"${{params.{name}}}: no run step passed it to SOP {self.sop.id!r}")
+            return passed[name]
         if name not in self.vars:
             raise StepBroken(f"${{vars.{name}}} was not saved before this step")
         return self.vars[name]
@@ -141,7 +165,11 @@ class Context:
                 params[k] = self.shown(v)
             elif isinstance(v, Locator):
                 params[k] = self.show_locator(v)
-            else:
+            elif isinstance(v, (Condition, OnPlatform)):
+                params[k] = describe_check(self, v)
+            elif isinstance(v, Args):
+                params.update((f"with {name}", self.shown(t)) for name, t in v.values)
+            elif k != "steps" or step.action != "repeat":  # a repeat's steps are recorded as they run
                 params[k] = str(v)
         title = step.name or f"{step.action} {describe_params(step, self.lookup)}".rstrip()
         return self.secrets.mask(title), params
@@ -268,8 +296,7 @@ def _check_text(ctx: Context, match: TextMatch, timeout: float) -> None:
         if actual is None:
             return None
         seen.append(actual)
-        # matches: RE2, linear time, so the timeout holds for any pattern
-        return True if textmatch.holds(match.how, expected, actual, ctx.secrets.mask) else None
+        return True if _text_holds(ctx, match.how, expected, actual) else None
 
     if poll(ok, timeout) is None:
         if not seen or ctx.session.kind != "web":
@@ -281,6 +308,35 @@ def _check_text(ctx: Context, match: TextMatch, timeout: float) -> None:
             expected=f"{match.how} {shown!r}",
             found=repr(found),
         )
+
+
+def _text_holds(ctx: Context, how: str, expected: str, actual: str) -> bool:
+    # matches: RE2, linear time, so the timeout holds for any pattern
+    return textmatch.holds(how, expected, actual, ctx.secrets.mask)
+
+
+def holds_now(ctx: Context, check: Check) -> bool:
+    """A ``when:`` or ``while:`` condition, checked once, now: no waiting for the screen to change."""
+    if isinstance(check, OnPlatform):
+        return ctx.device.platform.lower() == check.platform.lower()
+    try:
+        by = ctx.by(check.locator)
+        if check.kind == "visible":
+            return ctx.session.visible(by) is not None
+        if check.kind == "not_visible":
+            return ctx.session.visible_among_all(by) is None
+        assert check.match is not None
+        actual = ctx.session.read_text(by)
+        return actual is not None and _text_holds(ctx, check.match.how, ctx.text(check.match.expected), actual)
+    except WebDriverException as e:
+        raise StepBroken(ctx.secrets.mask(f"Appium: {appium_reason(e)}")) from None
+
+
+def describe_check(ctx: Context, check: Check) -> str:
+    if isinstance(check, OnPlatform):
+        return f"platform {check.platform}"
+    text = f"{check.kind} {ctx.show_locator(check.locator)}"
+    return text + (f" {check.match.how} {ctx.shown(check.match.expected)!r}" if check.match else "")
 
 
 def _attach_screenshot(ctx: Context, name: str) -> None:
@@ -450,11 +506,54 @@ def do_run(ctx: Context, step: Step) -> None:
         raise StepBroken(f"SOP {step.params['sop']!r} is not in the suite")
     _may_run(ctx, target)
     _obeys_allowed_actions(ctx, target)
+    passed = _passed(ctx, step.params.get("with"))  # the caller's values, in the caller's frame
     ctx._sop_stack.append(target)
+    ctx._params.append(passed)
     try:
         run_steps(ctx, target.steps)
     finally:
         ctx._sop_stack.pop()
+        ctx._params.pop()
+
+
+def _passed(ctx: Context, args: Args | None) -> Mapping[str, object]:
+    """``with: {NAME: VALUE}`` worked out now. A value that is one reference (``${account.password}``)
+    is passed as it is, a secret still a secret; any other is rendered (shown masked like any step text)."""
+    if args is None:
+        return {}
+    out: dict[str, object] = {}
+    for name, template in args.values:
+        (part,) = template.parts if len(template.parts) == 1 else (None,)
+        if isinstance(part, tuple) and part[0] != "env":
+            out[name] = ctx.lookup(*part)
+        else:
+            out[name] = ctx.text(template)
+    return out
+
+
+def do_repeat(ctx: Context, step: Step) -> None:
+    """``times: N`` iterations, or as long as ``while`` holds (checked now, before each) and at most ``max``.
+    Each iteration is a step of its own in the record, its steps inside it."""
+    steps: tuple[Step, ...] = step.params["steps"]
+    if "times" in step.params:
+        times = step.params["times"]
+        for i in range(1, times + 1):
+            with ctx.recorder.step(f"iteration {i} of {times}"):
+                run_steps(ctx, steps)
+        return
+    check, most = step.params["while"], step.params["max"]
+    for i in range(1, most + 1):
+        if not holds_now(ctx, check):
+            return
+        with ctx.recorder.step(f"iteration {i} of at most {most}"):
+            run_steps(ctx, steps)
+    if holds_now(ctx, check):
+        what = describe_check(ctx, check)
+        raise StepFailed(
+            f"repeat reached max {most} iterations and its while condition still holds: {what}",
+            expected=f"{what} no longer holding within {most} iterations",
+            found=f"it still holds after {most}",
+        )
 
 
 def _may_run(ctx: Context, target: Sop) -> None:
@@ -473,7 +572,7 @@ def _runs(sop: Sop, get_sop: Callable[[str], Sop | None]) -> Iterator[Sop]:
     while todo:
         current = todo.pop()
         yield current
-        for step in current.steps:
+        for step in each_step(current.steps):
             target = get_sop(step.params["sop"]) if step.action == "run" else None
             if target is not None and target.id not in seen:
                 seen.add(target.id)
@@ -486,7 +585,7 @@ def _obeys_allowed_actions(ctx: Context, target: Sop) -> None:
     if not callers:
         return
     for inner in _runs(target, ctx.get_sop):
-        for step in inner.steps:
+        for step in each_step(inner.steps):
             for caller in callers:
                 assert caller.allowed_actions is not None
                 if step.action not in caller.allowed_actions:
@@ -579,6 +678,7 @@ CORE: dict[str, Callable[[Context, Step], None]] = {
     "page_source": do_page_source,
     "note": do_note,
     "run": do_run,
+    "repeat": do_repeat,
     "approve": do_approve,
 }
 
@@ -591,7 +691,22 @@ def _project_action(ctx: Context, step: Step) -> None:
         k: ctx.text(v) if isinstance(v, Template) else ctx.by(v) if isinstance(v, Locator) else v
         for k, v in step.params.items()
     }
+    if "timeout" not in params and _takes_timeout(spec.run):
+        params["timeout"] = _timeout(step)  # the step's `timeout:`, else the default wait
     spec.run(ctx, **params)
+
+
+@functools.cache
+def _takes_timeout(run: Callable[..., Any]) -> bool:
+    """Whether a project action's run function has a ``timeout`` keyword (or ``**kwargs``)."""
+    try:
+        params = inspect.signature(run).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(
+        (p.name == "timeout" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)) or p.kind == p.VAR_KEYWORD
+        for p in params
+    )
 
 
 # -- running ----------------------------------------------------------------------------
@@ -603,6 +718,9 @@ def _execute(ctx: Context, step: Step) -> None:
         CORE.get(step.action, _project_action)(ctx, step)
     except (StepFailed, CaseSkipped, StepBroken, SecretMissing):
         raise
+    except AssertionError as e:
+        # A project action's plain `assert`: a step failure, so retry, optional and on_failure apply.
+        raise StepFailed(ctx.secrets.mask(str(e) or f"assertion failed in {step.action}")) from None
     except UnsupportedHere as e:
         raise StepBroken(str(e)) from None
     except WebDriverException as e:
@@ -613,6 +731,9 @@ def _execute(ctx: Context, step: Step) -> None:
 
 def run_step(ctx: Context, step: Step) -> None:
     title, params = ctx.describe(step)
+    if step.when is not None and not _when_holds(ctx, step, step.when):
+        _skipped(ctx, step.when, title, params)
+        return
     attempts = step.retry.attempts if step.retry else 1
     try:
         with ctx.recorder.step(title, params):
@@ -623,10 +744,12 @@ def run_step(ctx: Context, step: Step) -> None:
                 except (StepFailed, StepBroken) as e:
                     if attempt == attempts:
                         if step.optional:
+                            ctx.failure = None  # a step inside it (a run's, a repeat's) failed: the case goes on
                             _optional_failed(ctx, step, title, e)
                             raise BrokenStep(str(e)) from None  # the step broken, the case going on
                         ctx.failure = ctx.failure or Failure(ctx.sop, step, e)
                         raise
+                    ctx.failure = None  # the next attempt starts afresh
                     ctx.recorder.attach(f"attempt {attempt} failed", str(e), "text/plain", "txt")
                     time.sleep(step.retry.backoff * attempt if step.retry else 0)
                 except (CaseSkipped, SecretMissing) as e:
@@ -636,6 +759,19 @@ def run_step(ctx: Context, step: Step) -> None:
                 _attach_screenshot(ctx, f"after {title}")
     except BrokenStep:
         return
+
+
+def _skipped(ctx: Context, check: Check, title: str, params: dict[str, str]) -> None:
+    reason = f"when {describe_check(ctx, check)}: does not hold"
+    record_skipped(ctx.recorder, title, params, ctx.secrets.mask(reason))
+
+
+def _when_holds(ctx: Context, step: Step, check: Check) -> bool:
+    try:
+        return holds_now(ctx, check)
+    except (StepBroken, SecretMissing) as e:
+        ctx.failure = ctx.failure or Failure(ctx.sop, step, e)
+        raise
 
 
 def _optional_failed(ctx: Context, step: Step, title: str, error: SopError) -> None:
@@ -739,6 +875,9 @@ def on_failure(ctx: Context) -> None:
             for step in sop.on_failure:
                 title, params = ctx.describe(step)
                 try:
+                    if step.when is not None and not holds_now(ctx, step.when):
+                        _skipped(ctx, step.when, title, params)
+                        continue
                     with ctx.recorder.step(title, params):
                         _execute(ctx, step)
                 except SopError as e:

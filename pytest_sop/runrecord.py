@@ -95,7 +95,9 @@ def ledger_outcome(report: pytest.TestReport, assertion: bool) -> str | None:
         return "passed" if report.when == "call" else None
     if report.skipped:
         return "awaiting" if "awaiting approval:" in str(report.longrepr) else "skipped"
-    return "failed" if report.when == "call" and assertion else "broken"
+    # A strict xfail that passed (XPASS(strict)) failed as a product failure does: the product changed.
+    xpassed = str(report.longrepr).startswith("[XPASS(strict)]")
+    return "failed" if report.when == "call" and (assertion or xpassed) else "broken"
 
 
 def alluredir(config: pytest.Config) -> str | None:

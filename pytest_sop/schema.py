@@ -11,8 +11,17 @@ from typing import Any
 from .actions import CONDITIONS, ActionRegistry, ActionSpec, Param
 from .checker import ENV_RE, ID_RE, NAME_RE
 from .keys import KNOWN_KEYS
-from .model import ESCALATING, LOCATOR_STRATEGIES, MAX_ATTEMPTS, MAX_BACKOFF, MAX_EXACT, MAX_SECONDS, SEVERITIES
-from .sopfile import ROW_ID_RE, SECONDS_PARAMS
+from .model import (
+    ESCALATING,
+    LOCATOR_STRATEGIES,
+    MAX_ATTEMPTS,
+    MAX_BACKOFF,
+    MAX_EXACT,
+    MAX_REPEAT,
+    MAX_SECONDS,
+    SEVERITIES,
+)
+from .sopfile import PARAM_RE, ROW_ID_RE, SECONDS_PARAMS, SOP_KINDS
 
 DIALECT = "https://json-schema.org/draft/2020-12/schema"
 _REF = "#/$defs/"
@@ -46,10 +55,23 @@ def _param(spec: ActionSpec, p: Param) -> dict[str, Any]:
             out["minimum"] = p.minimum
         if (spec.name, p.name) in SECONDS_PARAMS:
             out["maximum"] = MAX_SECONDS
+        if spec.name == "repeat":
+            out["maximum"] = MAX_REPEAT
     elif p.kind == "boolean":
         out = {"type": "boolean"}
     elif p.kind == "key":
         out = {"anyOf": [{"enum": list(KNOWN_KEYS)}, {"type": "string", "pattern": "^KEYCODE_[A-Z0-9_]+$"}]}
+    elif p.kind == "steps":
+        out = {"type": "array", "minItems": 1, "items": {"$ref": _REF + "step"}}
+    elif p.kind == "check":
+        out = {"$ref": _REF + "check"}
+    elif p.kind == "args":
+        out = {
+            "type": "object",
+            "minProperties": 1,
+            "propertyNames": {"pattern": _pattern(PARAM_RE)},
+            "additionalProperties": {"type": ["string", "number"]},
+        }
     else:
         out = {"enum": list(p.choices)}
     if p.doc:
@@ -64,7 +86,13 @@ def _argument(spec: ActionSpec) -> dict[str, Any]:
         return {"$ref": _REF + "locator"}
     if spec.shape == "value":
         value = _param(spec, spec.params[0])
+        if len(spec.params) > 1:  # also written as fields: `run: {sop: x, with: {...}}`
+            value = {"anyOf": [value, _fields(spec)]}
         return {"anyOf": [value, {"type": "null"}]} if spec.bare_allowed else value
+    return _fields(spec)
+
+
+def _fields(spec: ActionSpec) -> dict[str, Any]:
     out: dict[str, Any] = {
         "type": "object",
         "properties": {p.name: _param(spec, p) for p in spec.params},
@@ -75,6 +103,8 @@ def _argument(spec: ActionSpec) -> dict[str, Any]:
     groups += [{"anyOf": [{"required": [n]} for n in group]} for group in spec.some_of]
     if groups:
         out["allOf"] = groups
+    if spec.name == "repeat":
+        out["dependentRequired"] = {"while": ["max"], "max": ["while"]}  # a while loop always ends
     if spec.short:
         return {"anyOf": [{"$ref": _REF + "locator"}, out]}
     return out
@@ -88,6 +118,7 @@ def _step(spec: ActionSpec, modifiers: bool = True) -> dict[str, Any]:
             "retry": {"$ref": _REF + "retry"},
             "optional": {"type": "boolean", "description": "a failure is recorded and the case goes on"},
             "name": {"type": "string", "description": "a label for reports"},
+            "when": {"$ref": _REF + "check", "description": "run only when this holds now; else skipped"},
         }
     return {"type": "object", "properties": props, "required": [spec.name], "additionalProperties": False}
 
@@ -171,6 +202,11 @@ def build_schema(registry: ActionRegistry) -> dict[str, Any]:
                 "description": "outcomes that count toward escalation: failed (the product), broken (device, "
                 "session or server trouble); default [failed]",
             },
+            "kind": {
+                "enum": list(SOP_KINDS),
+                "description": "case (default: collected as a case) or flow (only run by other SOPs)",
+            },
+            "xfail": {"type": "string", "minLength": 1, "description": "expected to fail (strict): the reason"},
             "steps": {"type": "array", "minItems": 1, "items": {"$ref": _REF + "step"}},
             "on_failure": {"type": "array", "items": {"$ref": _REF + "step"}},
             "done_when": {"type": "array", "items": {"oneOf": [_step(c, modifiers=False) for c in CONDITIONS]}},
@@ -219,5 +255,16 @@ def build_schema(registry: ActionRegistry) -> dict[str, Any]:
                 "properties": {"env": {"type": "string", "pattern": _pattern(ENV_RE)}},
             },
             "step": {"oneOf": [{"enum": bare}, *(_step(s) for s in specs)]},
+            "check": {
+                "oneOf": [
+                    *(_step(c, modifiers=False) for c in CONDITIONS),
+                    {
+                        "type": "object",
+                        "properties": {"platform": {"type": "string", "pattern": _pattern(NAME_RE)}},
+                        "required": ["platform"],
+                        "additionalProperties": False,
+                    },
+                ]
+            },
         },
     }

@@ -21,14 +21,18 @@ from .model import (
     MAX_ATTEMPTS,
     MAX_BACKOFF,
     MAX_EXACT,
+    MAX_REPEAT,
     MAX_SECONDS,
     PERIOD_RANGE,
     SEVERITIES,
     AccountRequirement,
+    Args,
+    Check,
     Condition,
     DeviceRequirement,
     InputRow,
     Locator,
+    OnPlatform,
     Retry,
     Shared,
     Sop,
@@ -41,7 +45,11 @@ from .yamlsafe import Loaded, Path_, Pos, load, read_file
 SOP_KEYS = (
     "id", "title", "description", "owner", "tags", "severity", "app", "requires", "inputs",
     "allowed_actions", "retry", "schedule", "escalate_to", "escalate_on", "steps", "done_when", "on_failure",
+    "kind", "xfail",
 )  # fmt: skip
+SOP_KINDS = ("case", "flow")
+# A name a caller passes with `run: {sop: ID, with: {NAME: VALUE}}`: what ${params.NAME} can name.
+PARAM_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]*")
 # Step modifiers written as SOP keys: most often a step's line indented too little.
 _STEP_KEYS_AT_TOP = {
     m: f"{m!r} is a step modifier, not a SOP key: write it in its step, lined up under the action"
@@ -86,6 +94,7 @@ class ParsedSop:
     templates: tuple[tuple[Template, Path_], ...] = ()  # those with ${vars|device|account.X}
     run_steps: tuple[tuple[Step, Path_], ...] = ()  # ``run`` steps, on_failure included
     positions: Mapping[Path_, tuple[int, int]] = field(default_factory=lambda: NO_POSITIONS)
+    platforms: tuple[tuple[str, Path_], ...] = ()  # ``platform: NAME`` in a when or while, checked against sop.yaml
 
     def at(self, path: Path_) -> Pos:
         """Where ``path`` is written, for the paths the suite checks name; else its nearest kept ancestor."""
@@ -115,6 +124,8 @@ class _SopParser(Checker):
         self.registry = registry
         self.run_steps: list[tuple[Step, Path_]] = []
         self.platform: str | None = None  # the one the SOP requires, when it names one
+        self.allowed: tuple[str, ...] | None = None  # the SOP's allowed_actions, for steps at every depth
+        self.platforms: list[tuple[str, Path_]] = []
 
     def parse(self) -> ParsedSop:
         data = self.loaded.data
@@ -122,11 +133,15 @@ class _SopParser(Checker):
         raw_id = data.get("id") if isinstance(data, dict) else None
         templates = tuple((t, p) for t, p in self.templates if any(ns in SUITE_NAMESPACES for ns, _ in t.refs))
         wanted = [*_SUITE_FIELDS, *(p for _, p in templates), *(p + ("run",) for _, p in self.run_steps)]
+        wanted += [  # each name a run step passes, for an error about that name
+            p + ("run", "with", name) for step, p in self.run_steps for name, _ in _args(step).values
+        ]
+        wanted += [p for _, p in self.platforms]
         at = self.loaded.at
         positions = {p: (pos.line, pos.col) for p in wanted for pos in (at(p),)}
         return ParsedSop(
             self.path, sop, tuple(self.errors), raw_id if isinstance(raw_id, str) else None,
-            templates, tuple(self.run_steps), positions,
+            templates, tuple(self.run_steps), positions, tuple(self.platforms),
         )  # fmt: skip
 
     def sop(self, data: Any) -> Sop | None:
@@ -157,7 +172,11 @@ class _SopParser(Checker):
         device, account = self.requires(get("requires")) if "requires" in doc else (None, None)
         self.platform = device.platform.lower() if device is not None and device.platform else None
         inputs = self.inputs(get("inputs")) if "inputs" in doc else ()
-        allowed = self.allowed_actions(get("allowed_actions")) if "allowed_actions" in doc else None
+        allowed = self.allowed = self.allowed_actions(get("allowed_actions")) if "allowed_actions" in doc else None
+        kind = self.kind(get("kind")) if "kind" in doc else "case"
+        xfail = self.text_field("xfail", get("xfail")) if "xfail" in doc else None
+        if xfail is not None and not xfail.strip():
+            self.error(("xfail",), "expected the reason the SOP is expected to fail, got empty text")
         retry = self.retry(("retry",), get("retry")) if "retry" in doc else None
         schedule = self.schedule(get("schedule")) if "schedule" in doc else None
         # A missing `steps` is reported by mapping() (or as the typo of it), not again here.
@@ -165,14 +184,43 @@ class _SopParser(Checker):
         on_failure = self.step_list(("on_failure",), get("on_failure"), allowed) if "on_failure" in doc else ()
         done_when = self.conditions(get("done_when")) if "done_when" in doc else ()
         self.check_input_refs(inputs, "inputs" in doc)
+        params = self.check_param_refs(kind)
         # Built even when the file has errors, so the suite checks can report theirs too.
         return Sop(
             id=sop_id or str(get("id")), path=self.path, pos=self.pos(()), steps=steps, title=title or sop_id or "",
             owner=owner, tags=tags, severity=severity, app=app, device=device, account=account,
             inputs=inputs, allowed_actions=allowed, retry=retry, schedule=schedule,
             escalate_to=escalate_to, escalate_on=escalate_on, done_when=done_when, on_failure=on_failure,
-            description=description or "",
+            description=description or "", kind=kind, xfail=xfail, params=params,
         )  # fmt: skip
+
+    def kind(self, value: Any) -> Literal["case", "flow"]:
+        if value == "flow":
+            return "flow"
+        if value != "case":
+            self.error(
+                ("kind",),
+                f"expected case (the default: collected as a case) or flow (only run by other SOPs), got {value!r}"
+                + did_you_mean(str(value), SOP_KINDS),
+            )
+        return "case"
+
+    def check_param_refs(self, kind: str) -> tuple[str, ...]:
+        """The ${params.NAME} names the SOP reads; only a flow has a caller to pass them."""
+        names: dict[str, None] = {}
+        for template, path in self.templates:
+            for ns, name in template.refs:
+                if ns != "params":
+                    continue
+                names.setdefault(name, None)
+                if kind != "flow":
+                    self.error(
+                        path,
+                        f"${{params.{name}}} is used but this SOP is collected as a case, where no caller passes "
+                        "params: add `kind: flow` (a flow is only run by other SOPs, with `run: {sop: ID, with: "
+                        f"{{{name}: VALUE}}}}`)",
+                    )
+        return tuple(names)
 
     def name_field(self, key: str, value: Any) -> str | None:
         """A text field many SOPs write alike (owner, app): one string for all of them."""
@@ -393,13 +441,36 @@ class _SopParser(Checker):
             retry = self.retry(path + ("retry",), modifiers["retry"])
         optional = bool(self.boolean(path + ("optional",), modifiers["optional"])) if "optional" in modifiers else False
         label = self.string(path + ("name",), modifiers["name"]) if "name" in modifiers else None
+        when = self.check(path + ("when",), modifiers["when"]) if "when" in modifiers else None
         if params is None:
             return None
+        if name == "repeat" and not self.repeat_counts(arg_path, params):
+            return None
         # The registry's name and shared parameters: only the position is this step's own.
-        step = Step(spec.name, self.shared.params(params), self.pos(path), timeout, retry, optional, label)
+        step = Step(spec.name, self.shared.params(params), self.pos(path), timeout, retry, optional, label, when)
         if name == "run":
             self.run_steps.append((step, path))
         return step
+
+    def repeat_counts(self, path: Path_, params: dict[str, Any]) -> bool:
+        """``times: N``, or ``while`` with ``max: N``: a repeat always ends."""
+        if "while" in params and "max" not in params:
+            self.error(path, "a repeat with while needs max: the most iterations it may take (max reached fails)")
+            return False
+        if "times" in params and "max" in params:
+            self.error(path + ("max",), "max goes with while; with times, times is the number of iterations")
+            return False
+        return True
+
+    def check(self, path: Path_, raw: Any) -> Check | None:
+        """A ``when:`` or ``while:`` condition: a ``done_when`` condition, or ``platform: NAME``."""
+        if isinstance(raw, dict) and len(raw) == 1 and "platform" in raw:
+            name = self.string(path + ("platform",), raw["platform"], pattern=NAME_RE, what="a platform name")
+            if name is None:
+                return None
+            self.platforms.append((name, path + ("platform",)))
+            return OnPlatform(name, self.pos(path))
+        return self.condition(path, raw, extra=("platform",))
 
     def arguments(self, spec: ActionSpec, path: Path_, arg: Any, *, bare: bool) -> dict[str, Any] | None:
         if spec.shape == "none":
@@ -415,6 +486,8 @@ class _SopParser(Checker):
         if spec.shape == "locator":
             loc = self.locator(path, arg)
             return {"locator": loc} if loc else None
+        if spec.shape == "value" and len(spec.params) > 1 and isinstance(arg, dict):
+            return self.fields(spec, path, arg)  # `run: {sop: x, with: {...}}`
         if spec.shape == "value":
             value = self.param(spec, spec.params[0], path, arg)
             return {spec.params[0].name: value} if value is not None else None
@@ -483,13 +556,21 @@ class _SopParser(Checker):
         if p.kind in ("number", "integer"):
             seconds = (spec.name, p.name) in SECONDS_PARAMS
             return self.number(
-                path, value, minimum=p.minimum, maximum=MAX_SECONDS if seconds else MAX_EXACT,
+                path, value, minimum=p.minimum,
+                maximum=MAX_SECONDS if seconds else MAX_REPEAT if spec.name == "repeat" else MAX_EXACT,
                 integer=p.kind == "integer", unit=" (seconds)" if seconds else "",
             )  # fmt: skip
         if p.kind == "boolean":
             return self.boolean(path, value)
         if p.kind == "key":
             return self.key(path, value)
+        if p.kind == "steps":
+            steps = self.step_list(path, value, self.allowed, required=True)
+            return steps or None
+        if p.kind == "check":
+            return self.check(path, value)
+        if p.kind == "args":
+            return self.args(path, value)
         if value not in p.choices:
             self.error(
                 path, f"expected one of: {', '.join(p.choices)}, got {value!r}" + did_you_mean(str(value), p.choices)
@@ -509,6 +590,24 @@ class _SopParser(Checker):
             return None
         return self.shared.text(name)
 
+    def args(self, path: Path_, value: Any) -> Args | None:
+        """``with: {NAME: VALUE}``: each value text or a number, templates of the caller allowed."""
+        if not isinstance(value, dict) or not value:
+            got = "an empty mapping" if value == {} else type_name(value)
+            self.error(
+                path, f"expected a mapping of names to values such as {{user: '${{account.username}}'}}, got {got}"
+            )
+            return None
+        values: list[tuple[str, Template]] = []
+        for k, v in value.items():
+            if not isinstance(k, str) or not PARAM_RE.fullmatch(k):
+                self.error(path + (k,), f"expected a name (letters, digits, '_', '-'), got {k!r}", key=True)
+                continue
+            t = self.template(path + (k,), v)
+            if t is not None:
+                values.append((self.shared.text(k), t))
+        return Args(tuple(values)) if len(values) == len(value) else None
+
     @staticmethod
     def describe(spec: ActionSpec) -> str:
         if spec.shape == "locator":
@@ -522,32 +621,33 @@ class _SopParser(Checker):
         if not isinstance(value, list):
             self.error(("done_when",), f"expected a list of conditions, got {type_name(value)}")
             return ()
-        out: list[Condition] = []
-        for i, raw in enumerate(value):
-            p: Path_ = ("done_when", i)
-            if not isinstance(raw, dict) or len(raw) != 1:
-                self.error(p, "expected one condition: visible, not_visible or text")
-                continue
-            ((kind, arg),) = raw.items()
-            if kind not in _CONDITIONS:
-                self.error(
-                    p + (kind,),
-                    f"unknown condition {kind!r}; expected visible, not_visible or text"
-                    + did_you_mean(str(kind), _CONDITIONS),
-                    key=True,
-                )
-                continue
-            params = self.arguments(_CONDITIONS[kind], p + (kind,), arg, bare=False)
-            if params is None:
-                continue
-            if self.platform in PHONES:
-                self.platform_can(kind, p + (kind,), params)
-            if kind == "text":
-                match = text_match(params)
-                out.append(Condition("text", match.locator, match, self.pos(p)))
-            else:
-                out.append(Condition(kind, params["locator"], None, self.pos(p)))
-        return tuple(out)
+        found = (self.condition(("done_when", i), raw) for i, raw in enumerate(value))
+        return tuple(c for c in found if c is not None)
+
+    def condition(self, p: Path_, raw: Any, extra: tuple[str, ...] = ()) -> Condition | None:
+        """One of visible, not_visible or text (``extra``: other kinds the caller accepts, for messages)."""
+        kinds = (*_CONDITIONS, *extra)
+        expected = ", ".join(kinds[:-1]) + " or " + kinds[-1]
+        if not isinstance(raw, dict) or len(raw) != 1:
+            self.error(p, f"expected one condition: {expected}")
+            return None
+        ((kind, arg),) = raw.items()
+        if kind not in _CONDITIONS:
+            self.error(
+                p + (kind,),
+                f"unknown condition {kind!r}; expected {expected}" + did_you_mean(str(kind), kinds),
+                key=True,
+            )
+            return None
+        params = self.arguments(_CONDITIONS[kind], p + (kind,), arg, bare=False)
+        if params is None:
+            return None
+        if self.platform in PHONES:
+            self.platform_can(kind, p + (kind,), params)
+        if kind == "text":
+            match = text_match(params)
+            return Condition("text", match.locator, match, self.pos(p))
+        return Condition(kind, params["locator"], None, self.pos(p))
 
     def check_input_refs(self, rows: tuple[InputRow, ...], declared: bool) -> None:
         for template, path in self.templates:
@@ -568,6 +668,11 @@ class _SopParser(Checker):
                     )
                 elif missing:
                     self.error(path, f"${{inputs.{name}}} is missing from input row(s): {', '.join(missing)}")
+
+
+def _args(step: Step) -> Args:
+    found = step.params.get("with")
+    return found if isinstance(found, Args) else Args(())
 
 
 def text_match(params: Mapping[str, Any]) -> TextMatch:

@@ -2,7 +2,8 @@
 
 Per-file checks live in :mod:`sopfile`; here are the checks that need the whole suite:
 apps, requirements, ``${account.X}``/``${device.X}``/``${vars.X}`` names, ``run`` references
-and cycles, unique ids. The result for a file is its cases or all its errors.
+and cycles, the ``${params.X}`` a run step must pass, unique ids. The result for a file is its
+cases (none for a ``kind: flow`` SOP, which only other SOPs run) or all its errors.
 """
 
 from __future__ import annotations
@@ -17,12 +18,13 @@ from .actions import ActionRegistry
 from .checker import did_you_mean
 from .errors import SopSyntaxError
 from .matching import candidate_accounts, candidate_devices, discovered_may_match
-from .model import Case, Shared, Sop, Step, SuiteConfig
+from .model import Args, Case, Shared, Sop, Step, SuiteConfig
 from .sopfile import NO_POSITIONS, ParsedSop, parse_sop_file
 from .yamlsafe import Path_, format_path
 
 DEVICE_FIELDS = ("id", "platform")
 ACCOUNT_BUILTINS = ("id", "role")
+COMMON_PLATFORMS = frozenset(("android", "ios", "web"))
 SKIP_DIRS = {".git", ".hg", ".svn", "node_modules", "__pycache__", ".venv", "venv", ".tox", ".nox"}
 
 
@@ -139,7 +141,7 @@ class Suite:
 
     def _release(self, abspath: str, parsed: ParsedSop) -> None:
         """Once a file is checked, other files only need its SOP and errors, not its positions."""
-        slim = replace(parsed, templates=(), run_steps=(), positions=NO_POSITIONS)
+        slim = replace(parsed, templates=(), run_steps=(), positions=NO_POSITIONS, platforms=())
         self._parsed[abspath] = slim  # type: ignore[index]
         same = self._by_id.get(parsed.raw_id or "", [])
         for i, p in enumerate(same):
@@ -163,9 +165,11 @@ class _SuiteCheck:
         if sop is not None:
             self.unique_id(sop)
             self.app(sop)
-            self.requirements(sop)
+            if sop.kind == "case":  # a flow runs on its caller's device and account
+                self.requirements(sop)
             self.run_refs(sop)
             self.template_names(sop)
+            self.platforms()
         if self.errors or sop is None:
             return FileResult(self.parsed.path, (), tuple(sorted(self.errors, key=SopSyntaxError.sort_key)))
         return FileResult(self.parsed.path, self.cases(sop), ())
@@ -243,11 +247,33 @@ class _SuiteCheck:
                 if cycle:
                     self.error(path + ("run",), f"run cycle: {' -> '.join(cycle)}")
                 else:
+                    self.params_passed(step, found[0].sop, path)
                     self.allowed_in_run(sop, found[0].sop, path)
                     # A target refused for what it runs (e.g. outside its own allowed_actions) refuses its callers.
                     target_file = os.path.join(self.suite.base, found[0].path)  # its path as shown, from base
                     if any(e.field.endswith(".run") for e in self.suite.result(target_file).errors):
                         self.error(path + ("run",), f"SOP {ref!r} ({found[0].path}) has errors in what it runs")
+
+    def params_passed(self, step: Step, target: Sop, path: Path_) -> None:
+        """A run step passes exactly the ``${params.X}`` its target reads: a missing one would stop the
+        case mid-way, and one the target never reads is most likely a typo of one it does."""
+        args = step.params.get("with")
+        passed = [name for name, _ in args.values] if isinstance(args, Args) else []
+        reads = ", ".join(target.params) or "none"
+        for name in target.params:
+            if name not in passed:
+                self.error(
+                    path + ("run",),
+                    f"SOP {target.id!r} reads ${{params.{name}}}, which this run step does not pass; pass it with "
+                    f"`run: {{sop: {target.id}, with: {{{name}: VALUE}}}}`{did_you_mean(name, passed)}",
+                )
+        for name in passed:
+            if name not in target.params:
+                self.error(
+                    path + ("run", "with", name),
+                    f"SOP {target.id!r} does not read ${{params.{name}}}; it reads: {reads}"
+                    f"{did_you_mean(name, target.params)}",
+                )
 
     def cycle_from(self, sop: Sop, trail: list[str]) -> list[str] | None:
         if sop.id in trail:
@@ -304,7 +330,22 @@ class _SuiteCheck:
                             f"{ref} is not a field of account(s) {', '.join(missing)}{did_you_mean(name, fields)}",
                         )
 
+    def platforms(self) -> None:
+        """A ``platform:`` that is neither a device's in sop.yaml nor a common one would skip its step on
+        every device: most likely a typo. (A common platform the suite has no device of is fine: a SOP
+        written for several suites.)"""
+        known = {d.platform.lower() for d in self.config.devices} | ({"android"} if self.config.discover else set())
+        for name, path in self.parsed.platforms:
+            if name.lower() not in known | COMMON_PLATFORMS:
+                self.error(
+                    path,
+                    f"no device in {self.config_name()} has platform {name!r}; platforms: "
+                    f"{', '.join(sorted(known)) or 'none'}{did_you_mean(name.lower(), known | COMMON_PLATFORMS)}",
+                )
+
     def cases(self, sop: Sop) -> tuple[Case, ...]:
+        if sop.kind == "flow":
+            return ()  # only run by other SOPs: checked, never collected
         rows = sop.inputs or (None,)
         accounts: list[str | None] = [None]
         if sop.account is not None and sop.account.each:
@@ -312,5 +353,5 @@ class _SuiteCheck:
         return tuple(Case(sop, row, acc) for row in rows for acc in accounts)
 
 
-def _all_steps(sop: Sop) -> tuple[Step, ...]:
-    return sop.steps + sop.on_failure
+def _all_steps(sop: Sop) -> Iterator[Step]:
+    return sop.all_steps

@@ -12,13 +12,14 @@ import difflib
 import os
 import re
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import replace
 from typing import Any
 
 from .errors import SopError
 from .masking import SecretMissing
 from .model import Condition, Secret, Sop, Step, Template
 
-NAMESPACES = ("inputs", "account", "device", "vars", "env")
+NAMESPACES = ("inputs", "account", "device", "vars", "env", "params")
 _TOKEN = re.compile(r"\$\$\{|\$\{([^}]*)\}|\$\{")
 _REF = re.compile(r"([a-z]+)\.([A-Za-z0-9_][A-Za-z0-9_-]*)")
 
@@ -67,9 +68,10 @@ def check_env(sop: Sop, get_sop: Callable[[str], Sop | None]) -> None:
     seen, todo = {sop.id}, [sop]
     while todo:
         current = todo.pop(0)
-        steps: tuple[Step | Condition, ...] = (*current.steps, *current.on_failure, *current.done_when)
+        steps: tuple[Step | Condition, ...] = (*current.all_steps, *current.done_when)
         for step in steps:
-            for template in _templates_in(step):
+            # A repeat's steps come next, each named where it is written: only its own templates here.
+            for template in _templates_in(_without_steps(step)):
                 for ns, name in template.refs:
                     if ns == "env" and name not in os.environ:
                         raise EnvMissing(name, f"{step.pos.file}:{step.pos.line}")
@@ -78,6 +80,12 @@ def check_env(sop: Sop, get_sop: Callable[[str], Sop | None]) -> None:
             if found is not None and found.id not in seen:
                 seen.add(found.id)
                 todo.append(found)
+
+
+def _without_steps(step: Step | Condition) -> Step | Condition:
+    if isinstance(step, Step) and step.action == "repeat":
+        return replace(step, params={k: v for k, v in step.params.items() if k != "steps"})
+    return step
 
 
 def parse(text: str) -> Template:

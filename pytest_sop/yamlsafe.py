@@ -32,6 +32,9 @@ _Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _TAG = "tag:yaml.org,2002:"
 _SCALAR_TAGS = {_TAG + t for t in ("str", "int", "float", "bool", "null")}
 _constructor = yaml.constructor.SafeConstructor()
+# YAML 1.2 (core schema) booleans: PyYAML resolves YAML 1.1's yes/no/on/off too, which would
+# turn a key `on:` or a value `no` into a boolean. Only these spellings are booleans here.
+_BOOLEANS = {"true": True, "True": True, "TRUE": True, "false": False, "False": False, "FALSE": False}
 
 
 @dataclass(frozen=True, slots=True)
@@ -370,6 +373,9 @@ class _Builder:
             raise self.fail(node, path, f"tag {node.tag} is not allowed; plain data only")
         if node.tag == _TAG + "str":
             return node.value
+        if node.tag == _TAG + "bool":
+            # YAML 1.1's yes, On, off... stay text (`!!bool yes` too: the loader cannot tell them apart).
+            return _BOOLEANS.get(node.value, node.value)
         try:
             value = _constructor.yaml_constructors[node.tag](_constructor, node)
         except (ValueError, TypeError, OverflowError, yaml.YAMLError):

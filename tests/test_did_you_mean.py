@@ -33,18 +33,18 @@ SOP_TYPOS = {
     "step modifier timeout": (
         H + "  - tap: {id: x}\n    timout: 5\n",
         "s.sop.yaml:4:5: steps[0].timout: unknown key 'timout' beside action 'tap'; a step has one action and "
-        "the modifiers timeout, retry, optional, name (did you mean 'timeout'?)",
+        "the modifiers timeout, retry, optional, name, when (did you mean 'timeout'?)",
     ),
     "step modifier optional": (
         H + "  - back: null\n    optinal: true\n",
         "s.sop.yaml:4:5: steps[0].optinal: unknown key 'optinal' beside action 'back'; a step has one action and "
-        "the modifiers timeout, retry, optional, name (did you mean 'optional'?)",
+        "the modifiers timeout, retry, optional, name, when (did you mean 'optional'?)",
     ),
     "top-level key": (
         "id: s\ntitel: x\nsteps:\n  - back\n",
         "s.sop.yaml:2:1: titel: unknown key 'titel'; expected one of: id, title, description, owner, tags, "
         "severity, app, requires, inputs, allowed_actions, retry, schedule, escalate_to, escalate_on, steps, done_when, "
-        "on_failure (did you mean 'title'?)",
+        "on_failure, kind, xfail (did you mean 'title'?)",
     ),
     "step modifier written as a SOP key": (
         "id: s\ntimeout: 5\nsteps:\n  - back\n",
@@ -60,7 +60,7 @@ SOP_TYPOS = {
         "id: s\nrequire:\n  device: {}\nsteps:\n  - back\n",
         "s.sop.yaml:2:1: require: unknown key 'require'; expected one of: id, title, description, owner, tags, "
         "severity, app, requires, inputs, allowed_actions, retry, schedule, escalate_to, escalate_on, steps, done_when, "
-        "on_failure (did you mean 'requires'?)",
+        "on_failure, kind, xfail (did you mean 'requires'?)",
     ),
     "requires.device key": (
         "id: s\nrequires:\n  device: {platfrom: android}\nsteps:\n  - back\n",
@@ -86,7 +86,7 @@ SOP_TYPOS = {
         "id: s\nstep:\n  - back\n",
         "s.sop.yaml:2:1: step: unknown key 'step'; expected one of: id, title, description, owner, tags, "
         "severity, app, requires, inputs, allowed_actions, retry, schedule, escalate_to, escalate_on, steps, done_when, "
-        "on_failure (did you mean 'steps'?)",
+        "on_failure, kind, xfail (did you mean 'steps'?)",
     ),
     "done_when condition": (
         BACK + "done_when:\n  - visibel: {id: x}\n",
@@ -187,7 +187,7 @@ def test_a_step_with_two_real_actions_is_still_one_error(tmp_path: Path) -> None
 def test_misspelt_modifier_does_not_hide_the_steps_other_errors(tmp_path: Path) -> None:
     assert lint(tmp_path, H + "  - tap: {id: x}\n    timout: 5\n    optional: maybe\n") == [
         "s.sop.yaml:4:5: steps[0].timout: unknown key 'timout' beside action 'tap'; a step has one action and "
-        "the modifiers timeout, retry, optional, name (did you mean 'timeout'?)",
+        "the modifiers timeout, retry, optional, name, when (did you mean 'timeout'?)",
         "s.sop.yaml:5:15: steps[0].optional: expected true or false, got text",
     ]
 
@@ -195,7 +195,7 @@ def test_misspelt_modifier_does_not_hide_the_steps_other_errors(tmp_path: Path) 
 REFERENCE_TYPOS = {
     "template namespace": (
         H + "  - type: {into: {id: x}, text: '${acount.username}'}\n",
-        "unknown namespace 'acount' in '${acount.username}'; expected one of inputs, account, device, vars, env "
+        "unknown namespace 'acount' in '${acount.username}'; expected one of inputs, account, device, vars, env, params "
         "(did you mean 'account'?)",
     ),
     "app": (

@@ -64,7 +64,7 @@ def test_escalate_on_is_read(tmp_path: Path, written: str, expected: tuple[str, 
             "escalete_on: [broken]\n",
             "s.sop.yaml:2:1: escalete_on: unknown key 'escalete_on'; expected one of: id, title, description, owner, "
             "tags, severity, app, requires, inputs, allowed_actions, retry, schedule, escalate_to, escalate_on, "
-            "steps, done_when, on_failure (did you mean 'escalate_on'?)",
+            "steps, done_when, on_failure, kind, xfail (did you mean 'escalate_on'?)",
         ),
     ],
 )

@@ -81,7 +81,7 @@ BAD = {
         "s.sop.yaml:3:17: steps[0].tap.text: expected the element to find, got nothing",
     ),
     "in done_when": (
-        "id: s\nsteps: [back]\ndone_when:\n  - visible: {text: Saved, index: no}\n",
+        "id: s\nsteps: [back]\ndone_when:\n  - visible: {text: Saved, index: false}\n",
         "s.sop.yaml:4:35: done_when[0].visible.index: expected a whole number from 0 (the first match), got a boolean",
     ),
     "below in a container on a phone, known at lint": (

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
@@ -169,3 +171,23 @@ def test_common_mistakes_are_explained(
     with pytest.raises(SopSyntaxError) as info:
         load("f.yaml", source)
     assert info.value.format() == expected
+
+
+def test_only_yaml_1_2_booleans() -> None:
+    """YAML 1.1's yes/no/on/off are text, keys and values alike: `on:` is a key named "on"."""
+    loaded = load("f.yaml", "on: yes\noff: No\nYES: ON\ny: n\na: true\nb: False\nc: TRUE\nd: 'true'\n")
+    assert loaded.data == {"on": "yes", "off": "No", "YES": "ON", "y": "n", "a": True, "b": False, "c": True,
+                           "d": "true"}  # fmt: skip
+    assert loaded.at(("on",), key=True).line == 1
+
+
+def test_a_yaml_1_1_boolean_is_not_a_boolean_field(tmp_path: Path) -> None:
+    from pytest_sop.actions import ActionRegistry
+    from pytest_sop.sopfile import parse_sop_file
+
+    path = tmp_path / "a.sop.yaml"
+    path.write_text("id: a\nsteps:\n  - back:\n    optional: yes\n  - back:\n    optional: true\n")
+    parsed = parse_sop_file(str(path), ActionRegistry(), "a.sop.yaml")
+    assert [e.format() for e in parsed.errors] == [
+        "a.sop.yaml:4:15: steps[0].optional: expected true or false, got text"
+    ]
