@@ -18,6 +18,9 @@ from test_step_commands import APP, FAKE_CONFIG
 from pytest_sop.demo import DemoServer
 from pytest_sop.demo.store import SEED_TASKS
 
+# Signed in and on the feed: a step that opens a URL at once would race the sign-in's own navigation.
+SIGNED_IN = SIGN_IN + "  - wait_for: {id: whoami}\n"
+
 HEAD = "app: snapgram\nrequires:\n  account: {}\n"
 GESTURES = (
     "id: gestures\n"
@@ -27,7 +30,7 @@ allowed_actions: [launch_app, type, tap, open_url, double_tap, long_press, swipe
   eval_js, press_key, clear, save_text, wait_for, assert_text, assert_visible, assert_not_visible]
 steps:
 """
-    + SIGN_IN
+    + SIGNED_IN
     + f"""\
   - open_url: /tasks
   - double_tap: {{id: task-1-title}}
@@ -77,13 +80,13 @@ FAILING = {
     "covered.sop.yaml": "id: covered\n"
     + HEAD
     + "steps:\n"
-    + SIGN_IN
+    + SIGNED_IN
     + """\
   - open_url: /tasks/classic
   - tap: {id: classic-home}
     timeout: 1
 """,
-    "keyless.sop.yaml": "id: keyless\n" + HEAD + "steps:\n" + SIGN_IN + "  - press_key: KEYCODE_DPAD_CENTER\n",
+    "keyless.sop.yaml": "id: keyless\n" + HEAD + "steps:\n" + SIGNED_IN + "  - press_key: KEYCODE_DPAD_CENTER\n",
 }
 
 
@@ -107,7 +110,7 @@ def test_gestures_on_chromium(pytester: pytest.Pytester, appium_url: str, demo: 
     result.stdout.fnmatch_lines(["gestures.sop.yaml::gestures PASSED*"])
     result.stdout.fnmatch_lines(
         [
-            "covered.sop.yaml:11: tap failed in SOP 'covered'",
+            "covered.sop.yaml:12: tap failed in SOP 'covered'",
             "{id: classic-home} would not get the tap after 1s: another element would receive it: "
             'div#cookie-banner "We use cookies to remember you. OK"',
             "  expected: {id: classic-home} receives the tap",

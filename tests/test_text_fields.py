@@ -13,7 +13,10 @@ from test_example_suite import CHROMIUM_CONFIG, SIGN_IN, demo  # noqa: F401  (de
 from pytest_sop.demo import DemoServer
 from pytest_sop.demo.store import SEED_TASKS
 
-HEAD = "app: snapgram\nrequires:\n  account: {}\nsteps:\n" + SIGN_IN
+# Signed in and on the feed: a step that opens a URL at once would race the sign-in's own navigation.
+SIGNED_IN = SIGN_IN + "  - wait_for: {id: whoami}\n"
+
+HEAD = "app: snapgram\nrequires:\n  account: {}\nsteps:\n" + SIGNED_IN
 # Written in the language of the first release, so that each also runs on the code before the fix.
 SILENT = {
     # An inline editor that saves when its field loses the focus: clearing the field must not blur it

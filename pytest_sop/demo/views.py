@@ -196,8 +196,13 @@ list.addEventListener("click", (e) => {
 // A link straight into renaming a task: /tasks?edit=ID.
 const editing = document.getElementById("task-" + new URLSearchParams(location.search).get("edit"));
 if (editing) edit(editing);
-const ok = document.getElementById("cookie-ok");
-if (ok) ok.addEventListener("click", () => document.getElementById("cookie-banner").remove());
+// The cookie banner asks once per browser, as such banners do.
+const banner = document.getElementById("cookie-banner");
+if (banner && localStorage.getItem("cookies-ok")) banner.remove();
+else if (banner) document.getElementById("cookie-ok").addEventListener("click", () => {
+  localStorage.setItem("cookies-ok", "1");
+  banner.remove();
+});
 """
 
 
