@@ -60,6 +60,7 @@ from typing import Any, Literal, Self
 from urllib.parse import quote, unquote
 
 from .errors import DeviceError, LeaseTimeout, SopError
+from .holds import Hold
 from .matching import candidate_accounts, candidate_devices, may_use
 from .model import Account, AccountRequirement, Device, DeviceRequirement, SuiteConfig
 
@@ -80,6 +81,7 @@ __all__ = [
     "lease_table",
     "lock_name",
     "lock_path",
+    "release_hold",
 ]
 
 Kind = Literal["device", "account"]
@@ -305,13 +307,20 @@ class Holder:
     case: str
     operator: str
     since: str  # UTC, ISO 8601
+    # A paused case's hold: kept in the record after the lock is let go, so the device stays its case's.
+    hold: Hold | None = None
 
     def describe(self) -> str:
         worker = f", worker {self.worker}" if self.worker else ""
+        held = f"; {self.hold.describe()}" if self.hold else ""
         return (
             f"case {self.case} (pid {self.pid} on {self.host}{worker}, operator {self.operator}, "
-            f"run {self.run_id}, since {self.since})"
+            f"run {self.run_id}, since {self.since}){held}"
         )
+
+    def holding(self) -> Hold | None:
+        """The unexpired hold this record carries, if any."""
+        return self.hold if self.hold is not None and not self.hold.expired() else None
 
     @classmethod
     def from_json(cls, data: Any) -> Holder | None:
@@ -333,7 +342,7 @@ class Holder:
         ):
             return None
         id_, run_id, host, case, operator, since = fields
-        return cls(kind, id_, run_id, host, pid, worker, case, operator, since)
+        return cls(kind, id_, run_id, host, pid, worker, case, operator, since, Hold.from_json(data.get("hold")))
 
 
 def _read_record(fd: int) -> Holder | None:
@@ -435,6 +444,8 @@ def _row(dir_fd: int, lock_dir: Path, kind: Kind, id: str, host: str, kernel: di
             except OSError as e:
                 return Row(kind, id, "unusable", None, problem=_describe_file(dir_fd, path, e.strerror or str(e)))
             else:
+                if record is not None and record.holding() is not None:
+                    return Row(kind, id, "held", record)  # a paused case's: no process holds it, its hold does
                 return Row(kind, id, "free", None)
     finally:
         os.close(fd)
@@ -490,16 +501,22 @@ def format_lease_table(rows: Sequence[Row]) -> str:
     for r in rows:
         h = r.holder
         pid, user = str(r.pid) if r.pid else "-", r.user or "-"
-        if h is not None:
+        if h is not None and h.holding() is not None and not r.pid:
+            rest = (h.case, h.operator, "-", "-", h.host, "-", h.since)
+        elif h is not None:
             rest = (h.case, h.operator, pid, user, h.host, h.worker or "-", h.since)
         elif r.held:
             rest = ("?", "-", pid, user, "-", "-", "-")
         else:
             rest = ("-",) * 7
-        lines.append((r.kind, r.id, r.state, *rest))
+        state = "hold" if h is not None and h.holding() is not None and not r.pid else r.state
+        lines.append((r.kind, r.id, state, *rest))
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     table = [("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip()) for line in lines]
-    return "\n".join(table + [f"{r.kind} {r.id}: {r.problem}" for r in rows if r.problem])
+    holds = [
+        f"{r.kind} {r.id}: {hold.describe()}" for r in rows if r.holder and (hold := r.holder.holding()) and not r.pid
+    ]
+    return "\n".join(table + holds + [f"{r.kind} {r.id}: {r.problem}" for r in rows if r.problem])
 
 
 def _state(row: Row) -> str:
@@ -508,6 +525,9 @@ def _state(row: Row) -> str:
         return row.problem
     if not row.held:
         return "free now"
+    hold = row.holder.holding() if row.holder is not None and row.pid is None else None
+    if hold is not None:
+        return hold.describe()
     if row.holder is not None:
         return f"held by {row.holder.describe()}"
     if row.pid is not None:
@@ -580,7 +600,7 @@ class Lease:
             for fd, writable in locks:
                 old = _read_record(fd) if writable else None
                 if old is not None:
-                    new = replace(old, case=case, since=since, pid=os.getpid())
+                    new = replace(old, case=case, since=since, pid=os.getpid(), hold=None)
                     os.ftruncate(fd, 0)
                     os.pwrite(fd, json.dumps(asdict(new)).encode(), 0)
         except BaseException:
@@ -592,6 +612,32 @@ class Lease:
             self.device, self.account, case=case, requirement=requirement, locks=locks,
             acquired_at=acquired_at, waited=0.0, since=since,
         )  # fmt: skip
+
+    def keep_for(self, hold: Hold) -> None:
+        """Pause: the holder records carry ``hold`` from now on and the locks are let go without clearing
+        them, so the device and account stay the paused case's after this process ends (see
+        :meth:`LeasePool.acquire`). The lease is released.
+
+        :raises SopError: a lock file this process may not write cannot carry the hold; the lease is
+            released all the same.
+        """
+        with self._mutex:
+            locks, self._locks = self._locks, []
+        unwritable = False
+        try:
+            for fd, writable in locks:
+                old = _read_record(fd) if writable else None
+                if old is None:
+                    unwritable = True
+                    continue
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, json.dumps(asdict(replace(old, hold=hold))).encode(), 0)
+        finally:
+            for fd, _ in reversed(locks):
+                with contextlib.suppress(OSError):
+                    _unlock(fd, False)  # not cleared: the record is the hold
+        if unwritable:
+            raise SopError(f"the hold on device {self.device.id} could not be written into every lock file")
 
     def __enter__(self) -> Self:
         return self
@@ -672,8 +718,17 @@ class LeasePool:
         with contextlib.suppress(AttributeError, OSError):
             os.close(self._dir_fd)
 
-    def acquire(self, pairs: Sequence[Pair], *, case: str, timeout: float, requirement: str) -> Lease:
+    def acquire(
+        self, pairs: Sequence[Pair], *, case: str, timeout: float, requirement: str, hold: str | None = None,
+        keep_hold: bool = False,
+    ) -> Lease:  # fmt: skip
         """Lease the first whole pair of ``pairs`` that is free, waiting up to ``timeout`` seconds.
+
+        A device or account whose holder record carries an unexpired :class:`~pytest_sop.holds.Hold`
+        is busy, even with its lock free (a paused case keeps it), except for the case whose hold
+        id is ``hold``: it takes the hold over. With ``keep_hold`` (a resume) the new records keep
+        the hold, so a resume that dies leaves the device held, not free with a half-done case;
+        without (the paused case run again from the start) the hold ends here.
 
         ``pairs`` are the acceptable (device, account) pairs in preference order (see
         :func:`candidate_pairs`). ``timeout`` 0 tries each pair once; a negative timeout
@@ -697,18 +752,25 @@ class LeasePool:
             for plan in plans:
                 if any(name in busy for _, _, name in plan.locks):
                     continue
-                held = self._try(plan, busy)
+                held = self._try(plan, busy, hold)
                 if held is not None:
-                    return self._lease(plan, held, case=case, requirement=requirement, start=start)
+                    taken, kept = held
+                    return self._lease(
+                        plan, taken, case=case, requirement=requirement, start=start, hold=kept if keep_hold else None
+                    )
             now = time.monotonic()
             if now >= deadline:
                 raise LeaseTimeout(self._timeout_message(plans, requirement, timeout))
             # A little jitter keeps waiters of one device from polling in lockstep.
             time.sleep(min(self.poll_interval * random.uniform(0.5, 1.0), deadline - now))
 
-    def _try(self, plan: _Plan, busy: set[str]) -> list[tuple[Kind, str, int, bool]] | None:
-        """Every lock of a plan without waiting, or none: a partial hold is dropped at once."""
+    def _try(
+        self, plan: _Plan, busy: set[str], may_take: str | None
+    ) -> tuple[list[tuple[Kind, str, int, bool]], Hold | None] | None:
+        """Every lock of a plan without waiting, or none: a partial hold is dropped at once. A lock whose
+        record carries another case's unexpired hold is busy; the hold ``may_take`` names is returned."""
         held: list[tuple[Kind, str, int, bool]] = []
+        taken: Hold | None = None
         try:
             for kind, id, name in plan.locks:
                 try:
@@ -727,8 +789,15 @@ class LeasePool:
                     busy.add(name)
                     break
                 held.append((kind, id, fd, writable))
+                record = _read_record(fd)
+                on_hold = record.holding() if record is not None else None
+                if on_hold is not None:
+                    if on_hold.hold_id != may_take:
+                        busy.add(name)
+                        break
+                    taken = on_hold
             else:
-                return held
+                return held, taken
         except BaseException:
             _unlock_all(held)
             raise
@@ -736,15 +805,18 @@ class LeasePool:
         return None
 
     def _lease(
-        self, plan: _Plan, held: list[tuple[Kind, str, int, bool]], *, case: str, requirement: str, start: float
-    ) -> Lease:
+        self, plan: _Plan, held: list[tuple[Kind, str, int, bool]], *, case: str, requirement: str, start: float,
+        hold: Hold | None = None,
+    ) -> Lease:  # fmt: skip
         acquired_at = time.monotonic()
         since = dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
         pid = os.getpid()
         try:
             for kind, id, fd, writable in held:
                 if writable:  # a lock file we may only read (another user's 0644) keeps no record
-                    record = Holder(kind, id, self.run_id, self.host, pid, self.worker, case, self.operator, since)
+                    record = Holder(
+                        kind, id, self.run_id, self.host, pid, self.worker, case, self.operator, since, hold
+                    )
                     os.ftruncate(fd, 0)
                     os.pwrite(fd, json.dumps(asdict(record)).encode(), 0)
         except BaseException:
@@ -811,3 +883,34 @@ def pairs_for(
         if account_id is not None:
             accounts = [a for a in accounts if a.id == account_id]
     return candidate_pairs(devices, accounts, prefer_device=prefer_device)
+
+
+def release_hold(lock_dir: str | os.PathLike[str], kind: Kind, id: str, hold_id: str) -> bool:
+    """End a hold (``pytest-sop handoff release``, an expired or voided pause): its record is cleared.
+
+    Returns False when the lock's record carries no such hold (already ended, or taken over by a
+    new run of the case). A hold taken over by a running resume is not touched.
+
+    :raises SopError: the lock is held by a running process (the resume, or whoever has it now).
+    """
+    root = os.path.abspath(lock_dir)
+    dir_fd = _open_dir(root)
+    if dir_fd is None:
+        return False
+    try:
+        try:
+            opened = _open_lock(dir_fd, lock_path(root, kind, id), create=False)
+        except _Unusable as e:
+            raise SopError(str(e)) from None
+        if opened is None:
+            return False
+        fd, writable = opened
+        if not _lock(fd):
+            os.close(fd)
+            raise SopError(f"{kind} {id} is in use by a running case now: its hold ends when that case does")
+        record = _read_record(fd)
+        mine = record is not None and record.hold is not None and record.hold.hold_id == hold_id
+        _unlock(fd, writable and mine)  # cleared only when it is this hold's record
+        return mine
+    finally:
+        os.close(dir_fd)
