@@ -146,7 +146,7 @@ def test_paused_case_keeps_its_device_and_goes_on_from_the_pause(suite: Path, ap
     assert code == 0 and "checked.sop.yaml::checked PASSED" in out and "1 passed, 1 deselected" in out, out
 
     pause_run, resume_run = run_ids(suite)[0], run_ids(suite)[-1]
-    lease = [e for e in audit(suite) if e["event"] == "lease" and e["run"] == resume_run][0]
+    lease = next(e for e in audit(suite) if e["event"] == "lease" and e["run"] == resume_run)
     # Same device and account, and the audit log links the two runs.
     assert (lease["device"], lease["account"], lease["resumes_run"]) == ("fake-phone", "eu-1", pause_run)
     # Nothing before the pause was sent again: the resume starts at the checkpoint.
@@ -184,6 +184,7 @@ def test_the_hold_ends_when_the_resumed_case_ends(suite: Path, appium_url: str, 
     pause(suite, appium_url, "checked.sop.yaml")
     approve(suite, *(["--reject", "--note", "blurry"] if ending == "rejected" else []))
     code, out = run(suite, appium_url, "--sop-resume")
+    assert code == 1, out
     if ending == "rejected":
         assert "1 failed" in out and "rejected by alice: blurry" in out, out
     elif ending == "failed":
@@ -242,15 +243,17 @@ def test_run_again_without_resume_starts_over_on_the_held_device(suite: Path, ap
     (record,) = paused(suite)  # a new pause, not a second one
     pause_runs = run_ids(suite)
     assert len(pause_runs) == 2 and record["run_id"] == pause_runs[1]
-    lease = [e for e in audit(suite) if e["event"] == "lease" and e["run"] == pause_runs[1]][0]
+    lease = next(e for e in audit(suite) if e["event"] == "lease" and e["run"] == pause_runs[1])
     assert lease["paused_run"] == pause_runs[0]
     assert [s.split(" ")[0] for s in steps_of_run(suite, pause_runs[1])] == ["type", "save_text", "approve"]
 
 
 def test_resume_with_two_workers_over_several_paused_cases(tmp_path: Path, appium_url: str) -> None:
     config = devices("fake-a", "fake-b", "fake-c") + POLICY.replace("accounts:\n  - {id: eu-1, role: publisher}\n", "")
-    sop = CHECKED.replace("requires:\n  account: {role: publisher}\n", "") + "inputs:\n" + "".join(
-        f"  - {{id: row{i}}}\n" for i in range(3)
+    sop = (
+        CHECKED.replace("requires:\n  account: {role: publisher}\n", "")
+        + "inputs:\n"
+        + "".join(f"  - {{id: row{i}}}\n" for i in range(3))
     )
     suite = make_suite(tmp_path, {"checked.sop.yaml": sop}, config)
     code, out = run(suite, appium_url, "-n", "2")
