@@ -205,12 +205,6 @@ def records(suite: str) -> Iterator[PauseRecord]:
     yield from sorted(found, key=lambda r: (r.since, r.case))
 
 
-def record_for(suite: str, case: str) -> PauseRecord | None:
-    """The newest pause record of one case (node id), if it is paused."""
-    mine = [r for r in records(suite) if r.case == case]
-    return mine[-1] if mine else None
-
-
 def drop_record(record: PauseRecord) -> None:
     with contextlib.suppress(FileNotFoundError):
         record_path(record.suite, record.hold_id).unlink()

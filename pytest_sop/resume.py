@@ -87,12 +87,21 @@ def decision_in(config: pytest.Config, record: PauseRecord) -> bool:
     return verdict.decision is not None
 
 
+_paused_key = pytest.StashKey[dict[str, PauseRecord]]()
+
+
+def paused_cases(config: pytest.Config) -> dict[str, PauseRecord]:
+    """The suite's pause records by case, read once per process: a case looks its own up, not every file."""
+    if _paused_key not in config.stash:
+        config.stash[_paused_key] = {r.case: r for r in holds.records(suite_folder(config))}  # newest last wins
+    return config.stash[_paused_key]
+
+
 def select(config: pytest.Config, items: list[pytest.Item]) -> None:
     """``--sop-resume``: keep only paused cases that can go on now (or must be told why they cannot)."""
     from .collect import SopItem
 
-    folder = suite_folder(config)
-    paused = {r.case: r for r in holds.records(folder)}
+    paused = paused_cases(config)
     keep = []
     for item in items:
         record = paused.get(item.nodeid) if isinstance(item, SopItem) else None
@@ -111,9 +120,9 @@ def find_pause(item: SopItem) -> PauseRecord | None:
         expired; the hold ends and the record goes, naming why.
     """
     config = item.config
-    record = holds.record_for(suite_folder(config), item.nodeid)
-    if record is None:
-        return None
+    record = paused_cases(config).get(item.nodeid)
+    if record is None or not holds.record_path(record.suite, record.hold_id).exists():
+        return None  # not paused, or its pause ended since this process read it (released)
     resuming = config.stash[settings_key].resume
     if record.expired():
         holds.drop_record(record)  # the lease mechanism ignores an expired hold already
