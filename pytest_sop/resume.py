@@ -211,8 +211,14 @@ def capture(item: SopItem, paused: Paused) -> PauseRecord | None:
         account=lease.account.id if lease.account else None, operator=settings.operator, run_id=who["run"],
         lock_dir=settings.lock_dir, since=holds.stamp(since),
         expires=holds.stamp(since + dt.timedelta(seconds=settings.hold_timeout)),
-        url=item.device_session.current_url() if item.device_session is not None else None, evidence=evidence,
+        url=_page(item, ctx.secrets.mask), evidence=evidence,
     )  # fmt: skip
+
+
+def _page(item: SopItem, mask: Any) -> str | None:
+    """The page a web case paused on, unless its address shows a secret (then the resume opens none)."""
+    url = item.device_session.current_url() if item.device_session is not None else None
+    return url if url is None or mask(url) == url else None
 
 
 def keep(item: SopItem, lease: Lease, record: PauseRecord) -> None:

@@ -310,3 +310,26 @@ def test_a_killed_resume_keeps_the_hold_and_resuming_again_works(tmp_path: Path,
     code, out = run(suite, own_appium.url, "--sop-resume")
     assert code == 0 and "1 passed" in out, out
     assert paused(suite) == [] and " hold " not in leases(suite)
+
+
+def test_a_var_holding_a_secret_is_never_written_into_the_pause(
+    tmp_path: Path, appium_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    secret = "s3cret-Pass/word"
+    config = devices("fake-phone") + POLICY.replace(
+        "{id: eu-1, role: publisher}", "{id: eu-1, role: publisher, fields: {password: {env: RESUME_TEST_PW}}}"
+    )
+    sop = CHECKED.replace("text: draft}", 'text: "${account.password}"}').replace(
+        '"${vars.who}-after"', '"${vars.who}"'
+    )
+    suite = make_suite(tmp_path, {"checked.sop.yaml": sop}, config)
+    monkeypatch.setenv("RESUME_TEST_PW", secret)
+    pause(suite, appium_url, "checked.sop.yaml")
+    (record_file,) = (suite / ".sop" / "holds").glob("*.json")
+    record = json.loads(record_file.read_text())
+    assert record["vars"] == {} and record["withheld_vars"] == ["who"]
+    assert secret not in record_file.read_text()
+    approve(suite)
+    code, out = run(suite, appium_url, "--sop-resume")
+    assert code == 1 and "${vars.who} held a secret, which a pause never keeps" in out, out
+    assert secret not in out
