@@ -238,7 +238,7 @@ class SopItem(pytest.Item):
             from .holds import drop_record
 
             drop_record(self.pause)  # started again from the beginning: that pause is over
-        profile = browser_profile(self.config, device.id)
+        profile = browser_profile(self, device.id)
         kept = self.config.stash.get(kept_session_key, None)
         self.config.stash[kept_session_key] = None
         creating: Future[DeviceSession] | None = None

@@ -318,6 +318,13 @@ class Holder:
             f"run {self.run_id}, since {self.since}){held}"
         )
 
+    def to_bytes(self) -> bytes:
+        """The record as written into the lock file: a lease without a hold reads as it always did."""
+        data = asdict(self)
+        if data["hold"] is None:
+            del data["hold"]
+        return json.dumps(data).encode()
+
     def holding(self) -> Hold | None:
         """The unexpired hold this record carries, if any."""
         return self.hold if self.hold is not None and not self.hold.expired() else None
@@ -602,7 +609,7 @@ class Lease:
                 if old is not None:
                     new = replace(old, case=case, since=since, pid=os.getpid(), hold=None)
                     os.ftruncate(fd, 0)
-                    os.pwrite(fd, json.dumps(asdict(new)).encode(), 0)
+                    os.pwrite(fd, new.to_bytes(), 0)
         except BaseException:
             for fd, writable in reversed(locks):
                 with contextlib.suppress(OSError):
@@ -631,7 +638,7 @@ class Lease:
                     unwritable = True
                     continue
                 os.ftruncate(fd, 0)
-                os.pwrite(fd, json.dumps(asdict(replace(old, hold=hold))).encode(), 0)
+                os.pwrite(fd, replace(old, hold=hold).to_bytes(), 0)
         finally:
             for fd, _ in reversed(locks):
                 with contextlib.suppress(OSError):
@@ -735,8 +742,9 @@ class LeasePool:
         waits without limit. ``case`` (the node id) and ``requirement`` (what the case
         asked for, in words) name the lease in holder records and errors.
 
-        :raises LeaseTimeout: no pair became free in time; the message names the
-            requirement, the candidates and who holds them (or why a lock file is unusable).
+        :raises LeaseTimeout: no pair became free in time (at once when only paused cases' holds are
+            in the way); the message names the requirement, the candidates and who holds them (or why
+            a lock file is unusable).
         :raises DeviceError: ``pairs`` is empty.
         :raises ValueError: ``timeout`` is not a number.
         """
@@ -749,23 +757,26 @@ class LeasePool:
         deadline = math.inf if timeout < 0 else start + timeout
         while True:
             busy: set[str] = set()  # busy or unusable this round
+            on_hold: set[str] = set()  # of those, kept by a paused case's hold, not by a running case
             for plan in plans:
                 if any(name in busy for _, _, name in plan.locks):
                     continue
-                held = self._try(plan, busy, hold)
+                held = self._try(plan, busy, hold, on_hold)
                 if held is not None:
                     taken, kept = held
                     return self._lease(
                         plan, taken, case=case, requirement=requirement, start=start, hold=kept if keep_hold else None
                     )
             now = time.monotonic()
-            if now >= deadline:
+            # A hold ends when a person decides, not when a case does: when holds are all that is in
+            # the way, waiting out the timeout would only delay the same error.
+            if now >= deadline or busy <= on_hold:
                 raise LeaseTimeout(self._timeout_message(plans, requirement, timeout))
             # A little jitter keeps waiters of one device from polling in lockstep.
             time.sleep(min(self.poll_interval * random.uniform(0.5, 1.0), deadline - now))
 
     def _try(
-        self, plan: _Plan, busy: set[str], may_take: str | None
+        self, plan: _Plan, busy: set[str], may_take: str | None, on_hold: set[str]
     ) -> tuple[list[tuple[Kind, str, int, bool]], Hold | None] | None:
         """Every lock of a plan without waiting, or none: a partial hold is dropped at once. A lock whose
         record carries another case's unexpired hold is busy; the hold ``may_take`` names is returned."""
@@ -790,12 +801,13 @@ class LeasePool:
                     break
                 held.append((kind, id, fd, writable))
                 record = _read_record(fd)
-                on_hold = record.holding() if record is not None else None
-                if on_hold is not None:
-                    if on_hold.hold_id != may_take:
+                kept = record.holding() if record is not None else None
+                if kept is not None:
+                    if kept.hold_id != may_take:
                         busy.add(name)
+                        on_hold.add(name)
                         break
-                    taken = on_hold
+                    taken = kept
             else:
                 return held, taken
         except BaseException:
@@ -818,7 +830,7 @@ class LeasePool:
                         kind, id, self.run_id, self.host, pid, self.worker, case, self.operator, since, hold
                     )
                     os.ftruncate(fd, 0)
-                    os.pwrite(fd, json.dumps(asdict(record)).encode(), 0)
+                    os.pwrite(fd, record.to_bytes(), 0)
         except BaseException:
             for _, _, fd, writable in reversed(held):
                 with contextlib.suppress(OSError):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -24,6 +25,7 @@ from .config import settings_key
 from .errors import Paused, SopError
 from .holds import PauseRecord, Waiting
 from .leasing import release_hold
+from .model import Sop
 
 if TYPE_CHECKING:
     from .collect import SopItem
@@ -38,11 +40,34 @@ def suite_folder(config: pytest.Config) -> str:
     return project_folder(config)
 
 
-def browser_profile(config: pytest.Config, device_id: str) -> str:
-    """A web demo phone's own browser profile, kept like a phone's app data: ``.sop/browser/DEVICE``."""
+def browser_profile(item: SopItem, device_id: str) -> str | None:
+    """A web demo phone's own browser profile, kept like a phone's app data (``.sop/browser/DEVICE``),
+    for a case that can pause or goes on from a pause; None: the run's own, removed at its end.
+
+    Only those: a profile keeps what pages stored (typed text in Chromium's session files too), and
+    a case that cannot pause needs nothing to outlive its run.
+    """
     from urllib.parse import quote
 
-    return os.path.join(suite_folder(config), ".sop", "browser", quote(device_id, safe=""))
+    from .collect import get_suite
+
+    if not (item.resuming or can_pause(item.case.sop, get_suite(item.config).get_sop)):
+        return None
+    return os.path.join(suite_folder(item.config), ".sop", "browser", quote(device_id, safe=""))
+
+
+def can_pause(sop: Sop, get_sop: Callable[[str], Sop | None]) -> bool:
+    """Whether ``sop``, or a SOP it runs, has an ``approve`` or ``handoff`` step."""
+    seen, todo = {sop.id}, [sop]
+    while todo:
+        for step in todo.pop().steps:
+            if step.action in ("approve", "handoff"):
+                return True
+            target = get_sop(step.params["sop"]) if step.action == "run" else None
+            if target is not None and target.id not in seen:
+                seen.add(target.id)
+                todo.append(target)
+    return False
 
 
 def end_hold(record: PauseRecord) -> None:

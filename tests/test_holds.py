@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import threading
 from pathlib import Path
 
 import pytest
@@ -77,3 +78,27 @@ def test_a_bad_hold_timeout_is_a_usage_error(pytester: pytest.Pytester) -> None:
     pytester.makefile(".yaml", sop="devices: []\n")
     result = pytester.runpytest("--sop", "-o", "sop_hold_timeout=soon")
     result.stderr.fnmatch_lines(["*ini sop_hold_timeout: expected seconds or a period such as 30m, 24h or 7d*"])
+
+
+def test_a_case_that_only_holds_stand_in_the_way_of_fails_at_once(tmp_path: Path) -> None:
+    """A hold waits for a person, not for a case to end: waiting out the lease timeout would only delay
+    the error. Here the timeout is endless: the acquire must still end, with the hold named."""
+    pool = LeasePool(tmp_path, "run-1", "bob")
+    paused(pool, hold())
+    raised: list[BaseException] = []
+
+    def wait_for_phone() -> None:
+        try:
+            pool.acquire([(PHONE, None)], case="b", timeout=-1, requirement="r").release()
+        except LeaseTimeout as e:
+            raised.append(e)
+
+    waiter = threading.Thread(target=wait_for_phone, daemon=True)
+    waiter.start()
+    waiter.join(120)
+    assert not waiter.is_alive() and len(raised) == 1 and "on hold h1" in str(raised[0])
+    # A device busy with a running case is still waited for, as before.
+    busy = pool.acquire([(OTHER, None)], case="c", timeout=0, requirement="r")
+    with pytest.raises(LeaseTimeout, match="held by case c"):
+        pool.acquire([(OTHER, None), (PHONE, None)], case="d", timeout=0.3, requirement="r")
+    busy.release()
