@@ -8,11 +8,13 @@ One SOP, three steps: ``type`` (the first step), an ``approve`` checkpoint, ``ta
 per case (a paused case holds its device), one managed Appium 3 server (fake driver). Each round
 runs four measured subprocesses, the sides interleaved as in bench_case.py:
 
-- ``start``: the approval is already in; ``python -m pytest --sop ...`` runs every case from the
-  start: lease, session, ``type``, ``approve`` (judged), ``tap``, release.
-- ``resume``: before it (not measured) a plain run paused every case at the checkpoint and the
-  approval was recorded; ``python -m pytest --sop --sop-resume ...`` then continues each: hold
-  taken over, session, vars restored, ``approve`` (judged), ``tap``, release, pause record gone.
+Before each measured run (not measured) a plain run pauses every case at the checkpoint and the
+approval is recorded, so both sides find the same audit log, ledger and results to check and append to.
+
+- ``start``: the pauses forgotten (records and holds removed), ``python -m pytest --sop ...`` runs
+  every case from the start: lease, session, ``type``, ``approve`` (judged), ``tap``, release.
+- ``resume``: ``python -m pytest --sop --sop-resume ...`` continues each: hold taken over, session,
+  vars restored, ``approve`` (judged), ``tap``, release, pause record gone.
 
 Both sides run ``approve`` and ``tap``; what differs is exactly the claim: the resume's own work
 against the start's lease and first step. Per-case cost is the slope (T(N2) - T(N1)) / (N2 - N1) of
@@ -102,26 +104,26 @@ def pytest_cmd(url: str, suite: Path, *extra: str) -> list[str]:
             f"--alluredir={suite / 'allure'}", "-q", "-p", "no:cacheprovider", *extra]  # fmt: skip
 
 
-def fresh(suite: Path, approved: bool) -> None:
-    """No ledger, no pause, no results from the run before; the approval in (or not)."""
+def fresh(suite: Path) -> None:
+    """No ledger, no pause, no results, no decision from the round before."""
     for leftover in (suite / ".sop", suite / "allure", suite / "locks"):
         shutil.rmtree(leftover, ignore_errors=True)
-    approvals = suite / "sop-approvals.yaml"
-    approvals.unlink(missing_ok=True)
-    if approved:
-        cmd = [sys.executable, "-m", "pytest_sop", "approve", "checked", "ok", "--by", APPROVER]
-        subprocess.run(cmd, cwd=suite, env=env(), capture_output=True, check=True)
+    (suite / "sop-approvals.yaml").unlink(missing_ok=True)
 
 
 def run_side(side: str, url: str, cases: int, suites: dict[int, Path]) -> float:
+    """Both sides start from the same history: a run that paused every case (its audit lines, ledger
+    rows and results, which the next run checks and appends to), then the approval. ``start`` then
+    forgets the pauses (records and holds gone) and runs every case from the beginning."""
     suite = suites[cases]
-    if side == "start":
-        fresh(suite, approved=True)
-        return run(pytest_cmd(url, suite), suite, f"{cases} passed")
-    fresh(suite, approved=False)
+    fresh(suite)
     run(pytest_cmd(url, suite), suite, f"{cases} skipped")  # every case pauses: not measured
-    fresh_approval = [sys.executable, "-m", "pytest_sop", "approve", "checked", "ok", "--by", APPROVER]
-    subprocess.run(fresh_approval, cwd=suite, env=env(), capture_output=True, check=True)
+    approve = [sys.executable, "-m", "pytest_sop", "approve", "checked", "ok", "--by", APPROVER]
+    subprocess.run(approve, cwd=suite, env=env(), capture_output=True, check=True)
+    if side == "start":
+        shutil.rmtree(suite / ".sop" / "holds")
+        shutil.rmtree(suite / "locks")
+        return run(pytest_cmd(url, suite), suite, f"{cases} passed")
     return run(pytest_cmd(url, suite, "--sop-resume"), suite, f"{cases} passed")
 
 
@@ -184,9 +186,10 @@ median resume slope / median start slope <= {LIMIT:.2f}.
 - Date: {today}
 - Machine: {machine()}; {server}
 - One SOP of three steps (`type` first, an `approve` checkpoint, `tap`), one fake device per case,
-  one managed Appium server. `start`: the approval is in, a plain `pytest --sop` runs every case
-  from the start. `resume`: a plain run paused every case and the approval was recorded (neither
-  measured), then `pytest --sop --sop-resume` continues them. Both run `approve` and `tap`; what
+  one managed Appium server. Before each measured run (not measured) a plain run paused every case
+  and the approval was recorded, so both sides check and append to the same history. `start`: the
+  pauses forgotten (records and holds removed), a plain `pytest --sop` runs every case from the
+  start. `resume`: `pytest --sop --sop-resume` continues them. Both run `approve` and `tap`; what
   differs is the resume's own work against the start's lease and first step. Both with
   `--alluredir` (audit log, ledger, Allure results on).
 - Per-case cost = (T(N2) - T(N1)) / (N2 - N1), N1 = {n1}, N2 = {n2}, whole-process wall times. Rounds:
