@@ -220,6 +220,13 @@ CORE_ACTIONS: tuple[ActionSpec, ...] = (
             Param("note", "text", required=False),
         ),
     ),
+    ActionSpec(
+        "handoff",
+        "A person with a role acts on the device by hand (a captcha, a QR code, a photo check); the case "
+        "pauses, keeping its device, until they mark it done (pytest-sop handoff done).",
+        "fields",
+        (Param("to", "name", doc="the role whose holder acts"), Param("note", "text", required=False)),
+    ),
 )
 
 CONDITIONS: tuple[ActionSpec, ...] = (

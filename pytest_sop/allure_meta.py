@@ -141,6 +141,12 @@ def categories() -> list[dict[str, Any]]:
             "messageRegex": r".*awaiting approval: .*",
         },
         {
+            "name": "Awaiting handoff",
+            "description": "Paused at a handoff step until a person with its role acts (pytest-sop handoff done).",
+            "matchedStatuses": ["skipped"],
+            "messageRegex": r".*awaiting handoff: .*",
+        },
+        {
             "name": "Not permitted",
             "description": "The operator's roles in the suite policy do not allow this case.",
             "matchedStatuses": ["skipped"],

@@ -1,4 +1,4 @@
-"""The ``pytest-sop`` command: init, demo, lint, schema, leases, approve, exceptions, audit verify."""
+"""The ``pytest-sop`` command: init, demo, lint, schema, leases, approve, handoff, exceptions, audit verify."""
 
 from __future__ import annotations
 
@@ -417,6 +417,10 @@ def build_parser() -> argparse.ArgumentParser:
     approve.add_argument("--config", help="suite config (default: sop.yaml in the current folder)")
     approve.add_argument("-p", "--plugin", action="append", default=[], metavar="MODULE", help=plugin_help)
     approve.set_defaults(func=cmd_approve)
+
+    from .handoff import add_parser as handoff_commands
+
+    handoff_commands(sub)  # handoff list|done|release
 
     exceptions = sub.add_parser("exceptions", help="the exception queue from the run ledger")
     exc_sub = exceptions.add_subparsers(dest="exceptions_command", required=True)

@@ -20,7 +20,7 @@ from .appium_service import appium_key
 from .background import background
 from .caserecord import CaseRecord
 from .config import settings_key
-from .errors import CaseSkipped, LeaseLost, SopError, SopInvalid, StepBroken, StepFailed
+from .errors import CaseSkipped, LeaseLost, Paused, SopError, SopInvalid, StepBroken, StepFailed
 from .grid import is_grid_device, wait_for_slot
 from .leasing import pairs_for
 from .model import Case
@@ -31,6 +31,7 @@ from .suiteconfig import load_config
 from .templates import check_env
 
 if TYPE_CHECKING:  # Appium and Selenium load only when a case runs, not on every pytest start
+    from .holds import PauseRecord
     from .leasing import Lease
     from .masking import Secrets
     from .runner import Context
@@ -191,8 +192,9 @@ class SopItem(pytest.Item):
     def _setup(self) -> None:
         from .masking import Secrets
         from .recorders import AllureRecorder, AuditRecorder, Recorder, Recorders
+        from .resume import browser_profile, find_pause, go_back, restore, resume_fields
         from .runner import Context
-        from .session import DeviceSession, capabilities, device_position
+        from .session import DeviceSession, capabilities, device_position, resuming
 
         suite = get_suite(self.config)
         settings = self.config.stash[settings_key]
@@ -204,19 +206,27 @@ class SopItem(pytest.Item):
         )  # fmt: skip
         self.allure_labels()  # first: a case skipped by policy is labelled too
         check_env(sop, suite.get_sop)  # an unset ${env.NAME} stops the case before it holds anything
+        self.pause = find_pause(self)  # a paused case goes on (--sop-resume) or starts again on what it holds
+        self.resuming = settings.resume and self.pause is not None
         lease, closing = self.take_lease()
         self.closing = closing
         device, account = lease.device, lease.account
         app = suite.config.apps.get(sop.app) if sop.app else None
         try:
             caps = capabilities(device, app, secrets.resolve, device_position(suite.config, device))
+            caps = resuming(caps) if self.resuming else caps
             endpoint = self.config.stash[appium_key].endpoint(device, suite.config)
         finally:
-            self.case_record.leased(lease, **(self.sop_version or {}))
+            self.case_record.leased(lease, **(self.sop_version or {}), **resume_fields(self.pause, self.resuming))
+        if self.pause is not None and not self.resuming:
+            from .holds import drop_record
+
+            drop_record(self.pause)  # started again from the beginning: that pause is over
+        profile = browser_profile(self, device.id)
         kept = self.config.stash.get(kept_session_key, None)
         self.config.stash[kept_session_key] = None
         creating: Future[DeviceSession] | None = None
-        if kept is not None and kept.device.id == device.id and kept.app == app and kept.alive():
+        if kept is not None and not self.resuming and kept.device.id == device.id and kept.app == app and kept.alive():
             kept.reset_app()
             self.device_session = kept
         else:
@@ -230,7 +240,7 @@ class SopItem(pytest.Item):
             def create() -> DeviceSession:
                 if is_grid_device(device):  # its slot may be busy outside our leases: waited for, not queued
                     wait_for_slot(device, timeout)
-                return DeviceSession.create(device, app, endpoint, caps, secrets.mask)
+                return DeviceSession.create(device, app, endpoint, caps, secrets.mask, profile)
 
             creating = background.submit(create)
         try:
@@ -244,6 +254,8 @@ class SopItem(pytest.Item):
             if creating is not None:
                 self.device_session = self.session_from(creating)
         assert self.device_session is not None
+        if self.resuming and self.pause is not None:
+            go_back(self.device_session, self.pause)
         reused = self.device_session is kept
         self.record(
             "session", device=device.id, endpoint=endpoint, session=self.device_session.session_id, reused=reused
@@ -254,8 +266,16 @@ class SopItem(pytest.Item):
             operator=settings.operator, policy=suite.config.policy,
             approvals_path=os.path.join(str(self.config.invocation_params.dir), settings.approvals),
         )  # fmt: skip
+        if self.resuming and self.pause is not None:
+            restore(self.context, self.pause)
 
     secrets: Secrets | None = None
+    # Pause and resume (resume.py): the case's pause found at setup, whether this run goes on from it,
+    # the pause it reached now (kept as a hold at teardown), and whether it reached an outcome.
+    pause: PauseRecord | None = None
+    resuming: bool = False
+    paused_now: PauseRecord | None = None
+    finished: bool = False
     case_record: CaseRecord | None = None
     closing: Closing | None = None  # the device's last session, closing, when this case held its lease on
     sop_version: dict[str, Any] | None = None
@@ -295,6 +315,16 @@ class SopItem(pytest.Item):
         pairs = allowed_pairs(policy, roles, pairs)
         if not pairs:
             pytest.skip(f"not permitted: {operator!r} may not use the devices and accounts this SOP needs")
+        if self.pause is not None:
+            from .resume import only_held
+
+            pairs = only_held(pairs, self.pause)  # a paused case keeps its device and account
+            if not pairs:
+                raise SopError(
+                    f"this case paused on device {self.pause.device}"
+                    + (f" with account {self.pause.account}" if self.pause.account else "")
+                    + ", which the suite or policy no longer offers it: end the pause (pytest-sop handoff release)"
+                )
         requirement = f"device {sop.device or 'any'}" + (f", account {sop.account}" if sop.account else "")
         closing = config.stash.setdefault(closing_key, [])
         last = closing[-1] if closing else None
@@ -306,8 +336,9 @@ class SopItem(pytest.Item):
             for earlier in [c for c in closing if c.holds(pairs)]:
                 earlier.finish()  # released in a moment: wait for it rather than take a second choice
             lease = lease_pool(config).acquire(
-                pairs, case=self.nodeid, timeout=config.stash[settings_key].lease_timeout, requirement=requirement
-            )
+                pairs, case=self.nodeid, timeout=config.stash[settings_key].lease_timeout, requirement=requirement,
+                hold=self.pause.hold_id if self.pause else None, keep_hold=self.resuming,
+            )  # fmt: skip
             last = None
         for done in [c for c in closing if c.quit_done.is_set() and c is not last]:
             closing.remove(done)
@@ -362,9 +393,18 @@ class SopItem(pytest.Item):
         try:
             with self.interruptible("call"):
                 run_case(self.context)
+            self.finished = True
+        except Paused as e:
+            from .resume import capture
+
+            self.finished = True
+            self.paused_now = capture(self, e)
+            pytest.skip(str(e))
         except CaseSkipped as e:
+            self.finished = True
             pytest.skip(str(e))
         except (StepFailed, StepBroken):
+            self.finished = True
             self.attach_appium_log()
             raise
 
@@ -392,6 +432,8 @@ class SopItem(pytest.Item):
         record = self.case_record
         if self.closing is not None:
             self.closing.quit_done.wait()  # the lease this case held on is never freed before that session ends
+        if self.keep_hold(session):
+            return
         if session is not None and self.config.stash[settings_key].session == "worker" and session.alive():
             self.config.stash[kept_session_key] = session  # the next case on this device reuses it
             session = None
@@ -412,6 +454,30 @@ class SopItem(pytest.Item):
             session.quit()
         else:
             self.config.stash.setdefault(closing_key, []).append(Closing(session, lease))
+
+    def keep_hold(self, session: DeviceSession | None) -> bool:
+        """A case that paused now keeps its lease as a new hold; a resume that did not reach an outcome
+        (interrupted, or its session could not be made) keeps the hold it took. True when it did."""
+        from .holds import drop_record
+        from .resume import keep
+
+        record = self.case_record
+        lease = record.lease if record is not None else None
+        hold = self.paused_now or (self.pause if self.resuming and not self.finished else None)
+        if self.resuming and self.pause is not None and self.finished:
+            drop_record(self.pause)  # went on (passed, failed, rejected, paused again): that pause is over
+        if record is None or lease is None or hold is None:
+            return False
+        if session is not None:
+            session.quit()  # the device as the case left it, its session ended before the hold begins
+        record.lease = None
+        if hold is self.paused_now:
+            keep(self, lease, hold)
+        else:
+            lease.keep_for(hold.hold)
+            self.record("hold", hold=hold.hold_id, device=hold.device, account=hold.account, kept="not finished")
+        record.flush()
+        return True
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
         from .masking import mask

@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from .holds import DEFAULT_HOLD_TIMEOUT, parse_period
 from .leasing import DEFAULT_LOCK_DIR, LockDirError, check_lock_dir
 from .starter import CONFIG_NAME, find_config, no_config_message
 
@@ -94,6 +95,12 @@ OPTIONS = (
     Option("--sop-dry-run", "print each case's plan instead of running it", False, is_flag=True),
     Option("--sop-due", "deselect cases that passed within their schedule", False, is_flag=True),
     Option(
+        "--sop-resume",
+        "run only paused cases whose decision is in, each from where it paused, on its held device",
+        False,
+        is_flag=True,
+    ),
+    Option(
         "--sop-signing-key",
         "the operator's SSH key (a private key file, or the .pub of a key in ssh-agent); env SOP_SIGNING_KEY",
     ),
@@ -119,6 +126,8 @@ class Settings:
     leases: str | None = None  # --sop-leases / ini sop_leases: 'file' or a DSN; None: sop.yaml decides
     # The controller's only: never handed to xdist workers nor written anywhere.
     signing_key: str | None = None
+    resume: bool = False
+    hold_timeout: float = 86400.0  # ini sop_hold_timeout: seconds a paused case keeps its device and account
 
 
 settings_key = pytest.StashKey[Settings]()
@@ -158,6 +167,11 @@ def addoption(parser: pytest.Parser) -> None:
         "(e.g. https://github.com/org/repo/blob/{commit}/)",
     )
     parser.addini("sop_escalate_after", "failures in a row before an exception is escalated", default="3")
+    parser.addini(
+        "sop_hold_timeout",
+        "how long a paused case keeps its device and account (seconds, or 30m, 24h, 7d; 0: it keeps nothing)",
+        default=DEFAULT_HOLD_TIMEOUT,
+    )
 
 
 def _value(config: pytest.Config, opt: Option) -> Any:
@@ -308,6 +322,13 @@ def resolve(config: pytest.Config) -> Settings:
         raise pytest.UsageError(
             f"ini sop_escalate_after: expected a whole number from 1 to {MAX_ESCALATE_AFTER}, got {escalate_after!r}"
         ) from None
+    hold_timeout = config.getini("sop_hold_timeout")
+    try:
+        hold_seconds = parse_period(hold_timeout)
+    except ValueError:
+        raise pytest.UsageError(
+            f"ini sop_hold_timeout: expected seconds or a period such as 30m, 24h or 7d, got {hold_timeout!r}"
+        ) from None
     lock_dir = lock_dir_setting(None, config.getini("sop_lock_dir"), config.inipath, config.invocation_params.dir)
     if values["sop"] and not values["sop_dry_run"]:
         try:
@@ -335,6 +356,8 @@ def resolve(config: pytest.Config) -> Settings:
         patterns=tuple(config.getini("sop_files")),
         lock_dir=lock_dir,
         leases=values["sop_leases"],
+        resume=values["sop_resume"],
+        hold_timeout=hold_seconds,
         signing_key=signing_key_setting(
             config.getoption("sop_signing_key"),
             os.environ.get(SIGNING_KEY_ENV),

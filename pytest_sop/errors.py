@@ -69,8 +69,26 @@ class CaseSkipped(SopError):
     """The case stops here and is reported skipped, its message the reason."""
 
 
-class AwaitingApproval(CaseSkipped):
+class Paused(CaseSkipped):
+    """The case stops to wait for a person (pytest skipped): a hold keeps its device and account.
+
+    ``kind`` (``approval`` or ``handoff``), ``name`` (the checkpoint or handoff), ``role`` and
+    ``sop`` (the SOP whose step it is) say what it waits for.
+    """
+
+    def __init__(
+        self, message: str, *, kind: str = "", name: str = "", role: str = "", sop: str = "", note: str = ""
+    ) -> None:
+        self.kind, self.name, self.role, self.sop, self.note = kind, name, role, sop, note
+        super().__init__(message)
+
+
+class AwaitingApproval(Paused):
     """Stopped at an ``approve`` checkpoint that has no approval yet (pytest skipped)."""
+
+
+class AwaitingHandoff(Paused):
+    """Stopped at a ``handoff`` step nobody has marked done yet (pytest skipped)."""
 
 
 class NotPermitted(CaseSkipped):

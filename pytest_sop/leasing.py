@@ -60,6 +60,7 @@ from typing import Any, Generic, Literal, Protocol, Self, TypeVar
 from urllib.parse import quote, unquote
 
 from .errors import DeviceError, LeaseTimeout, SopError
+from .holds import Hold
 from .matching import candidate_accounts, candidate_devices, may_use
 from .model import Account, AccountRequirement, Device, DeviceRequirement, SuiteConfig
 
@@ -82,6 +83,7 @@ __all__ = [
     "lease_table",
     "lock_name",
     "lock_path",
+    "release_hold",
 ]
 
 Kind = Literal["device", "account"]
@@ -307,13 +309,27 @@ class Holder:
     case: str
     operator: str
     since: str  # UTC, ISO 8601
+    # A paused case's hold: kept in the record after the lock is let go, so the device stays its case's.
+    hold: Hold | None = None
 
     def describe(self) -> str:
         worker = f", worker {self.worker}" if self.worker else ""
+        held = f"; {self.hold.describe()}" if self.hold else ""
         return (
             f"case {self.case} (pid {self.pid} on {self.host}{worker}, operator {self.operator}, "
-            f"run {self.run_id}, since {self.since})"
+            f"run {self.run_id}, since {self.since}){held}"
         )
+
+    def to_bytes(self) -> bytes:
+        """The record as written into the lock file: a lease without a hold reads as it always did."""
+        data = asdict(self)
+        if data["hold"] is None:
+            del data["hold"]
+        return json.dumps(data).encode()
+
+    def holding(self) -> Hold | None:
+        """The unexpired hold this record carries, if any."""
+        return self.hold if self.hold is not None and not self.hold.expired() else None
 
     @classmethod
     def from_json(cls, data: Any) -> Holder | None:
@@ -335,7 +351,7 @@ class Holder:
         ):
             return None
         id_, run_id, host, case, operator, since = fields
-        return cls(kind, id_, run_id, host, pid, worker, case, operator, since)
+        return cls(kind, id_, run_id, host, pid, worker, case, operator, since, Hold.from_json(data.get("hold")))
 
 
 def _read_record(fd: int) -> Holder | None:
@@ -437,6 +453,8 @@ def _row(dir_fd: int, lock_dir: Path, kind: Kind, id: str, host: str, kernel: di
             except OSError as e:
                 return Row(kind, id, "unusable", None, problem=_describe_file(dir_fd, path, e.strerror or str(e)))
             else:
+                if record is not None and record.holding() is not None:
+                    return Row(kind, id, "held", record)  # a paused case's: no process holds it, its hold does
                 return Row(kind, id, "free", None)
     finally:
         os.close(fd)
@@ -492,16 +510,22 @@ def format_lease_table(rows: Sequence[Row]) -> str:
     for r in rows:
         h = r.holder
         pid, user = str(r.pid) if r.pid else "-", r.user or "-"
-        if h is not None:
+        if h is not None and h.holding() is not None and not r.pid:
+            rest = (h.case, h.operator, "-", "-", h.host, "-", h.since)
+        elif h is not None:
             rest = (h.case, h.operator, pid, user, h.host, h.worker or "-", h.since)
         elif r.held:
             rest = ("?", "-", pid, user, "-", "-", "-")
         else:
             rest = ("-",) * 7
-        lines.append((r.kind, r.id, r.state, *rest))
+        state = "hold" if h is not None and h.holding() is not None and not r.pid else r.state
+        lines.append((r.kind, r.id, state, *rest))
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     table = [("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip()) for line in lines]
-    return "\n".join(table + [f"{r.kind} {r.id}: {r.problem}" for r in rows if r.problem])
+    holds = [
+        f"{r.kind} {r.id}: {hold.describe()}" for r in rows if r.holder and (hold := r.holder.holding()) and not r.pid
+    ]
+    return "\n".join(table + holds + [f"{r.kind} {r.id}: {r.problem}" for r in rows if r.problem])
 
 
 def _state(row: Row) -> str:
@@ -510,6 +534,9 @@ def _state(row: Row) -> str:
         return row.problem
     if not row.held:
         return "free now"
+    hold = row.holder.holding() if row.holder is not None and row.pid is None else None
+    if hold is not None:
+        return hold.describe()
     if row.holder is not None:
         return f"held by {row.holder.describe()}"
     if row.pid is not None:
@@ -520,9 +547,9 @@ def _state(row: Row) -> str:
 _Held = tuple[int, bool]  # (lock file descriptor, writable)
 
 
-class Hold(Protocol):
+class HeldLocks(Protocol):
     """The locks of one lease in some backend (lock files, a database session): what :class:`Lease`
-    lets go of, renames and checks."""
+    lets go of, renames, keeps for a paused case, and checks."""
 
     def release(self) -> None:
         """Clear the holder records and unlock, last taken first."""
@@ -535,6 +562,18 @@ class Hold(Protocol):
 
     def lost(self) -> str | None:
         """Why the locks are no longer held (their server went away), or ``None`` while they are."""
+
+    def keep(self, hold: Hold) -> None:
+        """Pause: the holder records carry ``hold`` and the locks are let go without clearing them.
+
+        :raises SopError: a record cannot carry the hold; the locks are let go all the same.
+        """
+
+    def paused_holds(self) -> list[Hold | None]:
+        """The unexpired paused-case hold each lock's record carries (empty: the backend keeps none)."""
+
+    def drop(self) -> None:
+        """Let go of locks just taken without touching their records (someone else's hold stays)."""
 
 
 class _FileHold:
@@ -558,9 +597,9 @@ class _FileHold:
             for fd, writable in self._locks:
                 old = _read_record(fd) if writable else None
                 if old is not None:
-                    new = replace(old, case=case, since=since, pid=os.getpid())
+                    new = replace(old, case=case, since=since, pid=os.getpid(), hold=None)
                     os.ftruncate(fd, 0)
-                    os.pwrite(fd, json.dumps(asdict(new)).encode(), 0)
+                    os.pwrite(fd, new.to_bytes(), 0)
         except BaseException:
             for fd, writable in reversed(self._locks):
                 with contextlib.suppress(OSError):
@@ -569,6 +608,31 @@ class _FileHold:
 
     def lost(self) -> str | None:
         return None  # a lock file is held as long as this process lives
+
+    def keep(self, hold: Hold) -> None:
+        locks, self._locks = self._locks, []
+        unwritable = False
+        try:
+            for fd, writable in locks:
+                old = _read_record(fd) if writable else None
+                if old is None:
+                    unwritable = True
+                    continue
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, replace(old, hold=hold).to_bytes(), 0)
+        finally:
+            _unlock_all(locks)  # not cleared: the record is the hold
+        if unwritable:
+            raise SopError("the hold could not be written into every lock file")
+
+    def paused_holds(self) -> list[Hold | None]:
+        """The unexpired hold each lock's record carries, if any, in the order the locks were taken."""
+        return [r.holding() if (r := _read_record(fd)) is not None else None for fd, _ in self._locks]
+
+    def drop(self) -> None:
+        """Let go of locks just taken without touching their records (someone else's hold stays)."""
+        locks, self._locks = self._locks, []
+        _unlock_all(locks)
 
 
 class Lease:
@@ -581,7 +645,7 @@ class Lease:
         *,
         case: str,
         requirement: str,
-        hold: Hold,
+        hold: HeldLocks,
         acquired_at: float,
         waited: float,
         since: str,
@@ -596,7 +660,7 @@ class Lease:
         self.waited = waited
         #: UTC ISO 8601 time when it was taken, as in the holder records.
         self.since = since
-        self._hold: Hold | None = hold
+        self._hold: HeldLocks | None = hold
         self._mutex = threading.Lock()
 
     @property
@@ -633,6 +697,23 @@ class Lease:
             self.device, self.account, case=case, requirement=requirement, hold=hold,
             acquired_at=acquired_at, waited=0.0, since=since,
         )  # fmt: skip
+
+    def keep_for(self, hold: Hold) -> None:
+        """Pause: the holder records carry ``hold`` from now on and the locks are let go without clearing
+        them, so the device and account stay the paused case's after this process ends (see
+        :meth:`LeasePool.acquire`). The lease is released.
+
+        :raises SopError: a lock file this process may not write cannot carry the hold; the lease is
+            released all the same.
+        """
+        with self._mutex:
+            locks, self._hold = self._hold, None
+        if locks is None:
+            raise SopError(f"the lease on device {self.device.id} was already released")
+        try:
+            locks.keep(hold)
+        except SopError as e:
+            raise SopError(f"device {self.device.id}: {e}") from None
 
     def __enter__(self) -> Self:
         return self
@@ -675,7 +756,7 @@ class _Plan:
     locks: tuple[tuple[Kind, str, str], ...]
 
 
-H = TypeVar("H", bound=Hold)
+H = TypeVar("H", bound=HeldLocks)
 
 
 class LeasePoolBase(Generic[H]):
@@ -699,16 +780,26 @@ class LeasePoolBase(Generic[H]):
         self.poll_interval = poll_interval
         self.host = socket.gethostname()
 
-    def acquire(self, pairs: Sequence[Pair], *, case: str, timeout: float, requirement: str) -> Lease:
+    def acquire(
+        self, pairs: Sequence[Pair], *, case: str, timeout: float, requirement: str, hold: str | None = None,
+        keep_hold: bool = False,
+    ) -> Lease:  # fmt: skip
         """Lease the first whole pair of ``pairs`` that is free, waiting up to ``timeout`` seconds.
+
+        A device or account whose holder record carries an unexpired :class:`~pytest_sop.holds.Hold`
+        is busy, even with its lock free (a paused case keeps it), except for the case whose hold
+        id is ``hold``: it takes the hold over. With ``keep_hold`` (a resume) the new records keep
+        the hold, so a resume that dies leaves the device held, not free with a half-done case;
+        without (the paused case run again from the start) the hold ends here.
 
         ``pairs`` are the acceptable (device, account) pairs in preference order (see
         :func:`candidate_pairs`). ``timeout`` 0 tries each pair once; a negative timeout
         waits without limit. ``case`` (the node id) and ``requirement`` (what the case
         asked for, in words) name the lease in holder records and errors.
 
-        :raises LeaseTimeout: no pair became free in time; the message names the
-            requirement, the candidates and who holds them (or why a lock is unusable).
+        :raises LeaseTimeout: no pair became free in time (at once when only paused cases' holds are
+            in the way); the message names the requirement, the candidates and who holds them (or why
+            a lock file is unusable).
         :raises DeviceError: ``pairs`` is empty.
         :raises ValueError: ``timeout`` is not a number.
         """
@@ -721,14 +812,28 @@ class LeasePoolBase(Generic[H]):
         deadline = math.inf if timeout < 0 else start + timeout
         while True:
             busy: set[str] = set()  # busy or unusable this round
+            on_hold: set[str] = set()  # of those, kept by a paused case's hold, not by a running case
             for plan in plans:
                 if any(name in busy for _, _, name in plan.locks):
                     continue
                 held = self._try(plan, busy)
-                if held is not None:
-                    return self._lease(plan, held, case=case, requirement=requirement, start=start)
+                if held is None:
+                    continue
+                kept = held.paused_holds()
+                blocked = [name for (_, _, name), h in zip(plan.locks, kept, strict=False) if h and h.hold_id != hold]
+                if blocked:  # another case's pause keeps them, with no process holding the locks
+                    held.drop()
+                    busy.update(blocked)
+                    on_hold.update(blocked)
+                    continue
+                taken = next((h for h in kept if h), None)
+                return self._lease(
+                    plan, held, case=case, requirement=requirement, start=start, hold=taken if keep_hold else None
+                )
             now = time.monotonic()
-            if now >= deadline:
+            # A hold ends when a person decides, not when a case does: when holds are all that is in
+            # the way, waiting out the timeout would only delay the same error.
+            if now >= deadline or busy <= on_hold:
                 raise LeaseTimeout(self._timeout_message(plans, requirement, timeout))
             # A little jitter keeps waiters of one device from polling in lockstep.
             time.sleep(min(self.poll_interval * random.uniform(0.5, 1.0), deadline - now))
@@ -746,12 +851,14 @@ class LeasePoolBase(Generic[H]):
         """The lease table's rows for some devices and accounts, for a timeout message."""
         raise NotImplementedError
 
-    def _lease(self, plan: _Plan, held: H, *, case: str, requirement: str, start: float) -> Lease:
+    def _lease(
+        self, plan: _Plan, held: H, *, case: str, requirement: str, start: float, hold: Hold | None = None
+    ) -> Lease:
         acquired_at = time.monotonic()
         since = dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
         pid = os.getpid()
         holders = [
-            Holder(kind, id, self.run_id, self.host, pid, self.worker, case, self.operator, since)
+            Holder(kind, id, self.run_id, self.host, pid, self.worker, case, self.operator, since, hold)
             for kind, id, _ in plan.locks
         ]
         try:
@@ -845,7 +952,7 @@ class LeasePool(LeasePoolBase[_FileHold]):
         for (fd, writable), record in zip(held._locks, holders, strict=True):
             if writable:  # a lock file we may only read (another user's 0644) keeps no record
                 os.ftruncate(fd, 0)
-                os.pwrite(fd, json.dumps(asdict(record)).encode(), 0)
+                os.pwrite(fd, record.to_bytes(), 0)
 
     def _rows(self, wanted: Sequence[tuple[Kind, str]]) -> list[Row]:
         return _rows(self._dir_fd, self.lock_dir, wanted)
@@ -881,3 +988,34 @@ def pairs_for(
         if account_id is not None:
             accounts = [a for a in accounts if a.id == account_id]
     return candidate_pairs(devices, accounts, prefer_device=prefer_device)
+
+
+def release_hold(lock_dir: str | os.PathLike[str], kind: Kind, id: str, hold_id: str) -> bool:
+    """End a hold (``pytest-sop handoff release``, an expired or voided pause): its record is cleared.
+
+    Returns False when the lock's record carries no such hold (already ended, or taken over by a
+    new run of the case). A hold taken over by a running resume is not touched.
+
+    :raises SopError: the lock is held by a running process (the resume, or whoever has it now).
+    """
+    root = os.path.abspath(lock_dir)
+    dir_fd = _open_dir(root)
+    if dir_fd is None:
+        return False
+    try:
+        try:
+            opened = _open_lock(dir_fd, lock_path(root, kind, id), create=False)
+        except _Unusable as e:
+            raise SopError(str(e)) from None
+        if opened is None:
+            return False
+        fd, writable = opened
+        if not _lock(fd):
+            os.close(fd)
+            raise SopError(f"{kind} {id} is in use by a running case now: its hold ends when that case does")
+        record = _read_record(fd)
+        mine = record is not None and record.hold is not None and record.hold.hold_id == hold_id
+        _unlock(fd, writable and mine)  # cleared only when it is this hold's record
+        return mine
+    finally:
+        os.close(dir_fd)

@@ -28,7 +28,8 @@ from typing import Any
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from .errors import LeaseLost, LeaseServerError
+from .errors import LeaseLost, LeaseServerError, SopError
+from .holds import Hold
 from .leasing import Holder, Kind, LeasePoolBase, Row, _Plan, lock_name
 from .masking import remember
 from .model import Account, Device
@@ -276,6 +277,21 @@ class _PgHold:
         if row is None or row[0] != len(self.keys):
             return f"the lease's locks on lease server {self.pool.server} are no longer held"
         return None
+
+    # Pauses (issue 11) keep their hold in lock-file records only: a hold must outlive the process,
+    # and a session advisory lock does not. Until the holder table carries holds, a pause says so.
+    def keep(self, hold: Hold) -> None:
+        self.release()
+        raise SopError(
+            f"a paused case cannot keep its device on lease server {self.pool.server}: holds need file leases "
+            "(leases: {backend: file}) for now; the device was released"
+        )
+
+    def paused_holds(self) -> list[Hold | None]:
+        return []
+
+    def drop(self) -> None:
+        self.release()
 
     def _lost_message(self, e: psycopg.Error) -> str:
         reason = _why(self.pool.dsn, e)

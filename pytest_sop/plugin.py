@@ -274,6 +274,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         unusable = get_suite(config).unusable_files()
         if unusable:
             raise pytest.UsageError("SOP files that cannot be used:\n" + "\n".join(e.format() for e in unusable))
+    if settings.enabled and settings.resume:
+        from .resume import select
+
+        select(config, items)  # only paused cases whose decision is in
     if not (settings.enabled and settings.due):
         return
     from .ledger import Ledger

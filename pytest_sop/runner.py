@@ -9,7 +9,6 @@ from __future__ import annotations
 import functools
 import inspect
 import json
-import os
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -27,15 +26,17 @@ from selenium.common.exceptions import (
 from selenium.webdriver.remote.webelement import WebElement
 from urllib3.exceptions import HTTPError
 
-from . import locating, statechecks, textmatch
+from . import decisions, locating, statechecks, textmatch
 from .actions import ActionRegistry
-from .approvals import APPROVED, Decision, judge, record_pending, signature_problem, sop_problem
+from .approvals import APPROVED, record_pending
 from .errors import (
     ActionNotAllowed,
     AwaitingApproval,
+    AwaitingHandoff,
     CaseSkipped,
     NotPermitted,
     OptionalStepFailed,
+    Paused,
     SopError,
     StepBroken,
     StepFailed,
@@ -77,10 +78,9 @@ from .model import (
     each_step,
 )
 from .plan import describe_params
-from .policy import allowed_pairs, check_sop, may_approve
+from .policy import allowed_pairs, check_sop
 from .recorders import BrokenStep, Recorder, record_skipped
 from .session import DeviceSession, appium_reason, poll
-from .signing import Verified
 from .templates import render
 
 DEFAULT_TIMEOUT = 10.0
@@ -119,6 +119,13 @@ class Context:
     _sop_stack: list[Sop] = field(default_factory=list)
     # The ${params.X} of each SOP on _sop_stack, as its run step passed them.
     _params: list[Mapping[str, object]] = field(default_factory=list)
+    # Pause and resume (see holds.py): the step running now, as (SOP id, index) per step list, outermost
+    # first; where the case paused; and, resuming, the indexes to go on from and when it paused.
+    position: list[tuple[str, int]] = field(default_factory=list)
+    paused_at: list[tuple[str, int]] | None = None
+    resume_at: list[int] = field(default_factory=list)
+    paused_since: str | None = None
+    withheld_vars: tuple[str, ...] = ()  # vars the pause did not keep: they held a secret
 
     # -- templates ----------------------------------------------------------------------
     def lookup(self, ns: str, name: str) -> object:
@@ -141,6 +148,8 @@ class Context:
                 raise StepBroken(f"${{params.{name}}}: no run step passed it to SOP {self.sop.id!r}")
             return passed[name]
         if name not in self.vars:
+            if name in self.withheld_vars:
+                raise StepBroken(f"${{vars.{name}}} held a secret, which a pause never keeps: save it again after")
             raise StepBroken(f"${{vars.{name}}} was not saved before this step")
         return self.vars[name]
 
@@ -606,29 +615,19 @@ def do_approve(ctx: Context, step: Step) -> None:
     checkpoint, role = step.params["checkpoint"], step.params["role"]
     sop_id, case_id = ctx.sop.id, ctx.case.case_id or ctx.case.sop.id
     path = ctx.approvals_path
-    # Display paths are relative to where pytest started, the runner's working folder.
-    files = {sop_id: os.path.abspath(ctx.sop.path)}
-    signers = ctx.policy.signers if ctx.policy else None
-    required = bool(ctx.policy and ctx.policy.require_signatures)
-    signed_by: dict[Decision, Verified | None] = {}
-
-    def why_not(d: Decision) -> str | None:
-        if not may_approve(ctx.policy, d.by, role):
-            return f"{d.by} may not approve for role {role}"
-        if d.by == ctx.operator:
-            return f"{d.by} is the operator running the case"
-        signer, problem = signature_problem(d, signers, required=required)
-        signed_by[d] = signer
-        return problem or sop_problem(d, files.get(d.sop))
-
-    judged = judge(path, tuple(files), checkpoint, case_id, why_not=why_not) if path else None
-    decision = judged.counted if judged else None
+    verdict = decisions.approval(ctx.policy, ctx.operator, path, sop_id, ctx.sop.path, checkpoint, role, case_id)
+    decision = verdict.decision
     if decision is None:
-        reason = judged.reason() if judged else ""
+        reason = verdict.reason()
         if path:
             record_pending(path, sop_id, checkpoint, case_id, ctx.operator)
         ctx.recorder.event("approval_pending", sop=sop_id, checkpoint=checkpoint, role=role, not_counted=reason)
-        raise AwaitingApproval(f"awaiting approval: {checkpoint}" + (f" ({reason})" if reason else ""))
+        raise AwaitingApproval(
+            f"awaiting approval: {checkpoint}" + (f" ({reason})" if reason else ""),
+            kind="approval", name=checkpoint, role=role, sop=sop_id,
+            note=ctx.shown(step.params["note"]) if "note" in step.params else "",
+        )  # fmt: skip
+    signed_by = verdict.signed_by
     signer = signed_by.get(decision)
     how = f"signed with {signer.fingerprint}" if signer else "not signed"
     said = f"{decision.decision} by {decision.by} at {decision.at} ({how})" + (
@@ -645,6 +644,40 @@ def do_approve(ctx: Context, step: Step) -> None:
     )  # fmt: skip
     if decision.decision != APPROVED:
         raise StepFailed(f"rejected by {decision.by}: {decision.note}", expected="approved", found=said)
+
+
+def handoff_name(step: Step) -> str:
+    """A handoff's name, in skip reasons and ``handoff done``: its ``name:``, else the role it goes to."""
+    return step.name or str(step.params["to"])
+
+
+def do_handoff(ctx: Context, step: Step) -> None:
+    """Pause until a holder of the ``to`` role marks it done after the pause (``pytest-sop handoff done``):
+    they act on the held device by hand. A case reaching it for the first time always pauses."""
+    role, name = str(step.params["to"]), handoff_name(step)
+    sop_id, case_id = ctx.sop.id, ctx.case.case_id or ctx.case.sop.id
+    verdict = decisions.handoff(
+        ctx.policy, ctx.approvals_path, sop_id, ctx.sop.path, name, role, case_id, ctx.paused_since
+    )
+    done = verdict.decision
+    if done is None:
+        reason = verdict.reason()
+        note = ctx.shown(step.params["note"]) if "note" in step.params else ""
+        ctx.recorder.event("handoff_pending", sop=sop_id, handoff=name, role=role, note=note, not_counted=reason)
+        raise AwaitingHandoff(
+            f"awaiting handoff: {name}" + (f" ({reason})" if reason else ""),
+            kind="handoff", name=name, role=role, sop=sop_id, note=note,
+        )  # fmt: skip
+    signer = verdict.signed_by.get(done)
+    how = f"signed with {signer.fingerprint}" if signer else "not signed"
+    said = f"done by {done.by} at {done.at} ({how})" + (f": {done.note}" if done.note else "")
+    ctx.recorder.attach(f"handoff {name}", said, "text/plain", "txt")
+    ctx.recorder.add_labels([("handoff_by", done.by)])
+    ctx.recorder.add_parameters([(f"handoff {name}", said)])
+    ctx.recorder.event(
+        "handoff", sop=done.sop, handoff=name, by=done.by, at=done.at, note=done.note, signed=signer is not None,
+        fingerprint=signer.fingerprint if signer else None, sop_sha256=done.sop_sha256,
+    )  # fmt: skip
 
 
 CORE: dict[str, Callable[[Context, Step], None]] = {
@@ -680,6 +713,7 @@ CORE: dict[str, Callable[[Context, Step], None]] = {
     "run": do_run,
     "repeat": do_repeat,
     "approve": do_approve,
+    "handoff": do_handoff,
 }
 
 
@@ -798,8 +832,24 @@ def _report_optional_failures(ctx: Context) -> None:
 
 
 def run_steps(ctx: Context, steps: Iterable[Step]) -> None:
-    for step in steps:
-        run_step(ctx, step)
+    """The steps in order; resuming, from the one the case paused at (those before it ran before the pause).
+
+    The step's place is kept in ``ctx.position`` while it runs, so a pause knows where it stopped,
+    inside ``run:`` sub-SOPs too (each step list adds a level).
+    """
+    start = ctx.resume_at.pop(0) if ctx.resume_at else 0
+    for index, step in enumerate(steps):
+        if index < start:
+            continue
+        ctx.position.append((ctx.sop.id, index))
+        try:
+            run_step(ctx, step)
+        except Paused:
+            if ctx.paused_at is None:  # the innermost level says it first
+                ctx.paused_at = list(ctx.position)
+            raise
+        finally:
+            ctx.position.pop()
 
 
 def check_condition(ctx: Context, cond: Condition) -> None:

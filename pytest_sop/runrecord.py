@@ -94,7 +94,8 @@ def ledger_outcome(report: pytest.TestReport, assertion: bool) -> str | None:
     if report.passed:
         return "passed" if report.when == "call" else None
     if report.skipped:
-        return "awaiting" if "awaiting approval:" in str(report.longrepr) else "skipped"
+        text = str(report.longrepr)
+        return "awaiting" if "awaiting approval:" in text or "awaiting handoff:" in text else "skipped"
     # A strict xfail that passed (XPASS(strict)) failed as a product failure does: the product changed.
     xpassed = str(report.longrepr).startswith("[XPASS(strict)]")
     return "failed" if report.when == "call" and (assertion or xpassed) else "broken"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import os
 import pkgutil
 import time
 from collections.abc import Callable, Mapping
@@ -152,19 +153,33 @@ def _local(endpoint: str) -> bool:
     return (urlsplit(endpoint).hostname or "") in ("127.0.0.1", "localhost", "::1")
 
 
-def with_profile(caps: dict[str, Any], endpoint: str) -> dict[str, Any]:
-    """Chromium on this host (Appium's Chromium driver) gets a profile folder of the run's own, which
-    the run removes at its end: what was typed into a page does not outlive the run."""
+def with_profile(caps: dict[str, Any], endpoint: str, folder: str | None = None) -> dict[str, Any]:
+    """Chromium on this host (Appium's Chromium driver) gets a profile folder: ``folder``, the device's
+    own that outlives the session as a phone's app data does (a paused case finds its page's storage
+    again), else one of the run's own, which the run removes at its end."""
     options = caps.get("goog:chromeOptions", {})
     profile_root = appium_server.profile_root
     chromium = str(caps.get("appium:automationName", "")).lower() == "chromium"
-    if profile_root is None or not chromium or not _local(endpoint) or not isinstance(options, dict):
+    if (folder is None and profile_root is None) or not chromium or not _local(endpoint):
+        return caps
+    if not isinstance(options, dict):
         return caps
     args = [str(a) for a in options.get("args", [])]
     if any(a.startswith("--user-data-dir") for a in args):
         return caps
-    options = {**options, "args": [*args, f"--user-data-dir={profile_root()}"]}
+    if folder is not None:
+        os.makedirs(folder, mode=0o700, exist_ok=True)
+    elif profile_root is not None:
+        folder = profile_root()
+    options = {**options, "args": [*args, f"--user-data-dir={folder}"]}
     return {**caps, "goog:chromeOptions": options}
+
+
+def resuming(caps: dict[str, Any]) -> dict[str, Any]:
+    """A paused case's next session: the app as the person left it, not reset and not relaunched."""
+    if kind_of(caps) in ("android", "ios"):
+        return {**caps, "appium:noReset": True, "appium:autoLaunch": False}
+    return caps
 
 
 def capabilities(device: Device, app: App | None, resolve: Callable[[Any], Any], position: int = 0) -> dict[str, Any]:
@@ -194,14 +209,18 @@ class DeviceSession:
     kind: str
     # The app's url with its ${env.NAME} references filled in when the session was made.
     url: str | None = None
+    # A web device's profile is its own and outlives sessions: what the last case left there is
+    # cleared at this session's first launch_app, as a new profile was before (see with_profile).
+    clear_at_launch: bool = False
 
     @classmethod
     def create(
-        cls, device: Device, app: App | None, endpoint: str, caps: dict[str, Any], mask: Callable[[str], str] = str
-    ) -> DeviceSession:
+        cls, device: Device, app: App | None, endpoint: str, caps: dict[str, Any], mask: Callable[[str], str] = str,
+        profile: str | None = None,
+    ) -> DeviceSession:  # fmt: skip
         # Before the session: an unset ${env.NAME} in the url stops the case before it starts.
         url = render_setting(app.url, f"apps.{app.id}.url ({app.pos})") if app is not None and app.url else None
-        caps = with_profile(caps, endpoint)
+        caps = with_profile(caps, endpoint, profile)
         connection = SensitiveConnection(client_config=AppiumClientConfig(remote_server_addr=endpoint))
         try:
             driver = webdriver.Remote(connection, options=AppiumOptions().load_capabilities(caps))
@@ -211,7 +230,7 @@ class DeviceSession:
             raise DeviceError(device.id, masking.mask(mask(reason))) from None
         except (OSError, HTTPError) as e:
             raise DeviceError(device.id, masking.mask(mask(f"Appium at {endpoint} cannot be reached: {e}"))) from None
-        return cls(device, app, endpoint, driver, kind_of(caps), url)
+        return cls(device, app, endpoint, driver, kind_of(caps), url, clear_at_launch=profile is not None)
 
     @property
     def session_id(self) -> str:
@@ -228,9 +247,7 @@ class DeviceSession:
         """Between cases that share this session: the app as a new session would find it, nothing the
         last case typed left on screen."""
         if self.kind == "web":
-            with contextlib.suppress(WebDriverException):
-                self.driver.execute_script("try { localStorage.clear(); sessionStorage.clear(); } catch (e) {}")
-            self.driver.delete_all_cookies()
+            self._forget_site()
             self.driver.get("about:blank")
         elif self.kind in ("android", "ios"):
             self.close_app()
@@ -238,6 +255,21 @@ class DeviceSession:
             # The fake driver keeps its app for the session's life: empty every field by hand.
             for field in self.driver.find_elements(AppiumBy.XPATH, "//MockInputField"):
                 field.clear()
+
+    def _forget_site(self) -> None:
+        """The open site's cookies and storage, gone."""
+        with contextlib.suppress(WebDriverException):
+            self.driver.execute_script("try { localStorage.clear(); sessionStorage.clear(); } catch (e) {}")
+        self.driver.delete_all_cookies()
+
+    def current_url(self) -> str | None:
+        """The page a web case is on (to come back to it after a pause); None elsewhere."""
+        if self.kind != "web":
+            return None
+        try:
+            return str(self.driver.current_url)
+        except (WebDriverException, OSError, HTTPError):
+            return None
 
     def quit(self) -> None:
         # The server may be gone; then nothing else holds the session either.
@@ -364,6 +396,10 @@ class DeviceSession:
             if self.url is None:
                 raise UnsupportedHere("launch_app on a web device needs the app's url in sop.yaml")
             self.driver.get(self.url)
+            if self.clear_at_launch:
+                self.clear_at_launch = False
+                self._forget_site()
+                self.driver.get(self.url)
         elif self.kind in ("android", "ios"):
             app_id = self.app_id()
             if app_id:

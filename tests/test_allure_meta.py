@@ -171,6 +171,7 @@ SAMPLES: list[tuple[str, str, str | None]] = [
         "SOP errors",
     ),
     ("skipped", "Skipped: awaiting approval: caption-ok", "Awaiting approval"),
+    ("skipped", "Skipped: awaiting handoff: captcha", "Awaiting handoff"),
     ("skipped", "Skipped: not permitted: operator bob has no role that may run publish-post", "Not permitted"),
     ("broken", "ValueError: something else went wrong", None),  # Allure's default "Test defects"
     ("skipped", "Skipped: unconditional skip", None),
@@ -252,6 +253,7 @@ def test_categories_are_allures_format() -> None:
     cats = categories()
     assert [c["name"] for c in cats] == [
         "Awaiting approval",
+        "Awaiting handoff",
         "Not permitted",
         "SOP errors",
         "Infrastructure problems",

@@ -403,7 +403,7 @@ def sop_run(
     server = ("--sop-appium", url) if url else ()
     return subprocess.run(
         [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--sop", "-rA", f"--alluredir={alluredir}",
-         *server, "-o", f"sop_lock_dir={locks}", *args],
+         *server, "-o", f"sop_lock_dir={locks}", "-o", "sop_hold_timeout=0", *args],  # a paused case holds nothing
         cwd=suite, env={**environ, **(env or {})}, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
 

@@ -53,6 +53,8 @@ def approve(pytester: pytest.Pytester, *args: str) -> None:
 def suite(pytester: pytest.Pytester) -> pytest.Pytester:
     pytester.makefile(".yaml", sop=FAKE_CONFIG + POLICY)
     (pytester.path / "checked.sop.yaml").write_text(CHECKED)
+    # A paused case holds its device in the lock folder past the run: each test a folder of its own.
+    pytester.makeini("[pytest]\nsop_lock_dir = locks\n")
     return pytester
 
 

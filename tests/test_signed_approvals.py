@@ -63,6 +63,8 @@ class Suite:
         (self.path / "sop.yaml").write_text(FAKE_CONFIG + POLICY.format(require=str(require).lower()))
         (self.path / "checked.sop.yaml").write_text(CHECKED)
         (self.path / "outer.sop.yaml").write_text(OUTER)
+        # A paused case holds its device in the lock folder past the run: each test a folder of its own.
+        pytester.makeini("[pytest]\nsop_lock_dir = locks\n")
 
     @property
     def approvals(self) -> Path:
@@ -348,6 +350,7 @@ def test_counting_is_the_same_in_xdist_workers(suite: Suite) -> None:
     result = suite.pytester.runpytest(
         "--sop", "--sop-appium", suite.url, "--sop-operator", "bob", f"--sop-signing-key={suite.key['bob']}",
         "-n", "2", "-rs", "checked.sop.yaml", "second.sop.yaml",
+        "-o", "sop_hold_timeout=0",  # one device: a paused case must not hold it from the other
     )  # fmt: skip
     result.assert_outcomes(passed=1, skipped=1)
     result.stdout.fnmatch_lines([WAITING.format("alice's approval not counted: signed with carol's key, not alice's")])

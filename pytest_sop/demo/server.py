@@ -23,6 +23,7 @@ from .store import LANGUAGES, Settings, Store
 DEFAULT_ACCOUNTS: Mapping[str, str] = {"pub1": "password1", "pub2": "password2"}
 
 _COOKIE = "snapgram_session"
+_SIGNED_IN_FOR = 30 * 24 * 3600  # seconds
 _MAX_BODY = 64 * 1024  # forms are tiny; refuse anything that is not a form
 
 
@@ -175,7 +176,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(HTTPStatus.UNAUTHORIZED, views.login(username=username, error=True))
             return
         token = self.app.store.open_session(username)
-        cookie = f"{_COOKIE}={token}; Path=/; HttpOnly; SameSite=Lax"
+        # Signed in until signing out, as in a phone app: the cookie outlives the browser (its profile keeps it).
+        cookie = f"{_COOKIE}={token}; Path=/; Max-Age={_SIGNED_IN_FOR}; HttpOnly; SameSite=Lax"
         self._redirect("/feed", headers={"Set-Cookie": cookie})
 
     def logout(self, req: _Request) -> None:

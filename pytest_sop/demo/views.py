@@ -7,6 +7,7 @@ with the SOPs. Everything that came from a user goes through ``_e``.
 from __future__ import annotations
 
 import html
+import json
 
 from .store import IN_REVIEW, LANGUAGES, Post, Settings, Task
 
@@ -313,7 +314,17 @@ def compose(user: str, *, caption: str = "", needs_review: bool = False, error: 
         '<button type="submit" id="publish" class="btn primary block">Publish</button>'
         '<a id="cancel" class="btn block" href="/feed">Cancel</a></form>'
     )
-    return page("New post", body, user=user)
+    return page("New post", body, user=user, script=_DRAFT_JS % json.dumps(f"snapgram-draft:{user}"))
+
+
+# The caption being written is kept on the device, as a phone app keeps a draft: it is still there
+# when the page opens again (the browser profile is the device's own), and gone once published.
+_DRAFT_JS = (
+    "(function(){var k=%s,c=document.getElementById('caption');"
+    "try{if(!c.value&&localStorage.getItem(k))c.value=localStorage.getItem(k);"
+    "c.addEventListener('input',function(){localStorage.setItem(k,c.value);});"
+    "c.form.addEventListener('submit',function(){localStorage.removeItem(k);});}catch(e){}})();"
+)
 
 
 # Swap in a freshly created node rather than un-hiding one, so a presence
