@@ -25,7 +25,7 @@ from .config import settings_key
 from .errors import Paused, SopError
 from .holds import PauseRecord, Waiting
 from .leasing import release_hold
-from .model import Sop
+from .model import Sop, each_step
 
 if TYPE_CHECKING:
     from .collect import SopItem
@@ -60,7 +60,7 @@ def can_pause(sop: Sop, get_sop: Callable[[str], Sop | None]) -> bool:
     """Whether ``sop``, or a SOP it runs, has an ``approve`` or ``handoff`` step."""
     seen, todo = {sop.id}, [sop]
     while todo:
-        for step in todo.pop().steps:
+        for step in each_step(todo.pop().steps):
             if step.action in ("approve", "handoff"):
                 return True
             target = get_sop(step.params["sop"]) if step.action == "run" else None

@@ -543,6 +543,17 @@ def _passed(ctx: Context, args: Args | None) -> Mapping[str, object]:
 def do_repeat(ctx: Context, step: Step) -> None:
     """``times: N`` iterations, or as long as ``while`` holds (checked now, before each) and at most ``max``.
     Each iteration is a step of its own in the record, its steps inside it."""
+    try:
+        _repeat(ctx, step)
+    except Paused as e:
+        # A pause keeps the step it stopped at, not the iteration: it could not go on where it stopped.
+        raise StepBroken(
+            f"{e.kind} {e.name!r} inside a repeat cannot pause the case: decide it beforehand, or put the "
+            "checkpoint outside the loop"
+        ) from None
+
+
+def _repeat(ctx: Context, step: Step) -> None:
     steps: tuple[Step, ...] = step.params["steps"]
     if "times" in step.params:
         times = step.params["times"]

@@ -65,6 +65,8 @@ SECONDS_PARAMS = {("wait", "seconds"), ("long_press", "seconds")}
 # Core actions whose ``matches:`` is a pattern, compiled at collection when written literally.
 _PATTERN_ACTIONS = ("assert_text", "text", "assert_url")
 _CONDITIONS = ActionRegistry(CONDITIONS)
+# Steps that may pause a case for a person (approve, handoff).
+PAUSING = ("approve", "handoff")
 
 
 # Template namespaces the suite checks (suite.py): the others are checked per file, here.
@@ -566,6 +568,13 @@ class _SopParser(Checker):
             return self.key(path, value)
         if p.kind == "steps":
             steps = self.step_list(path, value, self.allowed, required=True)
+            for i, inner in enumerate(steps or ()):
+                if inner.action in PAUSING:  # a pause keeps the step, not the iteration: it could not go on
+                    self.error(
+                        path + (i, inner.action),
+                        f"{inner.action} inside a repeat cannot pause the case; put it before or after the loop",
+                        key=True,
+                    )
             return steps or None
         if p.kind == "check":
             return self.check(path, value)

@@ -180,6 +180,11 @@ def lint(tmp_path: Path, files: dict[str, str]) -> list[str]:
 
 H = "id: s\nsteps:\n"
 BAD_FLOW = {
+    "a checkpoint inside a repeat (a pause keeps the step, not the iteration)": (
+        H + "  - repeat:\n      times: 2\n      steps:\n        - back\n        - approve: {checkpoint: c, role: lead}\n",
+        "s.sop.yaml:7:11: steps[0].repeat.steps[1].approve: approve inside a repeat cannot pause the case; "
+        "put it before or after the loop",
+    ),
     "repeat with neither times nor while": (
         H + "  - repeat: {steps: [back]}\n",
         "s.sop.yaml:3:13: steps[0].repeat: expected exactly one of times, while, got 0",
