@@ -305,7 +305,7 @@ def _check_text(ctx: Context, match: TextMatch, timeout: float) -> None:
         if actual is None:
             return None
         seen.append(actual)
-        return True if _text_holds(ctx, match.how, expected, actual) else None
+        return True if textmatch.holds(match.how, expected, actual, ctx.secrets.mask) else None
 
     if poll(ok, timeout) is None:
         if not seen or ctx.session.kind != "web":
@@ -317,11 +317,6 @@ def _check_text(ctx: Context, match: TextMatch, timeout: float) -> None:
             expected=f"{match.how} {shown!r}",
             found=repr(found),
         )
-
-
-def _text_holds(ctx: Context, how: str, expected: str, actual: str) -> bool:
-    # matches: RE2, linear time, so the timeout holds for any pattern
-    return textmatch.holds(how, expected, actual, ctx.secrets.mask)
 
 
 def holds_now(ctx: Context, check: Check) -> bool:
@@ -336,7 +331,9 @@ def holds_now(ctx: Context, check: Check) -> bool:
             return ctx.session.visible_among_all(by) is None
         assert check.match is not None
         actual = ctx.session.read_text(by)
-        return actual is not None and _text_holds(ctx, check.match.how, ctx.text(check.match.expected), actual)
+        return actual is not None and textmatch.holds(
+            check.match.how, ctx.text(check.match.expected), actual, ctx.secrets.mask
+        )
     except WebDriverException as e:
         raise StepBroken(ctx.secrets.mask(f"Appium: {appium_reason(e)}")) from None
 

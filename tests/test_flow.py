@@ -100,6 +100,17 @@ def test_a_failure_inside_a_repeat_names_the_inner_step(pytester: pytest.Pyteste
     assert lines[:3] == ["repeat times=2: failed", "  iteration 1 of 2: failed", "    tap {id: nope}: failed"]
 
 
+def test_a_checkpoint_reached_through_run_inside_a_repeat_breaks_instead_of_pausing(
+    pytester: pytest.Pytester, appium_url: str
+) -> None:
+    """A pause keeps the step it stopped at, not the iteration: the case could not go on where it stopped."""
+    check = "id: check\nkind: flow\nsteps:\n  - approve: {checkpoint: ok, role: lead}\n"
+    loop = "id: loop\nsteps:\n  - repeat:\n      times: 2\n      steps:\n        - run: check\n"
+    result = run_sop(pytester, appium_url, {"check.sop.yaml": check, "loop.sop.yaml": loop}, "-o", "sop_hold_timeout=0")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*approval 'ok' inside a repeat cannot pause the case*"])
+
+
 # -- when -----------------------------------------------------------------------------------------
 
 
