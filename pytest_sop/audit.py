@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import functools
 import gc
 import hashlib
 import json
@@ -36,6 +37,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -234,23 +236,35 @@ class _WritersLock:
         self._fd = -1
 
     @contextlib.contextmanager
-    def held(self, timeout: float, poll_interval: float = 0.002) -> Iterator[None]:
+    def held(self, timeout: float) -> Iterator[None]:
         """Hold the lock; ``filelock.Timeout`` when it is not free within ``timeout`` seconds."""
+        self.acquire(timeout)
+        try:
+            yield
+        finally:
+            self.release()
+
+    def acquire(self, timeout: float, poll_interval: float = 0.002) -> None:
+        """Take the lock; ``filelock.Timeout`` when it is not free within ``timeout`` seconds. Any thread
+        of this process may :meth:`release` it."""
         if self._pid != os.getpid():  # a forked child: none of its parent's threads, nor its open file
             self._pid, self._mutex, self._fd = os.getpid(), threading.Lock(), -1
         deadline = time.monotonic() + timeout
         if not self._mutex.acquire(timeout=max(timeout, 0.0)):
             raise filelock.Timeout(self.path)
         try:
-            fd = self._lock(deadline, poll_interval)
-            try:
-                yield
-            finally:
-                fcntl.flock(fd, fcntl.LOCK_UN)
+            self._lock(deadline, poll_interval)
+        except BaseException:
+            self._mutex.release()
+            raise
+
+    def release(self) -> None:
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
         finally:
             self._mutex.release()
 
-    def _lock(self, deadline: float, poll_interval: float) -> int:
+    def _lock(self, deadline: float, poll_interval: float) -> None:
         while True:
             if self._fd < 0:
                 flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0)
@@ -272,7 +286,7 @@ class _WritersLock:
                 on_disk = None
             mine = os.fstat(fd)
             if on_disk is not None and (on_disk.st_dev, on_disk.st_ino) == (mine.st_dev, mine.st_ino):
-                return fd
+                return
             fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)
             self._fd = -1
@@ -327,21 +341,35 @@ class AuditLog:
         line can come between the head it saw and the line it makes (a signed head needs that)."""
         return self._write([(event, fields_for, self._mask)])[0]
 
-    def append_many(self, entries: Sequence[tuple[str, dict[str, Any], Callable[[str], str] | None]], /) -> list[str]:
+    def append_many(
+        self,
+        entries: Sequence[tuple[str, dict[str, Any], Callable[[str], str] | None]],
+        /,
+        head_later: Callable[[Callable[[], None]], None] | None = None,
+    ) -> list[str]:
         """Append several events at once, in order, under one lock, with one write and one head update:
-        ``(event, fields, mask)`` each, ``mask`` None for none. Returns the lines written."""
+        ``(event, fields, mask)`` each, ``mask`` None for none. Returns the lines written. ``head_later``:
+        see :meth:`_write`."""
         for _, fields, _ in entries:
             _check_names(fields)
-        return self._write([(event, _constant(fields), mask) for event, fields, mask in entries])
+        return self._write([(event, _constant(fields), mask) for event, fields, mask in entries], head_later)
 
     def _write(
-        self, entries: Sequence[tuple[str, Callable[[int, str], dict[str, Any]], Callable[[str], str] | None]]
+        self,
+        entries: Sequence[tuple[str, Callable[[int, str], dict[str, Any]], Callable[[str], str] | None]],
+        head_later: Callable[[Callable[[], None]], None] | None = None,
     ) -> list[str]:
+        """Append ``entries`` under the writers' lock. With ``head_later``, the lines are in the file when
+        this returns, and the head file is replaced and the lock released by the function handed to
+        ``head_later`` (which runs it on another thread): replacing a file waits for the disk, and nothing
+        can see the log meanwhile, since the lock is held until the head file names the last line."""
         if not entries:
             return []
         self.path.parent.mkdir(parents=True, exist_ok=True)
         lines: list[str] = []
-        with self._lock.held(self._lock_timeout):
+        self._lock.acquire(self._lock_timeout)
+        handed = False
+        try:
             seq, prev = self._next()
             data = b""
             for event, fields_for, mask in entries:
@@ -364,8 +392,22 @@ class AuditLog:
                     os.fsync(fd)
             finally:
                 os.close(fd)
-            self._write_head(seq - 1, prev)
+            if head_later is None:
+                self._write_head(seq - 1, prev)
+            else:
+                head_later(functools.partial(self._finish, seq - 1, prev))
+                handed = True
+        finally:
+            if not handed:
+                self._lock.release()
         return lines
+
+    def _finish(self, seq: int, sha: str) -> None:
+        """The head file names line ``seq``; then the writers' lock is free."""
+        try:
+            self._write_head(seq, sha)
+        finally:
+            self._lock.release()
 
     def _next(self) -> tuple[int, str]:
         """The next line's (seq, prev), from the file's last line; checked against the head file."""
@@ -414,11 +456,18 @@ class AuditQueue:
     is still held), the run's seal. A line that could not be written makes the next :meth:`flush`
     raise, so the case that waits on it fails with the reason. One per process: a forked child
     starts its own thread.
+
+    With ``later`` (a function that runs a function on another thread and returns its Future), an
+    append's head file is replaced there, still under the writers' lock: a flush returns once the
+    lines are in the file, without waiting for the disk to rename the head file. An error there
+    makes the next :meth:`flush` raise; :meth:`close` waits for them all.
     """
 
     linger = 0.1
 
-    def __init__(self) -> None:
+    def __init__(self, later: Callable[[Callable[[], None]], Future[None]] | None = None) -> None:
+        self._later = later
+        self._heads: list[Future[None]] = []  # head files being replaced by ``later``
         self._cond = threading.Condition()
         self._writing = threading.Lock()
         self._items: list[tuple[AuditLog, str, dict[str, Any]]] = []
@@ -442,14 +491,29 @@ class AuditQueue:
         """Write every line put so far, in this thread if the writer has not taken it yet (waking
         the writer would cost more than the write); raise the first error since the last flush."""
         self._drain()
+        self._check_heads(wait=False)
         with self._cond:
             error, self._error = self._error, None
         if error is not None:
             raise error
 
+    def _check_heads(self, *, wait: bool) -> None:
+        """Note the first error of the head files replaced so far (all of them, waiting, with ``wait``)."""
+        with self._cond:
+            heads = self._heads
+            self._heads = [] if wait else [f for f in heads if not f.done()]
+        for future in heads:
+            if wait or future.done():
+                error = future.exception()
+                if error is not None:
+                    with self._cond:
+                        self._error = self._error or error
+
     def close(self) -> None:
-        """Flush and stop the thread."""
+        """Flush, wait for the head file, and stop the thread."""
         try:
+            self._drain()
+            self._check_heads(wait=True)
             self.flush()
         finally:
             with self._cond:
@@ -491,13 +555,20 @@ class AuditQueue:
                 end = start
                 while end < len(batch) and batch[end][0].path == log.path:
                     end += 1
-                log.append_many([(event, fields, item_log._mask) for item_log, event, fields in batch[start:end]])
+                entries = [(event, fields, item_log._mask) for item_log, event, fields in batch[start:end]]
+                log.append_many(entries, self._head_later if self._later is not None else None)
                 start = end
         except BaseException as e:  # handed to whoever flushes next
             error = e
         with self._cond:
             if error is not None and self._error is None:
                 self._error = error
+
+    def _head_later(self, finish: Callable[[], None]) -> None:
+        assert self._later is not None
+        future = self._later(finish)
+        with self._cond:
+            self._heads.append(future)
 
 
 class QueuedLog:
