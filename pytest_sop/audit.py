@@ -10,20 +10,24 @@ Line format (keys sorted, compact separators, ASCII only, so a line has one cano
   the first line's ``prev`` is 64 zeros.
 - A sidecar ``PATH.head`` holds ``{"seq":N,"sha256":"<sha256 of line N>"}``, replaced atomically
   after every append, so a cut tail (whole lines removed from the end) is detected too.
-- Writers take ``PATH.lock`` (a file lock), read only the last line (seeking from the end), and
-  write each line with one ``os.write`` on an ``O_APPEND`` descriptor: pytest-xdist workers and
-  separate runs can append to the same file without interleaved or torn lines.
+- Writers take ``PATH.lock`` (``flock``, as filelock takes it on POSIX), read only the last line
+  (seeking from the end), and write each batch of lines with one ``os.write`` on an ``O_APPEND``
+  descriptor: pytest-xdist workers and separate runs can append to the same file without
+  interleaved or torn lines.
 
 The chain alone is no anchor (whoever can write the log can recompute it): each run with a key
 ends its part with a ``signed`` line over the chain head, written through :meth:`AuditLog.append_at_head`
 (see :mod:`pytest_sop.seal` and docs/audit-log.md).
 
-This module is engine code: it imports the standard library and filelock only.
+This module is engine code: it imports the standard library and filelock (for its ``Timeout``) only.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
+import functools
 import gc
 import hashlib
 import json
@@ -31,11 +35,13 @@ import json.scanner
 import os
 import re
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, ClassVar, cast
 
 import filelock
 
@@ -204,6 +210,88 @@ def _constant(fields: dict[str, Any]) -> _FieldsFor:
     return lambda seq, sha: fields
 
 
+class _WritersLock:
+    """The writers' lock on ``PATH.lock``: ``flock`` on a descriptor this process keeps open, one per
+    path, rather than a filelock.FileLock per append (whose own bookkeeping cost more than the line
+    it guards). Another process, ``audit verify`` or filelock locks the same file the same way. A
+    flock belongs to the open file, shared by all this process's threads: they take turns on a
+    mutex first. A forked child opens its own (its parent's open file would share the parent's lock)."""
+
+    _by_path: ClassVar[dict[str, _WritersLock]] = {}
+    _by_path_mutex = threading.Lock()
+
+    @classmethod
+    def of(cls, path: Path) -> _WritersLock:
+        key = os.path.abspath(path)
+        with cls._by_path_mutex:
+            lock = cls._by_path.get(key)
+            if lock is None:
+                lock = cls._by_path[key] = cls(key)
+            return lock
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._pid = os.getpid()
+        self._mutex = threading.Lock()
+        self._fd = -1
+
+    @contextlib.contextmanager
+    def held(self, timeout: float) -> Iterator[None]:
+        """Hold the lock; ``filelock.Timeout`` when it is not free within ``timeout`` seconds."""
+        self.acquire(timeout)
+        try:
+            yield
+        finally:
+            self.release()
+
+    def acquire(self, timeout: float, poll_interval: float = 0.002) -> None:
+        """Take the lock; ``filelock.Timeout`` when it is not free within ``timeout`` seconds. Any thread
+        of this process may :meth:`release` it."""
+        if self._pid != os.getpid():  # a forked child: none of its parent's threads, nor its open file
+            self._pid, self._mutex, self._fd = os.getpid(), threading.Lock(), -1
+        deadline = time.monotonic() + timeout
+        if not self._mutex.acquire(timeout=max(timeout, 0.0)):
+            raise filelock.Timeout(self.path)
+        try:
+            self._lock(deadline, poll_interval)
+        except BaseException:
+            self._mutex.release()
+            raise
+
+    def release(self) -> None:
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+        finally:
+            self._mutex.release()
+
+    def _lock(self, deadline: float, poll_interval: float) -> None:
+        while True:
+            if self._fd < 0:
+                flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0)
+                self._fd = os.open(self.path, flags, 0o644)
+            fd = self._fd
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as e:
+                if e.errno not in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES):
+                    raise
+                if time.monotonic() >= deadline:
+                    raise filelock.Timeout(self.path) from None
+                time.sleep(poll_interval)
+                continue
+            # The file may have been removed or replaced since it was opened: only the one on disk counts.
+            try:
+                on_disk = os.stat(self.path)
+            except FileNotFoundError:
+                on_disk = None
+            mine = os.fstat(fd)
+            if on_disk is not None and (on_disk.st_dev, on_disk.st_ino) == (mine.st_dev, mine.st_ino):
+                return
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+            self._fd = -1
+
+
 def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
@@ -234,7 +322,8 @@ class AuditLog:
         self.lock_path = _lock_path(self.path)
         self._mask = mask
         self._fsync = fsync
-        self._lock = filelock.FileLock(self.lock_path, timeout=lock_timeout)
+        self._lock_timeout = lock_timeout
+        self._lock = _WritersLock.of(self.lock_path)
 
     def append(self, event: str, /, **fields: Any) -> str:
         """Append one event and return the line written (without its newline).
@@ -252,21 +341,35 @@ class AuditLog:
         line can come between the head it saw and the line it makes (a signed head needs that)."""
         return self._write([(event, fields_for, self._mask)])[0]
 
-    def append_many(self, entries: Sequence[tuple[str, dict[str, Any], Callable[[str], str] | None]], /) -> list[str]:
+    def append_many(
+        self,
+        entries: Sequence[tuple[str, dict[str, Any], Callable[[str], str] | None]],
+        /,
+        head_later: Callable[[Callable[[], None]], None] | None = None,
+    ) -> list[str]:
         """Append several events at once, in order, under one lock, with one write and one head update:
-        ``(event, fields, mask)`` each, ``mask`` None for none. Returns the lines written."""
+        ``(event, fields, mask)`` each, ``mask`` None for none. Returns the lines written. ``head_later``:
+        see :meth:`_write`."""
         for _, fields, _ in entries:
             _check_names(fields)
-        return self._write([(event, _constant(fields), mask) for event, fields, mask in entries])
+        return self._write([(event, _constant(fields), mask) for event, fields, mask in entries], head_later)
 
     def _write(
-        self, entries: Sequence[tuple[str, Callable[[int, str], dict[str, Any]], Callable[[str], str] | None]]
+        self,
+        entries: Sequence[tuple[str, Callable[[int, str], dict[str, Any]], Callable[[str], str] | None]],
+        head_later: Callable[[Callable[[], None]], None] | None = None,
     ) -> list[str]:
+        """Append ``entries`` under the writers' lock. With ``head_later``, the lines are in the file when
+        this returns, and the head file is replaced and the lock released by the function handed to
+        ``head_later`` (which runs it on another thread): replacing a file waits for the disk, and nothing
+        can see the log meanwhile, since the lock is held until the head file names the last line."""
         if not entries:
             return []
         self.path.parent.mkdir(parents=True, exist_ok=True)
         lines: list[str] = []
-        with self._lock.acquire(poll_interval=0.002):
+        self._lock.acquire(self._lock_timeout)
+        handed = False
+        try:
             seq, prev = self._next()
             data = b""
             for event, fields_for, mask in entries:
@@ -289,8 +392,22 @@ class AuditLog:
                     os.fsync(fd)
             finally:
                 os.close(fd)
-            self._write_head(seq - 1, prev)
+            if head_later is None:
+                self._write_head(seq - 1, prev)
+            else:
+                head_later(functools.partial(self._finish, seq - 1, prev))
+                handed = True
+        finally:
+            if not handed:
+                self._lock.release()
         return lines
+
+    def _finish(self, seq: int, sha: str) -> None:
+        """The head file names line ``seq``; then the writers' lock is free."""
+        try:
+            self._write_head(seq, sha)
+        finally:
+            self._lock.release()
 
     def _next(self) -> tuple[int, str]:
         """The next line's (seq, prev), from the file's last line; checked against the head file."""
@@ -318,8 +435,12 @@ class AuditLog:
         return seq + 1, sha
 
     def _write_head(self, seq: int, sha: str) -> None:
-        tmp = self.head_path.with_name(f"{self.head_path.name}.{os.getpid()}.tmp")
-        tmp.write_text(_canonical({"seq": seq, "sha256": sha}) + "\n", encoding="ascii")
+        tmp = f"{self.head_path}.{os.getpid()}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        try:
+            _write_all(fd, (_canonical({"seq": seq, "sha256": sha}) + "\n").encode("ascii"))
+        finally:
+            os.close(fd)
         os.replace(tmp, self.head_path)
 
 
@@ -327,14 +448,26 @@ class AuditQueue:
     """Appends to one log from a background thread, in the order given, several lines per lock.
 
     A case's lines that nothing waits on (its lease, session and step lines) are written while
-    the case goes on; :meth:`flush` returns once every line put so far is in the file, and is
-    called before anything that must follow them: the case's outcome (recorded before its
-    report), its release (recorded while the lease is still held), the run's seal. A line that
-    could not be written makes the next :meth:`flush` raise, so the case that waits on it fails
-    with the reason. One per process: a forked child starts its own thread.
+    the case goes on, at most :attr:`linger` seconds after they were put: the writer waits that
+    long for the lines that follow, so a case's lines go in a few appends rather than one each
+    (an append takes the lock, reads the tail and replaces the head file). :meth:`flush` returns
+    once every line put so far is in the file, and is called before anything that must follow
+    them: the case's outcome (recorded before its report), its release (recorded while the lease
+    is still held), the run's seal. A line that could not be written makes the next :meth:`flush`
+    raise, so the case that waits on it fails with the reason. One per process: a forked child
+    starts its own thread.
+
+    With ``later`` (a function that runs a function on another thread and returns its Future), an
+    append's head file is replaced there, still under the writers' lock: a flush returns once the
+    lines are in the file, without waiting for the disk to rename the head file. An error there
+    makes the next :meth:`flush` raise; :meth:`close` waits for them all.
     """
 
-    def __init__(self) -> None:
+    linger = 0.1
+
+    def __init__(self, later: Callable[[Callable[[], None]], Future[None]] | None = None) -> None:
+        self._later = later
+        self._heads: list[Future[None]] = []  # head files being replaced by ``later``
         self._cond = threading.Condition()
         self._writing = threading.Lock()
         self._items: list[tuple[AuditLog, str, dict[str, Any]]] = []
@@ -350,21 +483,37 @@ class AuditQueue:
                 self._pid, self._closing = os.getpid(), False
                 self._thread = threading.Thread(target=self._run, name="sop-audit-writer", daemon=True)
                 self._thread.start()
+            if not self._items:  # the writer waits for a first line; the next ones it waits out (linger)
+                self._cond.notify_all()
             self._items.append((log, event, fields))
-            self._cond.notify_all()
 
     def flush(self) -> None:
         """Write every line put so far, in this thread if the writer has not taken it yet (waking
         the writer would cost more than the write); raise the first error since the last flush."""
         self._drain()
+        self._check_heads(wait=False)
         with self._cond:
             error, self._error = self._error, None
         if error is not None:
             raise error
 
+    def _check_heads(self, *, wait: bool) -> None:
+        """Note the first error of the head files replaced so far (all of them, waiting, with ``wait``)."""
+        with self._cond:
+            heads = self._heads
+            self._heads = [] if wait else [f for f in heads if not f.done()]
+        for future in heads:
+            if wait or future.done():
+                error = future.exception()
+                if error is not None:
+                    with self._cond:
+                        self._error = self._error or error
+
     def close(self) -> None:
-        """Flush and stop the thread."""
+        """Flush, wait for the head file, and stop the thread."""
         try:
+            self._drain()
+            self._check_heads(wait=True)
             self.flush()
         finally:
             with self._cond:
@@ -381,6 +530,10 @@ class AuditQueue:
                     self._cond.wait()
                 if not self._items:
                     return
+                # The lines that follow soon go in the same append (a flush meanwhile takes them all).
+                deadline = time.monotonic() + self.linger
+                while self._items and not self._closing and (left := deadline - time.monotonic()) > 0:
+                    self._cond.wait(left)
             self._drain()
 
     def _drain(self) -> None:
@@ -402,13 +555,20 @@ class AuditQueue:
                 end = start
                 while end < len(batch) and batch[end][0].path == log.path:
                     end += 1
-                log.append_many([(event, fields, item_log._mask) for item_log, event, fields in batch[start:end]])
+                entries = [(event, fields, item_log._mask) for item_log, event, fields in batch[start:end]]
+                log.append_many(entries, self._head_later if self._later is not None else None)
                 start = end
         except BaseException as e:  # handed to whoever flushes next
             error = e
         with self._cond:
             if error is not None and self._error is None:
                 self._error = error
+
+    def _head_later(self, finish: Callable[[], None]) -> None:
+        assert self._later is not None
+        future = self._later(finish)
+        with self._cond:
+            self._heads.append(future)
 
 
 class QueuedLog:
@@ -429,16 +589,16 @@ class QueuedLog:
 @contextlib.contextmanager
 def _maybe_locked(path: Path, timeout: float) -> Iterator[None]:
     """Hold the writers' lock for a consistent snapshot of log and head; go on without it when it cannot be had."""
-    lock = filelock.FileLock(_lock_path(path), timeout=timeout)
+    held = _WritersLock.of(_lock_path(path)).held(timeout)
     try:
-        lock.acquire()
+        held.__enter__()
     except (OSError, filelock.Timeout):
         yield
         return
     try:
         yield
     finally:
-        lock.release()
+        held.__exit__(None, None, None)
 
 
 def verify(path: str | os.PathLike[str], *, lock_timeout: float = 10.0) -> VerifyResult:

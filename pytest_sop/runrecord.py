@@ -132,7 +132,13 @@ def case_audit(config: pytest.Config, mask: Callable[[str], str]) -> QueuedLog |
     log = open_audit(config, mask)
     if log is None:
         return None
-    return QueuedLog(log, config.stash.setdefault(queue_key, AuditQueue()))
+    queue = config.stash.get(queue_key, None)
+    if queue is None:
+        from .background import background
+
+        # Head files are replaced on a device thread: a case's flush does not wait for the disk.
+        queue = config.stash[queue_key] = AuditQueue(background.submit)
+    return QueuedLog(log, queue)
 
 
 def flush_audit(config: pytest.Config, *, close: bool = False) -> None:
