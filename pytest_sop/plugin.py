@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from . import hookspecs
+from .allure_writes import allure_written
 from .appium_service import AppiumService, appium_key
 from .caserecord import attach_run_files, record_key
 from .collect import SopFile, SopItem, finish_closing, get_suite, kept_session_key
@@ -145,6 +146,7 @@ def record_lease(item: SopItem, report: pytest.TestReport, when: str) -> None:
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
     config = session.config
+    allure_written()  # the run files below read the results
     # The last cases' sessions deleted and leases released; a lock that cannot be let go is freed
     # by the kernel when this process ends.
     with contextlib.suppress(OSError):

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from . import masking
+from .allure_writes import allure_written, write_later
 from .errors import SopError
 
 # Objects of these modules are plain data (pytest's failure representations, Allure's model):
@@ -126,6 +127,11 @@ def mask_allure_files() -> None:
             _wrap(manager, plugin, allure_commons.hookimpl)
 
 
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config: pytest.Config) -> None:
+    allure_written()  # what allure-pytest reported last (session-scoped containers) is written too
+
+
 def _wrap(manager: Any, logger: Any, hookimpl: Any) -> None:
     # Hook functions are read when a plugin registers: re-register the same object with masking
     # versions, under its own name (allure-pytest unregisters it by that name at the end).
@@ -134,7 +140,9 @@ def _wrap(manager: Any, logger: Any, hookimpl: Any) -> None:
     report_item, attach_data = logger._report_item, logger.report_attached_data
 
     def masked_item(item: Any) -> None:
-        report_item(mask_value(item, masking.mask))
+        # A result handed over is finished (Allure has let go of it): masked and written off the
+        # case's thread, while the next case starts.
+        write_later(lambda: report_item(mask_value(item, masking.mask)))
 
     @hookimpl  # type: ignore[untyped-decorator]
     def report_attached_data(body: str | bytes, file_name: str) -> None:
