@@ -15,7 +15,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from pg_cluster import PASSWORD, PgCluster
+from pg_cluster import PASSWORD, PgCluster, wait_until
 from test_leasing import D1, D2, account
 from test_resume import CHECKED, OTHER, POLICY, approve, audit, cli, devices, make_suite, paused, run, run_ids
 
@@ -126,6 +126,28 @@ def test_the_paused_case_takes_its_hold_over_from_another_host(dsn: str) -> None
     again.release()
     host_b.acquire([(D1, A1)], case="b", timeout=0, requirement="r").release()
     assert advisory_locks(dsn) == 0
+    host_a.close()
+    host_b.close()
+
+
+def test_a_resume_whose_connection_dies_leaves_the_hold(dsn: str) -> None:
+    """Its process killed, its host gone: the server ends the resume's connection and frees its locks,
+    but not the hold its records carry. Not a free device with a half-done case."""
+    host_a, host_b = PgLeasePool(dsn, "run-a", "bob"), PgLeasePool(dsn, "run-b", "bob")
+    pause_on(host_a, hold())
+    resumed = host_b.acquire([(D1, A1)], case="a", timeout=0, requirement="r", hold="h1", keep_hold=True)
+    with psycopg.connect(dsn, autocommit=True) as admin:
+        admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND pid <> pg_backend_pid()"
+        )
+    wait_until(lambda: advisory_locks(dsn) == 0, 30)
+    assert resumed.lost() is not None
+    resumed.release()
+    with pytest.raises(LeaseTimeout, match="on hold h1"):
+        host_a.acquire([(D1, None)], case="b", timeout=0, requirement="r")
+    assert [r.state for r in lease_table(dsn, [D1], [A1])] == ["held", "held"]
+    host_a.acquire([(D1, A1)], case="a", timeout=0, requirement="r", hold="h1", keep_hold=True).release()
+    assert held_rows(dsn) == []
     host_a.close()
     host_b.close()
 
