@@ -19,10 +19,10 @@ from pg_cluster import PASSWORD, PgCluster, wait_until
 from test_leasing import D1, D2, account
 from test_resume import CHECKED, OTHER, POLICY, approve, audit, cli, devices, make_suite, paused, run, run_ids
 
+from pytest_sop import pg_leases
 from pytest_sop.errors import LeaseTimeout, SopError
 from pytest_sop.holds import Hold, stamp
 from pytest_sop.leasing import format_lease_table
-from pytest_sop import pg_leases
 from pytest_sop.pg_leases import HOLDERS, META, PgLeasePool, check_server, lease_table
 
 LEASES = "leases:\n  backend: postgres\n  dsn: {env: SOP_LEASES_DSN}\n"
