@@ -166,17 +166,24 @@ def _sop_file(folder: str, config: SuiteConfig, sop_id: str) -> str:
 
 
 def cmd_release(args: argparse.Namespace) -> int:
+    from .lease_backend import lease_target
+    from .masking import mask
     from .resume import end_hold
 
     try:
-        folder, _ = _suite(args)
+        folder, config = _suite(args)
         chosen = _chosen(folder, args.sop, args.case)
+        # A hold on a lease server is released there: its DSN from --leases or sop.yaml (a pause
+        # record never keeps one); holds in lock files are released in their run's lock folder.
+        target = (
+            lease_target(args.leases, "--leases", config.leases, "") if any(r.lease_server for r in chosen) else None
+        )
         for r in chosen:
-            end_hold(r)
+            end_hold(r, target)
             print(f"released: {r.sop} [{r.case_id}] on {r.device}" + (f" with {r.account}" if r.account else "")
                   + f", paused at {r.waiting.describe()} since {r.since}, by {args.by}")  # fmt: skip
     except (Refused, SopError) as e:
-        print(f"pytest-sop handoff release: refused: {e}", file=sys.stderr)
+        print(f"pytest-sop handoff release: refused: {mask(str(e))}", file=sys.stderr)
         return 2
     return 0
 
@@ -199,6 +206,9 @@ def add_parser(sub: Any) -> None:
     release.add_argument("sop", help="the SOP id")
     release.add_argument("--case", help="only this case; default: every paused case of the SOP")
     release.add_argument("--by", required=True, help="who releases it")
+    release.add_argument(
+        "--leases", help="the PostgreSQL DSN of the lease server a hold is on (default: sop.yaml's leases)"
+    )
     release.set_defaults(func=cmd_release)
     for p in (listing, done, release):
         p.add_argument("--config", help="suite config (default: the nearest sop.yaml)")

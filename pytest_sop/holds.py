@@ -138,6 +138,9 @@ class PauseRecord:
     expires: str
     url: str | None = None  # the page a web case paused on
     evidence: dict[str, Any] = field(default_factory=dict)  # allure uuid/history id/alluredir, audit path
+    # Where the hold is: None, lock files in ``lock_dir``; else the lease server, as
+    # ``postgresql://user:***@host:port/db`` (never its DSN, which may hold a password).
+    lease_server: str | None = None
 
     @property
     def hold(self) -> Hold:

@@ -14,11 +14,12 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from .errors import SopError
-from .leasing import LeasePool, LeasePoolBase, Row, lease_table
+from .leasing import Kind, LeasePool, LeasePoolBase, Row, lease_table
+from .leasing import release_hold as release_file_hold
 from .masking import remember
 from .model import Account, Device, Leases, Secret
 
-__all__ = ["LeaseTarget", "check_target", "dsn_problem", "lease_rows", "lease_target", "open_pool"]
+__all__ = ["LeaseTarget", "check_target", "dsn_problem", "lease_rows", "lease_target", "open_pool", "release_hold"]
 
 
 @dataclass(frozen=True)
@@ -28,12 +29,17 @@ class LeaseTarget:
     dsn: str | None = None  # postgres: the connection string, secrets revealed
     source: str = ""  # where the choice was written, for errors
 
-    def describe(self) -> str:
+    @property
+    def server(self) -> str | None:
+        """The lease server as ``postgresql://user:***@host:port/db`` (never its password); None: lock files."""
         if self.dsn is None:
-            return f"lock folder {self.lock_dir}"
+            return None
         from .pg_leases import describe_server
 
-        return f"lease server {describe_server(self.dsn)}"
+        return describe_server(self.dsn)
+
+    def describe(self) -> str:
+        return f"lock folder {self.lock_dir}" if self.server is None else f"lease server {self.server}"
 
 
 def dsn_problem(dsn: str) -> str | None:
@@ -122,3 +128,16 @@ def lease_rows(target: LeaseTarget, devices: Iterable[Device], accounts: Iterabl
 
         return pg_lease_table(target.dsn, devices, accounts)
     return lease_table(target.lock_dir, devices, accounts)
+
+
+def release_hold(target: LeaseTarget, kind: Kind, id: str, hold_id: str) -> bool:
+    """End a paused case's hold on a device or account in the chosen backend (see
+    :func:`pytest_sop.leasing.release_hold`): False when there was no such hold.
+
+    :raises SopError: a running case holds the lock now, or the lease server cannot be used.
+    """
+    if target.dsn is not None:
+        from .pg_leases import release_hold as release_server_hold
+
+        return release_server_hold(target.dsn, kind, id, hold_id)
+    return release_file_hold(target.lock_dir, kind, id, hold_id)

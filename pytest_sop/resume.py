@@ -24,7 +24,7 @@ from . import decisions, holds
 from .config import settings_key
 from .errors import Paused, SopError
 from .holds import PauseRecord, Waiting
-from .leasing import release_hold
+from .lease_backend import LeaseTarget, release_hold
 from .model import Sop, each_step
 
 if TYPE_CHECKING:
@@ -70,12 +70,30 @@ def can_pause(sop: Sop, get_sop: Callable[[str], Sop | None]) -> bool:
     return False
 
 
-def end_hold(record: PauseRecord) -> None:
-    """The hold released on the device and account (when no running case has them), and its record gone."""
+def hold_target(record: PauseRecord, target: LeaseTarget | None) -> LeaseTarget:
+    """Where a pause's hold is: the pausing run's lock folder, or the lease server, reached with
+    ``target``'s DSN (the record never keeps one: it may hold a password).
+
+    :raises SopError: the hold is on a lease server and ``target`` names none; nothing was changed.
+    """
+    if record.lease_server is None:
+        return LeaseTarget("file", record.lock_dir)
+    if target is None or target.dsn is None:
+        raise SopError(
+            f"the hold of paused case {record.case} is on lease server {record.lease_server}: give its DSN "
+            "(sop.yaml leases:, or --leases DSN) to release it"
+        )
+    return target
+
+
+def end_hold(record: PauseRecord, target: LeaseTarget | None) -> None:
+    """The hold released on the device and account (when no running case has them), and its record gone.
+    ``target``: where this run or command leases (the DSN of a hold on a lease server)."""
+    where = hold_target(record, target)
     try:
-        release_hold(record.lock_dir, "device", record.device, record.hold_id)
+        release_hold(where, "device", record.device, record.hold_id)
         if record.account:
-            release_hold(record.lock_dir, "account", record.account, record.hold_id)
+            release_hold(where, "account", record.account, record.hold_id)
     finally:
         holds.drop_record(record)
 
@@ -142,8 +160,11 @@ def find_pause(item: SopItem) -> PauseRecord | None:
     """The case's pause, if it is paused and may go on; resuming, an error for one that cannot.
 
     :raises SopError: (``--sop-resume`` only) the SOP file changed since the pause, or the hold
-        expired; the hold ends and the record goes, naming why.
+        expired; the hold ends and the record goes, naming why. Or this run leases in another backend
+        than the one the hold is in (lock files, a lease server): nothing changes.
     """
+    from .runrecord import leases_target
+
     config = item.config
     record = paused_cases(config).get(item.nodeid)
     if record is None or not holds.record_path(record.suite, record.hold_id).exists():
@@ -158,8 +179,17 @@ def find_pause(item: SopItem) -> PauseRecord | None:
                 "account were given up; run the case again from the start"
             )
         return None
+    here = leases_target(config).server
+    if resuming and (record.lease_server is None) != (here is None):
+        # Taken in the other backend, the device would be this case's twice over: the hold stays where it is.
+        kept = f"lease server {record.lease_server}" if record.lease_server else f"lock folder {record.lock_dir}"
+        raise SopError(
+            f"this case paused with its hold in {kept}, and this run leases from "
+            f"{'lease server ' + here if here else 'lock files'}: resume it with the leases it paused with "
+            "(or end the pause: pytest-sop handoff release)"
+        )
     if resuming and changed_since(record):
-        end_hold(record)
+        end_hold(record, leases_target(config))
         item.record("hold_released", hold=record.hold_id, paused_run=record.run_id, reason="SOP changed")
         raise SopError(
             f"SOP changed since it paused at {record.waiting.name}: the hold on device {record.device} is released; "
@@ -211,7 +241,7 @@ def capture(item: SopItem, paused: Paused) -> PauseRecord | None:
     """The pause record of a case that just paused, while its session is open (the page it is on) and
     its Allure result is the running one; None when holds are off (``sop_hold_timeout = 0``)."""
     from .recorders import current_test
-    from .runrecord import alluredir, audit_path, who_where
+    from .runrecord import alluredir, audit_path, leases_target, who_where
 
     config = item.config
     settings = config.stash[settings_key]
@@ -236,7 +266,7 @@ def capture(item: SopItem, paused: Paused) -> PauseRecord | None:
         account=lease.account.id if lease.account else None, operator=settings.operator, run_id=who["run"],
         lock_dir=settings.lock_dir, since=holds.stamp(since),
         expires=holds.stamp(since + dt.timedelta(seconds=settings.hold_timeout)),
-        url=_page(item, ctx.secrets.mask), evidence=evidence,
+        url=_page(item, ctx.secrets.mask), evidence=evidence, lease_server=leases_target(config).server,
     )  # fmt: skip
 
 

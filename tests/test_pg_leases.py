@@ -228,15 +228,15 @@ def wait_until_lost(lease: object) -> str:
 def test_tables_are_created_on_first_use_with_a_schema_version(dsn: str) -> None:
     check_server(dsn)
     with psycopg.connect(dsn, autocommit=True) as conn:
-        assert conn.execute(f"SELECT value FROM {META} WHERE key = 'schema_version'").fetchone() == ("1",)
-        conn.execute(f"UPDATE {META} SET value = '2' WHERE key = 'schema_version'")
+        assert conn.execute(f"SELECT value FROM {META} WHERE key = 'schema_version'").fetchone() == ("2",)
+        conn.execute(f"UPDATE {META} SET value = '3' WHERE key = 'schema_version'")
         try:
-            with pytest.raises(LeaseServerError, match="schema version 2, this pytest-sop reads version 1"):
+            with pytest.raises(LeaseServerError, match="schema version 3, this pytest-sop reads version 2"):
                 check_server(dsn)
-            with pytest.raises(LeaseServerError, match="schema version 2"):
+            with pytest.raises(LeaseServerError, match="schema version 3"):
                 PgLeasePool(dsn, "r", "o")
         finally:
-            conn.execute(f"UPDATE {META} SET value = '1' WHERE key = 'schema_version'")
+            conn.execute(f"UPDATE {META} SET value = '2' WHERE key = 'schema_version'")
 
 
 def test_unreachable_server_and_wrong_password_name_the_server_not_the_password(pg: PgCluster) -> None:
