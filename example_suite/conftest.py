@@ -1,12 +1,16 @@
 """The example suite serves its own demo app, Snapgram, for the whole run.
 
 On a free port, or on SNAPGRAM_PORT when that is set; sop.yaml finds it through
-``${env.SNAPGRAM_PORT}``, which xdist workers inherit from this process.
+``${env.SNAPGRAM_PORT}``, which xdist workers inherit from this process. When Snapgram already
+answers on SNAPGRAM_PORT (scripts/demo-handoff starts one with ``python -m pytest_sop.demo``),
+the run uses that one instead: a case paused in one run and resumed in the next must come back
+to the same app, with its accounts' sessions and posts, at the same address.
 """
 
 from __future__ import annotations
 
 import errno
+import http.client
 import os
 
 import pytest
@@ -15,6 +19,20 @@ from pytest_sop.demo import DEMO_PASSWORDS, PORT_ENV, DemoServer, demo_accounts,
 
 _server_key = pytest.StashKey[DemoServer]()
 _port_was_key = pytest.StashKey["str | None"]()
+
+
+def snapgram_answers(port: int, timeout: float = 10.0) -> bool:
+    """Whether what listens on ``port`` is Snapgram: its health page, from its own server."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)  # no proxy: it is this host
+    try:
+        conn.request("GET", "/__health")
+        response = conn.getresponse()
+        server = response.getheader("Server") or ""
+        return response.status == 200 and server.startswith("Snapgram/") and response.read() == b"ok"
+    except (OSError, http.client.HTTPException):
+        return False
+    finally:
+        conn.close()
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -29,6 +47,8 @@ def pytest_configure(config: pytest.Config) -> None:
     except (ValueError, OverflowError):
         raise pytest.UsageError(f"{PORT_ENV}={wanted!r}: expected a port number") from None
     except OSError as e:
+        if e.errno == errno.EADDRINUSE and snapgram_answers(int(wanted)):
+            return  # an app that outlives this run; it is not this run's to stop
         busy = "is in use" if e.errno == errno.EADDRINUSE else f"cannot be used ({e.strerror or e})"
         raise pytest.UsageError(
             f"the demo app's port {PORT_ENV}={wanted} {busy}: set another, or unset it for a free one"
