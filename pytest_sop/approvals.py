@@ -70,7 +70,7 @@ class Decision:
 
 
 def _now() -> str:
-    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def read(path: str | os.PathLike[str]) -> dict[str, list[dict[str, Any]]]:

@@ -15,6 +15,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from . import holds
 from .approvals import Decision, Judgement, judge, signature_problem, sop_problem
 from .model import Policy
 from .policy import may_approve, roles_of
@@ -98,10 +99,19 @@ def handoff(
     def rule(d: Decision) -> str | None:
         if not holds_role(policy, d.by, role):
             return f"{d.by} does not hold role {role}"
-        if since is None or d.at < since:
+        if since is None or not _after(d.at, since):
             return "done before the case paused there"
         return None
 
     if since is None:
         return Verdict(None)
     return _judge(policy, path, sop_id, sop_file, handoff_checkpoint(name), case_id, rule)
+
+
+def _after(at: str, since: str) -> bool:
+    """``at`` is at or after ``since`` (times, not strings: a stamp to the second and one to the
+    millisecond compare right); a time that cannot be read is not after anything."""
+    try:
+        return holds.parse_stamp(at) >= holds.parse_stamp(since)
+    except (TypeError, ValueError):
+        return False

@@ -7,7 +7,9 @@
   signatures (a decision at checkpoint ``handoff:NAME`` in the approvals file, SOP sha256
   included). ``pytest --sop --sop-resume`` then continues the case.
 - ``release SOP [--case ID] --by NAME`` ends a pause: the hold on its device and account is
-  released and its record removed; the case starts from the beginning next time.
+  released and its record removed; the case starts from the beginning next time. The release is
+  a line in the pausing run's audit log, as a run of its own, sealed with ``--key`` (needed when
+  the policy requires signatures).
 """
 
 from __future__ import annotations
@@ -15,13 +17,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import socket
 import sys
-from typing import Any
+import uuid
+from typing import TYPE_CHECKING, Any
 
 from . import holds
 from .errors import SopError
 from .holds import PauseRecord
 from .model import SuiteConfig
+
+if TYPE_CHECKING:
+    from .signing import Verified
 
 
 class Refused(Exception):
@@ -93,8 +100,8 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def _key(args: argparse.Namespace, config: SuiteConfig) -> str | None:
-    """The signing key that proves ``--by`` (None: unsigned, when the policy allows it)."""
+def _key(args: argparse.Namespace, config: SuiteConfig) -> tuple[str, Verified] | None:
+    """The signing key that proves ``--by``, and who it proves (None: unsigned, when the policy allows it)."""
     from .signing import SigningError, proves
 
     policy = config.policy
@@ -107,10 +114,9 @@ def _key(args: argparse.Namespace, config: SuiteConfig) -> str | None:
     if policy is None or policy.signers is None:
         raise Refused(f"a signing key was given ({key}) but the suite config has no policy.signers to check it")
     try:
-        proves(key, args.by, policy.signers)
+        return key, proves(key, args.by, policy.signers)
     except SigningError as e:
         raise Refused(str(e)) from None
-    return key
 
 
 def cmd_done(args: argparse.Namespace) -> int:
@@ -127,7 +133,8 @@ def cmd_done(args: argparse.Namespace) -> int:
                     f"{args.by!r} may not mark handoff {r.waiting.name!r} done: the policy gives them no role "
                     f"{r.waiting.role!r}"
                 )
-        key = _key(args, config)
+        signed = _key(args, config)
+        key = signed[0] if signed else None
         done = []
         for r in chosen:
             sop_file = r.sop_file if r.waiting.sop == r.sop else _sop_file(folder, config, r.waiting.sop)
@@ -148,8 +155,8 @@ def cmd_done(args: argparse.Namespace) -> int:
         print(f"pytest-sop handoff done: refused: {e}", file=sys.stderr)
         return 2
     for d in done:
-        signed = f"signed with {d.fingerprint}" if d.signature else "not signed"
-        print(f"done: {d.sop} / {d.checkpoint} (case {d.case}) by {d.by} at {d.at}, {signed} -> {args.approvals}")
+        how = f"signed with {d.fingerprint}" if d.signature else "not signed"
+        print(f"done: {d.sop} / {d.checkpoint} (case {d.case}) by {d.by} at {d.at}, {how} -> {args.approvals}")
     print("continue it with: pytest --sop --sop-resume")
     return 0
 
@@ -165,6 +172,28 @@ def _sop_file(folder: str, config: SuiteConfig, sop_id: str) -> str:
     return os.path.abspath(sop.path)
 
 
+def _audit_release(record: PauseRecord, by: str, signed: tuple[str, Verified] | None) -> str | None:
+    """The release as a line in the pausing run's audit log, a run of its own (sealed when ``signed``),
+    so the log says who ended the pause; returns that log, or None when it is gone (say, a cleaned
+    alluredir)."""
+    from .audit import AuditLog
+    from .masking import mask
+    from .seal import seal
+
+    path = record.evidence.get("audit")
+    if not path or not os.path.isfile(path):
+        return None
+    run = uuid.uuid4().hex
+    AuditLog(path, mask=mask).append(
+        "hold_released", case=record.case, sop=record.sop, device=record.device, account=record.account,
+        run=run, operator=by, host=socket.gethostname(), pid=str(os.getpid()), worker="",
+        hold=record.hold_id, paused_run=record.run_id, reason="handoff release",
+    )  # fmt: skip
+    if signed is not None:
+        seal(path, signed[0], signed[1], run, record.evidence.get("ledger"))
+    return str(path)
+
+
 def cmd_release(args: argparse.Namespace) -> int:
     from .lease_backend import lease_target
     from .masking import mask
@@ -173,6 +202,7 @@ def cmd_release(args: argparse.Namespace) -> int:
     try:
         folder, config = _suite(args)
         chosen = _chosen(folder, args.sop, args.case)
+        signed = _key(args, config)
         # A hold on a lease server is released there: its DSN from --leases or sop.yaml (a pause
         # record never keeps one); holds in lock files are released in their run's lock folder.
         target = (
@@ -182,7 +212,9 @@ def cmd_release(args: argparse.Namespace) -> int:
             end_hold(r, target)
             print(f"released: {r.sop} [{r.case_id}] on {r.device}" + (f" with {r.account}" if r.account else "")
                   + f", paused at {r.waiting.describe()} since {r.since}, by {args.by}")  # fmt: skip
-    except (Refused, SopError) as e:
+            logged = _audit_release(r, args.by, signed)
+            print(f"  recorded in {logged}" if logged else "  not in an audit log: the pausing run's log is gone")
+    except (Refused, SopError, OSError) as e:
         print(f"pytest-sop handoff release: refused: {mask(str(e))}", file=sys.stderr)
         return 2
     return 0
@@ -206,6 +238,7 @@ def add_parser(sub: Any) -> None:
     release.add_argument("sop", help="the SOP id")
     release.add_argument("--case", help="only this case; default: every paused case of the SOP")
     release.add_argument("--by", required=True, help="who releases it")
+    release.add_argument("--key", help="sign the release with this SSH key; env SOP_SIGNING_KEY")
     release.add_argument(
         "--leases", help="the PostgreSQL DSN of the lease server a hold is on (default: sop.yaml's leases)"
     )

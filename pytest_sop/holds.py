@@ -52,8 +52,9 @@ def now() -> dt.datetime:
 
 
 def stamp(when: dt.datetime) -> str:
-    """UTC, ISO 8601 to the second with a ``Z``: the form approvals' ``at`` has, so the two compare."""
-    return when.astimezone(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    """UTC, ISO 8601 to the millisecond with a ``Z``, as approvals' ``at``: a done given a moment after
+    the pause must not look as if it came in the same second, before it."""
+    return when.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def parse_stamp(text: str) -> dt.datetime:

@@ -241,7 +241,7 @@ def capture(item: SopItem, paused: Paused) -> PauseRecord | None:
     """The pause record of a case that just paused, while its session is open (the page it is on) and
     its Allure result is the running one; None when holds are off (``sop_hold_timeout = 0``)."""
     from .recorders import current_test
-    from .runrecord import alluredir, audit_path, leases_target, who_where
+    from .runrecord import alluredir, audit_path, leases_target, ledger_path, who_where
 
     config = item.config
     settings = config.stash[settings_key]
@@ -253,7 +253,10 @@ def capture(item: SopItem, paused: Paused) -> PauseRecord | None:
     position = [{"sop": sop, "index": index, "kind": "steps"} for sop, index in (ctx.paused_at or [])]
     kept, withheld = holds.vars_to_keep(ctx.vars, ctx.secrets.mask)
     who = who_where(config)
-    evidence: dict[str, Any] = {"alluredir": alluredir(config), "audit": audit_path(config), "audit_run_id": who["run"]}
+    evidence: dict[str, Any] = {
+        "alluredir": alluredir(config), "audit": audit_path(config), "audit_run_id": who["run"],
+        "ledger": ledger_path(config),  # where a release's sealed head is remembered
+    }  # fmt: skip
     if test is not None:
         evidence.update(allure_uuid=test.uuid, history_id=getattr(test, "historyId", None))
     return PauseRecord(

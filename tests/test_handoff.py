@@ -128,3 +128,37 @@ def test_done_is_signed_when_the_policy_requires_signatures(tmp_path: Path) -> N
     who, problem = approvals.signature_problem(decision, str(tmp_path / "allowed_signers"), required=True)
     assert problem is None and who is not None and who.principal == "alice"
     assert decision.sop_sha256 == approvals.file_sha256(str(tmp_path / "inner.sop.yaml"))
+
+
+def test_release_is_in_the_audit_log_and_signed_when_signatures_are_required(tmp_path: Path) -> None:
+    """Who ended a pause is on record: a line of its own in the pausing run's log, sealed by the releaser."""
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    alice = make_key(keys, "alice")
+    write_signers(tmp_path / "allowed_signers", {"alice": alice})
+    policy = POLICY.replace("policy:\n", "policy:\n  signers: allowed_signers\n  require_signatures: true\n")
+    make_suite(tmp_path, {"outer.sop.yaml": OUTER, "inner.sop.yaml": INNER}, devices("fake-phone") + policy)
+    log = tmp_path / "audit.jsonl"
+    log.touch()  # the pausing run's log (its own lines are checked in test_resume; here the release's)
+    holds.write_record(
+        holds.PauseRecord(
+            hold_id="h1", suite=str(tmp_path), sop="outer", case="outer.sop.yaml::outer", case_id="outer",
+            sop_file=str(tmp_path / "outer.sop.yaml"), sop_sha256="", position=[{"sop": "outer", "index": 1}],
+            waiting=holds.Waiting("handoff", "captcha", "lead", "captcha-flow"), vars={}, withheld_vars=[],
+            device="fake-phone", account=None, operator="bob", run_id="r1", lock_dir=str(tmp_path / "locks"),
+            since="2026-01-01T00:00:00Z", expires="2999-01-01T00:00:00Z",
+            evidence={"audit": str(log), "ledger": str(tmp_path / "ledger.sqlite")},
+        )
+    )  # fmt: skip
+    unsigned = cli(tmp_path, "handoff", "release", "outer", "--by", "alice")
+    assert unsigned.returncode == 2 and "require_signatures" in unsigned.stderr, unsigned.stderr
+    assert len(list(holds.records(str(tmp_path)))) == 1 and log.read_text() == ""  # refused: nothing changed
+    released = cli(tmp_path, "handoff", "release", "outer", "--by", "alice", "--key", str(alice))
+    assert released.returncode == 0, released.stderr
+    assert f"recorded in {log}" in released.stdout
+    line, seal_line = [json.loads(x) for x in log.read_text().splitlines()]
+    assert line["event"] == "hold_released"
+    assert (line["operator"], line["hold"], line["paused_run"], line["device"]) == ("alice", "h1", "r1", "fake-phone")
+    assert seal_line["event"] == "signed" and seal_line["run"] == line["run"] and seal_line["signer"] == "alice"
+    verified = cli(tmp_path, "audit", "verify", str(log), "--signers", "allowed_signers", "--ledger", "ledger.sqlite")
+    assert verified.returncode == 0, verified.stdout + verified.stderr

@@ -102,3 +102,39 @@ def test_a_case_that_only_holds_stand_in_the_way_of_fails_at_once(tmp_path: Path
     with pytest.raises(LeaseTimeout, match="held by case c"):
         pool.acquire([(OTHER, None), (PHONE, None)], case="d", timeout=0.3, requirement="r")
     busy.release()
+
+
+def test_a_done_a_moment_after_the_pause_is_after_it_and_one_a_moment_before_is_not(tmp_path: Path) -> None:
+    """Pause and done times are read as times, to the millisecond: in the same second, the order still
+    decides (a done stamped to the second before a pause in that second came before it). Seen failing
+    with stamps to the second compared as strings: the suite's pause-then-done test flaked on it."""
+    from pytest_sop import decisions
+    from pytest_sop.suiteconfig import load_config
+
+    paused_at = dt.datetime(2026, 1, 1, 10, 0, 0, 500_000, tzinfo=dt.UTC)
+    assert (
+        stamp(paused_at - dt.timedelta(milliseconds=300))
+        < stamp(paused_at)
+        < stamp(paused_at + dt.timedelta(milliseconds=300))
+    )
+    (tmp_path / "sop.yaml").write_text(
+        "devices:\n  - {id: d1, platform: android}\npolicy:\n  roles: {lead: {sops: ['*']}}\n  operators: {alice: [lead]}\n"
+    )
+    sop_file = tmp_path / "s.sop.yaml"
+    sop_file.write_text("id: s\nsteps:\n  - handoff: {to: lead}\n    name: captcha\n")
+    policy = load_config(str(tmp_path / "sop.yaml")).policy
+
+    def counts(at: str) -> bool:
+        (tmp_path / "approvals.yaml").write_text(
+            f'decisions:\n  - {{sop: s, checkpoint: "handoff:captcha", case: s, decision: approved, by: alice, at: "{at}"}}\n'
+        )
+        verdict = decisions.handoff(
+            policy, str(tmp_path / "approvals.yaml"), "s", str(sop_file), "captcha", "lead", "s", stamp(paused_at)
+        )
+        return verdict.decision is not None
+
+    assert counts("2026-01-01T10:00:00.800Z")
+    assert not counts("2026-01-01T10:00:00.200Z")
+    assert not counts("2026-01-01T10:00:00Z")  # to the second (written before stamps had milliseconds): 10:00:00.000
+    assert counts("2026-01-01T10:00:01Z")
+    assert not counts("yesterday")

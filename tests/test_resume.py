@@ -225,6 +225,9 @@ def test_a_released_hold_frees_the_device_and_nothing_resumes(suite: Path, appiu
     pause(suite, appium_url, "checked.sop.yaml")
     released = cli(suite, "handoff", "release", "checked", "--by", "alice")
     assert released.returncode == 0 and "released: checked [checked] on fake-phone with eu-1" in released.stdout
+    (line,) = [e for e in audit(suite) if e["event"] == "hold_released"]
+    assert (line["operator"], line["paused_run"]) == ("alice", run_ids(suite)[0])
+    assert cli(suite, "audit", "verify", "audit.jsonl").returncode == 0
     assert paused(suite) == []
     assert " hold " not in leases(suite)
     assert run(suite, appium_url, "other.sop.yaml", "--sop-lease-timeout=0")[0] == 0
