@@ -34,4 +34,6 @@ def describe_failure(failure: Failure, message: str, base: str) -> str:
             out.append(f"  found:    {err.found}")
     if failure.optional_failures:
         out += ["", "optional steps that failed before it:"] + [f"  {line}" for line in failure.optional_failures]
+    if failure.note:
+        out += ["", failure.note]
     return "\n".join(out)

@@ -94,6 +94,7 @@ class Failure:
     step: Step | Condition
     error: BaseException
     optional_failures: tuple[str, ...] = ()  # optional steps that failed before it
+    note: str = ""  # what else the reader must know (a resumed case not retried)
 
 
 @dataclass
@@ -889,6 +890,10 @@ def run_case(ctx: Context) -> None:
     """
     sop = ctx.case.sop
     attempts = sop.retry.attempts if sop.retry else 1
+    # A resumed case gets one attempt: another would start over on a reset app, undoing what people
+    # did at the pause, and take their decision for its own. Run it again to start over.
+    resumed = ctx.paused_since is not None and attempts > 1
+    attempts = 1 if resumed else attempts
     for attempt in range(1, attempts + 1):
         ctx.failure = None
         ctx.optional_failures, ctx.optional_steps = [], []  # each attempt is reported on its own
@@ -904,6 +909,11 @@ def run_case(ctx: Context) -> None:
             return
         except (StepFailed, StepBroken) as e:
             if attempt == attempts:
+                if resumed and ctx.failure is not None:
+                    ctx.failure.note = (
+                        f"not retried (retry: {sop.retry.attempts if sop.retry else 1} attempts): it was resumed "
+                        "from a pause, and another attempt would start over on a reset app"
+                    )
                 raise
             if attempt == 1:
                 ctx.recorder.group(mark, title, e)

@@ -162,3 +162,24 @@ def test_release_is_in_the_audit_log_and_signed_when_signatures_are_required(tmp
     assert seal_line["event"] == "signed" and seal_line["run"] == line["run"] and seal_line["signer"] == "alice"
     verified = cli(tmp_path, "audit", "verify", str(log), "--signers", "allowed_signers", "--ledger", "ledger.sqlite")
     assert verified.returncode == 0, verified.stdout + verified.stderr
+
+
+def test_a_resumed_case_that_fails_is_not_retried_from_the_start(tmp_path: Path, appium_url: str) -> None:
+    """A retry starts over on a reset app, which would undo what the person did at the handoff, and then
+    take their done for this attempt's handoff too: a resumed case fails without another attempt."""
+    flaky = OUTER.replace("id: outer\n", "id: outer\nretry: {attempts: 3}\n").replace(
+        "  - assert_visible: {id: username}\n",
+        "  - assert_text: {in: {id: username}, equals: never}\n    timeout: 0.2\n",
+    )
+    suite = make_suite(tmp_path, {"outer.sop.yaml": flaky, "inner.sop.yaml": INNER})
+    code, out = run(suite, appium_url, "outer.sop.yaml")
+    assert "awaiting handoff: captcha" in out, out
+    assert cli(suite, "handoff", "done", "outer", "--by", "alice").returncode == 0
+    code, out = run(suite, appium_url, "--sop-resume")
+    _, resume_run = run_ids(suite)
+    # Seen failing without the rule: attempt 2 typed into the reset app again and passed the handoff.
+    assert [s.split(" ")[0] for s in steps_of_run(suite, resume_run)] == [
+        "resumed", "run", "captcha", "note", "assert_text"
+    ]  # fmt: skip
+    assert not [e for e in audit(suite) if e["event"] == "attempt_failed"]
+    assert code == 1 and "not retried (retry: 3 attempts): it was resumed from a pause" in out, out
