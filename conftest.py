@@ -9,6 +9,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from filelock import FileLock
@@ -67,3 +68,16 @@ def example_run(tmp_path_factory: pytest.TempPathFactory) -> ExampleRun:
             return ExampleRun(data["returncode"], data["output"], shared / "allure-results")
         shared.mkdir(exist_ok=True)
         return _run_example_suite(shared)
+
+
+@pytest.fixture(scope="module")
+def pg() -> Iterator[Any]:
+    """A PostgreSQL cluster of the test module's own (tests/pg_cluster.py), stopped and removed after it."""
+    from pg_cluster import PgCluster  # tests/ is on sys.path once a test module there is imported
+
+    cluster = PgCluster()
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.destroy()

@@ -27,7 +27,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import functools
 import gc
 import hashlib
 import json
@@ -134,10 +133,25 @@ def _lock_path(path: Path) -> Path:
     return path.with_name(path.name + ".lock")
 
 
-def _read_head(path: Path) -> tuple[int, str] | None:
+def _next_head_path(path: Path) -> Path:
+    """The head file an append writes before its lines and renames over the head file after them: a
+    writer killed in between leaves it naming the lines it appended, so they are told from lines
+    added by hand (a crash, not a tamper, and the next append completes the head)."""
+    return path.with_name(path.name + ".head.next")
+
+
+def _read_next_head(path: Path) -> tuple[int, str] | None:
+    """What the next head file names, None when there is none or it is not a valid head."""
+    try:
+        return _read_head(path, _next_head_path(path))
+    except ValueError:
+        return None
+
+
+def _read_head(path: Path, head_path: Path | None = None) -> tuple[int, str] | None:
     """The head file's (seq, sha256), None when there is no head file; ValueError when it is not valid."""
     try:
-        raw = _head_path(path).read_bytes()
+        raw = (head_path or _head_path(path)).read_bytes()
     except FileNotFoundError:
         return None
     try:
@@ -319,6 +333,7 @@ class AuditLog:
     ) -> None:
         self.path = Path(path)
         self.head_path = _head_path(self.path)
+        self.next_head_path = _next_head_path(self.path)
         self.lock_path = _lock_path(self.path)
         self._mask = mask
         self._fsync = fsync
@@ -385,6 +400,7 @@ class AuditLog:
                 data += raw + b"\n"
                 lines.append(line)
                 seq, prev = seq + 1, _sha256(raw)
+            self._write_next_head(seq - 1, prev)
             fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
             try:
                 _write_all(fd, data)
@@ -393,19 +409,19 @@ class AuditLog:
             finally:
                 os.close(fd)
             if head_later is None:
-                self._write_head(seq - 1, prev)
+                os.replace(self.next_head_path, self.head_path)
             else:
-                head_later(functools.partial(self._finish, seq - 1, prev))
+                head_later(self._finish)
                 handed = True
         finally:
             if not handed:
                 self._lock.release()
         return lines
 
-    def _finish(self, seq: int, sha: str) -> None:
-        """The head file names line ``seq``; then the writers' lock is free."""
+    def _finish(self) -> None:
+        """The head file names the last line appended; then the writers' lock is free."""
         try:
-            self._write_head(seq, sha)
+            os.replace(self.next_head_path, self.head_path)
         finally:
             self._lock.release()
 
@@ -434,14 +450,13 @@ class AuditLog:
             )
         return seq + 1, sha
 
-    def _write_head(self, seq: int, sha: str) -> None:
-        tmp = f"{self.head_path}.{os.getpid()}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    def _write_next_head(self, seq: int, sha: str) -> None:
+        """The head file as it will be once the lines are appended (renamed over it then)."""
+        fd = os.open(self.next_head_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
         try:
             _write_all(fd, (_canonical({"seq": seq, "sha256": sha}) + "\n").encode("ascii"))
         finally:
             os.close(fd)
-        os.replace(tmp, self.head_path)
 
 
 class AuditQueue:
@@ -628,14 +643,15 @@ def read_chain(path: str | os.PathLike[str], *, lock_timeout: float = 10.0) -> C
             head = _read_head(path)
         except ValueError as exc:
             return Chain(VerifyResult(False, None, f"the head file {_head_path(path)} is damaged: {exc}"), [], [])
-    chain = _Chain(data, head)
+        next_head = _read_next_head(path)
+    chain = _Chain(data, head, next_head)
     return Chain(chain.check(), chain.rec, chain.sha)
 
 
 class _Chain:
     """One log's lines, hashes and records, and the walk that finds the first bad line."""
 
-    def __init__(self, data: bytes, head: tuple[int, str] | None) -> None:
+    def __init__(self, data: bytes, head: tuple[int, str] | None, next_head: tuple[int, str] | None = None) -> None:
         raw = data.split(b"\n")
         self.cut = raw[-1] != b""  # the file does not end with a newline
         if not self.cut:
@@ -647,6 +663,7 @@ class _Chain:
         self.intact = fast is not None  # every line parsed and linked: the walk below has nothing to find
         self.rec = fast if fast is not None else [_record(r) for r in raw]
         self.head = head
+        self.next_head = next_head  # what an append that did not finish was about to make the head
 
     def _intact_records(self) -> list[dict[str, Any] | None] | None:
         """The records when every line is one and follows the line before it, else None (then each line
@@ -786,6 +803,11 @@ class _Chain:
                 n + 1,
                 f"the tail was cut: the log ends at line {n} but the head file records {head_seq} lines, "
                 f"so line {n + 1} onwards was removed",
+            )
+        if head_seq < n and self.next_head == (n, self._hash(n)):
+            return self._ok(
+                f"{n} lines, chain intact (the last append stopped before it updated the head file, "
+                f"after writing lines {head_seq + 1} to {n}: the next append completes the head file)"
             )
         if head_seq < n:
             return self._bad(

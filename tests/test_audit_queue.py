@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import os
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -147,3 +149,32 @@ def test_the_writers_lock_is_the_lock_filelock_takes(tmp_path: Path) -> None:
         AuditLog(path, lock_timeout=0.3).append("lease", case="c[1]")
     AuditLog(path).append("lease", case="c[1]")
     assert verify(path).ok
+
+
+def _killed_before_the_head(path: str) -> None:
+    """Append two lines and die (SIGKILL) before the head file is replaced: a run killed mid-append."""
+    AuditLog(path).append_many(
+        [("step_start", {"case": "c[1]"}, None), ("step_end", {"case": "c[1]"}, None)],
+        lambda finish: os.kill(os.getpid(), signal.SIGKILL),
+    )
+
+
+def test_a_writer_killed_before_its_head_file_leaves_a_log_that_verifies_and_goes_on(tmp_path: Path) -> None:
+    """The head file lags while a batch's head is replaced on another thread; a run killed then is a
+    crash, not a tamper: the next run must not refuse the log (seen failing: a resume killed with
+    kill -9, then every run said the log's last lines were "added after the last complete append")."""
+    path = tmp_path / "sop-audit.jsonl"
+    AuditLog(path).append("lease", case="c[1]")
+    child = multiprocessing.get_context("spawn").Process(target=_killed_before_the_head, args=(str(path),))
+    child.start()
+    child.join(120)
+    assert child.exitcode == -signal.SIGKILL and lines_in(path) == 3 and head_of(path)["seq"] == 1
+    result = verify(path)
+    assert result.ok and "stopped before it updated the head file" in result.reason, result.reason
+    AuditLog(path).append("release", case="c[1]")  # the next append completes the head file
+    assert head_of(path)["seq"] == 4 and verify(path).reason == "4 lines, chain intact"
+
+    # A line added by hand is no such append: still said.
+    with path.open("a") as f:
+        f.write(json.dumps({"event": "outcome", "seq": 5, "ts": "x", "prev": "0" * 64}) + "\n")
+    assert not verify(path).ok

@@ -100,23 +100,29 @@ def test_lint_and_schema_know_the_handoff_step(tmp_path: Path) -> None:
     assert "handoff" in json.dumps(schema)
 
 
-def test_done_is_signed_when_the_policy_requires_signatures(tmp_path: Path) -> None:
-    keys = tmp_path / "keys"
+def signed_suite_with_a_pause(folder: Path, **evidence: str) -> Path:
+    """A suite whose policy requires signatures, alice's key (returned), and a paused case as a run
+    leaves it (written here: what `done` and `release` check needs no device)."""
+    keys = folder / "keys"
     keys.mkdir()
     alice = make_key(keys, "alice")
-    write_signers(tmp_path / "allowed_signers", {"alice": alice})
+    write_signers(folder / "allowed_signers", {"alice": alice})
     policy = POLICY.replace("policy:\n", "policy:\n  signers: allowed_signers\n  require_signatures: true\n")
-    make_suite(tmp_path, {"outer.sop.yaml": OUTER, "inner.sop.yaml": INNER}, devices("fake-phone") + policy)
-    # A paused case as a run leaves it (written here: what `done` checks needs no device).
+    make_suite(folder, {"outer.sop.yaml": OUTER, "inner.sop.yaml": INNER}, devices("fake-phone") + policy)
     holds.write_record(
         holds.PauseRecord(
-            hold_id="h1", suite=str(tmp_path), sop="outer", case="outer.sop.yaml::outer", case_id="outer",
-            sop_file=str(tmp_path / "outer.sop.yaml"), sop_sha256="", position=[{"sop": "outer", "index": 1}],
+            hold_id="h1", suite=str(folder), sop="outer", case="outer.sop.yaml::outer", case_id="outer",
+            sop_file=str(folder / "outer.sop.yaml"), sop_sha256="", position=[{"sop": "outer", "index": 1}],
             waiting=holds.Waiting("handoff", "captcha", "lead", "captcha-flow"), vars={}, withheld_vars=[],
-            device="fake-phone", account=None, operator="bob", run_id="r1", lock_dir=str(tmp_path / "locks"),
-            since="2026-01-01T00:00:00Z", expires="2999-01-01T00:00:00Z",
+            device="fake-phone", account=None, operator="bob", run_id="r1", lock_dir=str(folder / "locks"),
+            since="2026-01-01T00:00:00Z", expires="2999-01-01T00:00:00Z", evidence=dict(evidence),
         )
     )  # fmt: skip
+    return alice
+
+
+def test_done_is_signed_when_the_policy_requires_signatures(tmp_path: Path) -> None:
+    alice = signed_suite_with_a_pause(tmp_path)
     env_free = [sys.executable, "-m", "pytest_sop", "handoff", "done", "outer", "--by", "alice"]
     unsigned = subprocess.run(env_free, cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert unsigned.returncode == 2 and "require_signatures" in unsigned.stderr
@@ -132,24 +138,9 @@ def test_done_is_signed_when_the_policy_requires_signatures(tmp_path: Path) -> N
 
 def test_release_is_in_the_audit_log_and_signed_when_signatures_are_required(tmp_path: Path) -> None:
     """Who ended a pause is on record: a line of its own in the pausing run's log, sealed by the releaser."""
-    keys = tmp_path / "keys"
-    keys.mkdir()
-    alice = make_key(keys, "alice")
-    write_signers(tmp_path / "allowed_signers", {"alice": alice})
-    policy = POLICY.replace("policy:\n", "policy:\n  signers: allowed_signers\n  require_signatures: true\n")
-    make_suite(tmp_path, {"outer.sop.yaml": OUTER, "inner.sop.yaml": INNER}, devices("fake-phone") + policy)
     log = tmp_path / "audit.jsonl"
+    alice = signed_suite_with_a_pause(tmp_path, audit=str(log), ledger=str(tmp_path / "ledger.sqlite"))
     log.touch()  # the pausing run's log (its own lines are checked in test_resume; here the release's)
-    holds.write_record(
-        holds.PauseRecord(
-            hold_id="h1", suite=str(tmp_path), sop="outer", case="outer.sop.yaml::outer", case_id="outer",
-            sop_file=str(tmp_path / "outer.sop.yaml"), sop_sha256="", position=[{"sop": "outer", "index": 1}],
-            waiting=holds.Waiting("handoff", "captcha", "lead", "captcha-flow"), vars={}, withheld_vars=[],
-            device="fake-phone", account=None, operator="bob", run_id="r1", lock_dir=str(tmp_path / "locks"),
-            since="2026-01-01T00:00:00Z", expires="2999-01-01T00:00:00Z",
-            evidence={"audit": str(log), "ledger": str(tmp_path / "ledger.sqlite")},
-        )
-    )  # fmt: skip
     unsigned = cli(tmp_path, "handoff", "release", "outer", "--by", "alice")
     assert unsigned.returncode == 2 and "require_signatures" in unsigned.stderr, unsigned.stderr
     assert len(list(holds.records(str(tmp_path)))) == 1 and log.read_text() == ""  # refused: nothing changed

@@ -8,7 +8,6 @@ hosts as far as lock files know: only the lease server keeps them apart.
 
 from __future__ import annotations
 
-import datetime as dt
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,27 +15,18 @@ from pathlib import Path
 import psycopg
 import pytest
 from pg_cluster import PASSWORD, PgCluster, wait_until
+from test_holds import hold
 from test_leasing import D1, D2, account
 from test_resume import CHECKED, OTHER, POLICY, approve, audit, cli, devices, make_suite, paused, run, run_ids
 
 from pytest_sop import pg_leases
 from pytest_sop.errors import LeaseTimeout, SopError
-from pytest_sop.holds import Hold, stamp
+from pytest_sop.holds import Hold
 from pytest_sop.leasing import format_lease_table
 from pytest_sop.pg_leases import HOLDERS, META, PgLeasePool, check_server, lease_table
 
 LEASES = "leases:\n  backend: postgres\n  dsn: {env: SOP_LEASES_DSN}\n"
 A1 = account("a1")
-
-
-@pytest.fixture(scope="module")
-def pg() -> Iterator[PgCluster]:
-    cluster = PgCluster()
-    try:
-        cluster.start()
-        yield cluster
-    finally:
-        cluster.destroy()
 
 
 @pytest.fixture
@@ -45,12 +35,6 @@ def dsn(pg: PgCluster) -> Iterator[str]:
     yield pg.dsn
     with psycopg.connect(pg.dsn, autocommit=True) as conn:  # no test sees another's holds
         conn.execute(f"DELETE FROM {HOLDERS}")
-
-
-def hold(hold_id: str = "h1", seconds: float = 3600) -> Hold:
-    now = dt.datetime.now(dt.UTC)
-    return Hold(hold_id, "a.sop.yaml::a", "/suite", "approval ok (role lead)", stamp(now),
-                stamp(now + dt.timedelta(seconds=seconds)))  # fmt: skip
 
 
 def pause_on(pool: PgLeasePool, kept: Hold) -> None:

@@ -34,16 +34,6 @@ from pytest_sop.pg_leases import (
 POS = SourcePos("sop.yaml", 3, 3)
 
 
-@pytest.fixture(scope="module")
-def pg() -> Iterator[PgCluster]:
-    cluster = PgCluster()
-    try:
-        cluster.start()
-        yield cluster
-    finally:
-        cluster.destroy()
-
-
 @pytest.fixture
 def dsn(pg: PgCluster) -> Iterator[str]:
     yield pg.dsn

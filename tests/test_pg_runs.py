@@ -17,7 +17,6 @@ import shutil
 import subprocess
 import time
 from collections import defaultdict
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,16 +41,6 @@ from pytest_sop.pg_leases import HOLDERS
 
 ROOT = Path(__file__).resolve().parent.parent
 LEASES = "leases:\n  backend: postgres\n  dsn: {env: SOP_LEASES_DSN}\n"
-
-
-@pytest.fixture(scope="module")
-def pg() -> Iterator[PgCluster]:
-    cluster = PgCluster()
-    try:
-        cluster.start()
-        yield cluster
-    finally:
-        cluster.destroy()
 
 
 @dataclass
