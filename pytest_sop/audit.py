@@ -4,7 +4,9 @@ Line format (keys sorted, compact separators, ASCII only, so a line has one cano
 
     {"device":"pixel-7","event":"lease","prev":"<64 hex>","seq":1,"ts":"2026-05-09T07:35:25.123456Z"}
 
-- ``seq`` counts lines from 1 with no gaps; ``ts`` is UTC with microseconds and a ``Z``;
+- ``seq`` counts lines from 1 with no gaps; ``ts`` is UTC with microseconds and a ``Z``, the time
+  the event happened (a queued line is written up to a moment later; lines of several processes
+  may so be out of time order by that much);
   ``event`` names what happened; the caller's fields sit beside them.
 - ``prev`` is the sha256 (hex) of the previous line's exact bytes **without** its newline;
   the first line's ``prev`` is 64 zeros.
@@ -339,6 +341,7 @@ class AuditLog:
         self._fsync = fsync
         self._lock_timeout = lock_timeout
         self._lock = _WritersLock.of(self.lock_path)
+        self._folder_made = False
 
     def append(self, event: str, /, **fields: Any) -> str:
         """Append one event and return the line written (without its newline).
@@ -361,18 +364,20 @@ class AuditLog:
         entries: Sequence[tuple[str, dict[str, Any], Callable[[str], str] | None]],
         /,
         head_later: Callable[[Callable[[], None]], None] | None = None,
+        times: Sequence[str] | None = None,
     ) -> list[str]:
         """Append several events at once, in order, under one lock, with one write and one head update:
         ``(event, fields, mask)`` each, ``mask`` None for none. Returns the lines written. ``head_later``:
-        see :meth:`_write`."""
+        see :meth:`_write`. ``times``: each event's ``ts``, when it happened (default: now)."""
         for _, fields, _ in entries:
             _check_names(fields)
-        return self._write([(event, _constant(fields), mask) for event, fields, mask in entries], head_later)
+        return self._write([(event, _constant(fields), mask) for event, fields, mask in entries], head_later, times)
 
     def _write(
         self,
         entries: Sequence[tuple[str, Callable[[int, str], dict[str, Any]], Callable[[str], str] | None]],
         head_later: Callable[[Callable[[], None]], None] | None = None,
+        times: Sequence[str] | None = None,
     ) -> list[str]:
         """Append ``entries`` under the writers' lock. With ``head_later``, the lines are in the file when
         this returns, and the head file is replaced and the lock released by the function handed to
@@ -380,19 +385,22 @@ class AuditLog:
         can see the log meanwhile, since the lock is held until the head file names the last line."""
         if not entries:
             return []
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if not self._folder_made:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._folder_made = True
         lines: list[str] = []
         self._lock.acquire(self._lock_timeout)
         handed = False
         try:
             seq, prev = self._next()
             data = b""
-            for event, fields_for, mask in entries:
+            for i, (event, fields_for, mask) in enumerate(entries):
                 fields = fields_for(seq - 1, prev)
                 _check_names(fields)
                 if mask is not None:
                     fields = {k: v if k in STRUCTURAL else _mask_strings(v, mask) for k, v in fields.items()}
-                record = {**fields, "event": event, "seq": seq, "ts": _utc_now(), "prev": prev}
+                ts = times[i] if times is not None else _utc_now()
+                record = {**fields, "event": event, "seq": seq, "ts": ts, "prev": prev}
                 line = _canonical(record)
                 if mask is not None and mask(line) != line:
                     line = _canonical(_mask_serialized(record, mask))
@@ -485,7 +493,7 @@ class AuditQueue:
         self._heads: list[Future[None]] = []  # head files being replaced by ``later``
         self._cond = threading.Condition()
         self._writing = threading.Lock()
-        self._items: list[tuple[AuditLog, str, dict[str, Any]]] = []
+        self._items: list[tuple[AuditLog, str, dict[str, Any], str]] = []
         self._error: BaseException | None = None
         self._thread: threading.Thread | None = None
         self._pid = 0
@@ -500,7 +508,7 @@ class AuditQueue:
                 self._thread.start()
             if not self._items:  # the writer waits for a first line; the next ones it waits out (linger)
                 self._cond.notify_all()
-            self._items.append((log, event, fields))
+            self._items.append((log, event, fields, _utc_now()))  # stamped when it happened, not when written
 
     def flush(self) -> None:
         """Write every line put so far, in this thread if the writer has not taken it yet (waking
@@ -511,6 +519,12 @@ class AuditQueue:
             error, self._error = self._error, None
         if error is not None:
             raise error
+
+    def written(self) -> None:
+        """Wait until every line put so far is in the file (or failed), leaving any error for the next
+        :meth:`flush`: for a thread that must not release something before a line is written, while the
+        error is the main thread's to say."""
+        self._drain()
 
     def _check_heads(self, *, wait: bool) -> None:
         """Note the first error of the head files replaced so far (all of them, waiting, with ``wait``)."""
@@ -560,7 +574,7 @@ class AuditQueue:
                 return
             self._write(batch)
 
-    def _write(self, batch: list[tuple[AuditLog, str, dict[str, Any]]]) -> None:
+    def _write(self, batch: list[tuple[AuditLog, str, dict[str, Any], str]]) -> None:
         error: BaseException | None = None
         try:
             # Lines of one log file at a time (a run has one): one lock, one write, one head update.
@@ -570,8 +584,9 @@ class AuditQueue:
                 end = start
                 while end < len(batch) and batch[end][0].path == log.path:
                     end += 1
-                entries = [(event, fields, item_log._mask) for item_log, event, fields in batch[start:end]]
-                log.append_many(entries, self._head_later if self._later is not None else None)
+                entries = [(event, fields, item_log._mask) for item_log, event, fields, _ in batch[start:end]]
+                times = [ts for *_, ts in batch[start:end]]
+                log.append_many(entries, self._head_later if self._later is not None else None, times)
                 start = end
         except BaseException as e:  # handed to whoever flushes next
             error = e
@@ -599,6 +614,9 @@ class QueuedLog:
 
     def flush(self) -> None:
         self.queue.flush()
+
+    def written(self) -> None:
+        self.queue.written()
 
 
 @contextlib.contextmanager

@@ -69,19 +69,28 @@ class CaseRecord:
         if lease is not None:
             lease.release()
 
-    def give_back(self) -> Lease | None:
+    def give_back(self, *, wait: bool = True) -> Lease | None:
         """The case's release line, in the log while the lease is still held; the lease itself is then the
-        caller's to release (after the device's session is deleted). Released here if the line cannot be written."""
+        caller's to release (after the device's session is deleted). Released here if the line cannot be written.
+
+        ``wait=False``: the line is queued, and the caller calls :meth:`written` before releasing the
+        lease; an error writing it fails the next flush (the next case's outcome, or the run's end)."""
         lease, self.lease = self.lease, None
         if lease is None:
             return None
         try:
             self.event("release", device=lease.device.id, account=lease.account.id if lease.account else None)
-            self.flush()
+            if wait:
+                self.flush()
         except BaseException:
             lease.release()
             raise
         return lease
+
+    def written(self) -> None:
+        """Every audit line of this case so far is in the file, or failed (see :meth:`give_back`)."""
+        if self.audit is not None:
+            self.audit.written()
 
     def report(self, report: pytest.TestReport, call: pytest.CallInfo[None]) -> None:
         """The outcome of one phase: an audit line when it says something, a ledger row when it decides the case.

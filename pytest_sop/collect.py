@@ -6,7 +6,7 @@ import contextlib
 import os
 import subprocess
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -68,16 +68,44 @@ _tags_key = pytest.StashKey[dict[str, pytest.MarkDecorator]]()
 kept_session_key = pytest.StashKey["DeviceSession | None"]()
 
 
+class NextSession:
+    """A session made for the case expected next on a device as soon as the last case's session is
+    deleted, so its creation overlaps pytest's report of the last case and the next one's setup.
+    ``key`` is what the session was made with; the next case takes it only if its own key is equal."""
+
+    def __init__(self, key: tuple[Any, ...], create: Callable[[], DeviceSession]) -> None:
+        self.key = key
+        self._create = create
+        self.future: Future[DeviceSession] = Future()
+
+    def make(self) -> None:
+        try:
+            self.future.set_result(self._create())
+        except BaseException as e:  # the case that takes it reports it, as its own session's error
+            self.future.set_exception(e)
+
+    def matches(self, key: tuple[Any, ...]) -> bool:
+        return self.key == key
+
+
 class Closing:
     """A case's device given back in the background: its session deleted, then its lease released,
     unless the next case of this process takes the lease over first (:meth:`take`). The case's
-    release line is already in the audit log; the device is never free while its session lives."""
+    release line is already in the audit log; the device is never free while its session lives.
 
-    def __init__(self, session: DeviceSession, lease: Lease) -> None:
+    With ``next``, the next case's session is made once this one is deleted, and the lease stays held
+    for that case: it takes both (:meth:`take`), or :meth:`abandon` deletes the session and releases."""
+
+    def __init__(
+        self, session: DeviceSession, lease: Lease, written: Callable[[], None], next: NextSession | None = None
+    ) -> None:
         self.lease = lease
+        self.next = next
+        self._written = written  # waits until the case's release line is in the audit log
         self.quit_done = threading.Event()
         self._mutex = threading.Lock()
         self._settled = False  # taken over, or released
+        self._dropped: Future[None] | None = None
         self._done = background.submit(lambda: self._run(session))
 
     def _run(self, session: DeviceSession) -> None:
@@ -85,27 +113,64 @@ class Closing:
             session.quit()
         finally:
             self.quit_done.set()
-            with self._mutex:
-                settled, self._settled = self._settled, True
-            if not settled:
-                self.lease.release()  # an error is said by finish(), in the process's main thread
+            if self.next is not None:
+                self.next.make()
+            else:
+                with self._mutex:
+                    settled, self._settled = self._settled, True
+                if not settled:
+                    self._release()
+
+    def _release(self) -> None:
+        """The release line in the log first: the log alone shows no two holders overlapped. An error
+        is said by finish() (releasing) or by the next flush (the line), in the process's main thread."""
+        try:
+            self._written()
+        finally:
+            self.lease.release()
 
     def holds(self, pairs: list[tuple[Any, Any]]) -> bool:
-        held = (self.lease.device.id, self.lease.account.id if self.lease.account else None)
-        return any((d.id, a.id if a else None) == held for d, a in pairs)
+        return lease_in(self.lease, pairs)
+
+    def finished(self) -> bool:
+        """Nothing of it runs any more: :meth:`finish` returns at once."""
+        return self._done.done() and (self._dropped is None or self._dropped.done())
 
     def take(self, case: str, requirement: str) -> Lease | None:
         """The lease, held on for ``case``, if it was not released yet. Its session may still be
-        closing: wait for :attr:`quit_done` before the device's next session."""
+        closing: wait for :attr:`quit_done` (or :attr:`next`) before the device's next session."""
         with self._mutex:
             if self._settled:
                 return None
             self._settled = True
         return self.lease.hand_over(case, requirement)
 
+    def abandon(self) -> None:
+        """The case a session was made for does not take this device: that session is deleted and the
+        lease released, in the background."""
+        if self.next is None:
+            return
+        with self._mutex:
+            if self._settled:
+                return
+            self._settled = True
+        self._dropped = background.submit(self._drop)
+
+    def _drop(self) -> None:
+        assert self.next is not None
+        try:
+            with contextlib.suppress(BaseException):  # not made: nothing to delete
+                self._done.result()
+                self.next.future.result().quit()
+        finally:
+            self._release()
+
     def finish(self) -> None:
         """Wait until the session is deleted and the lease released (or taken over)."""
+        self.abandon()
         self._done.result()
+        if self._dropped is not None:
+            self._dropped.result()
 
 
 # Devices this process is giving back (Closing), the newest last.
@@ -123,6 +188,17 @@ def finish_closing(config: pytest.Config) -> None:
             errors.append(e)
     if errors:
         raise errors[0]
+
+
+def lease_in(lease: Lease, pairs: list[tuple[Any, Any]]) -> bool:
+    held = (lease.device.id, lease.account.id if lease.account else None)
+    return any((d.id, a.id if a else None) == held for d, a in pairs)
+
+
+def abandon_next_sessions(config: pytest.Config) -> None:
+    """Sessions made for a next case that did not take them are deleted, their devices released."""
+    for closing in config.stash.get(closing_key, []):
+        closing.abandon()
 
 
 def _quit_when_created(creating: Future[DeviceSession]) -> None:
@@ -167,11 +243,17 @@ class SopItem(pytest.Item):
 
     device_session: DeviceSession | None = None
     context: Context | None = None
+    next_item: pytest.Item | None = None  # the case after this one in this process (set at teardown)
+    session_key: tuple[Any, ...] | None = None  # what this case's session was made with
 
     def setup(self) -> None:
         """Choose a device and account, then open the Appium session: trouble here is an error."""
-        with self.interruptible("setup"):
-            self._setup()
+        try:
+            with self.interruptible("setup"):
+                self._setup()
+        except BaseException:
+            abandon_next_sessions(self.config)  # a session made for this case that it did not take
+            raise
 
     @contextlib.contextmanager
     def interruptible(self, phase: str) -> Iterator[None]:
@@ -194,7 +276,7 @@ class SopItem(pytest.Item):
         from .recorders import AllureRecorder, AuditRecorder, Recorder, Recorders
         from .resume import browser_profile, find_pause, go_back, restore, resume_fields
         from .runner import Context
-        from .session import DeviceSession, capabilities, device_position, resuming
+        from .session import DeviceSession, capabilities, device_position, resuming, session_key
 
         suite = get_suite(self.config)
         settings = self.config.stash[settings_key]
@@ -225,10 +307,14 @@ class SopItem(pytest.Item):
         profile = browser_profile(self, device.id)
         kept = self.config.stash.get(kept_session_key, None)
         self.config.stash[kept_session_key] = None
+        self.session_key = session_key(device, app, endpoint, caps, profile)
         creating: Future[DeviceSession] | None = None
+        made = closing.next if closing is not None else None
         if kept is not None and not self.resuming and kept.device.id == device.id and kept.app == app and kept.alive():
             kept.reset_app()
             self.device_session = kept
+        elif made is not None and not self.resuming and made.matches(self.session_key):
+            creating = made.future  # made for this case while the last one was reported
         else:
             if kept is not None:
                 kept.quit()
@@ -238,6 +324,9 @@ class SopItem(pytest.Item):
             timeout = settings.lease_timeout
 
             def create() -> DeviceSession:
+                if made is not None:  # made for a case unlike this one: deleted before this one's
+                    with contextlib.suppress(BaseException):
+                        made.future.result().quit()
                 if is_grid_device(device):  # its slot may be busy outside our leases: waited for, not queued
                     wait_for_slot(device, timeout)
                 return DeviceSession.create(device, app, endpoint, caps, secrets.mask, profile)
@@ -332,6 +421,7 @@ class SopItem(pytest.Item):
         if last is not None and last.holds(pairs):
             # The device this worker just used, still held: held on, never free in between.
             lease = last.take(self.nodeid, requirement)
+        abandon_next_sessions(config)  # made for this case, but it takes another device
         if lease is None:
             for earlier in [c for c in closing if c.holds(pairs)]:
                 earlier.finish()  # released in a moment: wait for it rather than take a second choice
@@ -340,7 +430,7 @@ class SopItem(pytest.Item):
                 hold=self.pause.hold_id if self.pause else None, keep_hold=self.resuming,
             )  # fmt: skip
             last = None
-        for done in [c for c in closing if c.quit_done.is_set() and c is not last]:
+        for done in [c for c in closing if c.finished() and c is not last]:
             closing.remove(done)
             done.finish()
         config.stash[last_device_key] = lease.device.id
@@ -394,6 +484,10 @@ class SopItem(pytest.Item):
             with self.interruptible("call"):
                 run_case(self.context)
             self.finished = True
+            if self.config.stash[settings_key].session != "worker":
+                # Passed: nothing reads the app any more. Its session ends while pytest and Allure
+                # report the case, off the device's way to its next case (a failure keeps it for hooks).
+                self.context.session.end_soon()
         except Paused as e:
             from .resume import capture
 
@@ -446,14 +540,40 @@ class SopItem(pytest.Item):
                     record.release()
             return
         try:
-            lease = record.give_back()
+            lease = record.give_back(wait=False)
         except BaseException:
             session.quit()
             raise
         if lease is None:
             session.quit()
         else:
-            self.config.stash.setdefault(closing_key, []).append(Closing(session, lease))
+            closing = Closing(session, lease, record.written, self.next_session(lease))
+            self.config.stash.setdefault(closing_key, []).append(closing)
+
+    def next_session(self, lease: Lease) -> NextSession | None:
+        """The session of this process's next case, to be made as soon as this one's is deleted, when
+        that case would take this device and account on (hand-over) with a session made alike."""
+        from .resume import browser_profile
+        from .session import DeviceSession, capabilities, device_position, session_key
+
+        case = self.next_item
+        settings = self.config.stash[settings_key]
+        if not isinstance(case, SopItem) or settings.resume or self.secrets is None or is_grid_device(lease.device):
+            return None  # a resume's session is made differently; a grid slot is waited for
+        suite = get_suite(self.config)
+        sop = case.case.sop
+        pairs = pairs_for(suite.config, sop.device, sop.account, account_id=case.case.account_id)
+        if sop.app != self.case.sop.app or not lease_in(lease, pairs):
+            return None
+        device, mask = lease.device, self.secrets.mask
+        app = suite.config.apps.get(sop.app) if sop.app else None
+        caps = capabilities(device, app, self.secrets.resolve, device_position(suite.config, device))
+        endpoint = self.config.stash[appium_key].endpoint(device, suite.config)
+        profile = browser_profile(case, device.id)
+        return NextSession(
+            session_key(device, app, endpoint, caps, profile),
+            lambda: DeviceSession.create(device, app, endpoint, caps, mask, profile),
+        )
 
     def keep_hold(self, session: DeviceSession | None) -> bool:
         """A case that paused now keeps its lease as a new hold; a resume that did not reach an outcome

@@ -129,6 +129,12 @@ leased_key = pytest.StashKey[str]()
 LEASE_PROPERTY = "sop_lease"
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    if isinstance(item, SopItem):
+        item.next_item = nextitem  # its session can be made while this case is reported
+
+
 def record_lease(item: SopItem, report: pytest.TestReport, when: str) -> None:
     """What the case leased, in its setup report (xdist's controller schedules by it), and when it held
     the device, from lease to release, as Allure labels (the device timeline draws that span)."""

@@ -9,6 +9,7 @@ import os
 import pkgutil
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import urljoin, urlsplit
@@ -29,6 +30,7 @@ from urllib3.exceptions import HTTPError
 
 from . import appium_server, masking
 from .appium_server import free_port
+from .background import background
 from .errors import DeviceError, UnsupportedHere
 from .keys import ANDROID_KEYS
 from .locating import (
@@ -198,6 +200,15 @@ def capabilities(device: Device, app: App | None, resolve: Callable[[Any], Any],
     return caps
 
 
+def session_key(
+    device: Device, app: App | None, endpoint: str, caps: dict[str, Any], profile: str | None
+) -> tuple[Any, ...]:
+    """What a session is made with: two cases with equal keys can have the same session made for them
+    (a chromedriver's port is any free one)."""
+    shown = {name: value for name, value in caps.items() if name != "appium:chromedriverPort"}
+    return (device.id, app.id if app else None, endpoint, shown, profile)
+
+
 @dataclass
 class DeviceSession:
     """One Appium session on one device, with the commands SOP actions need."""
@@ -212,6 +223,8 @@ class DeviceSession:
     # A web device's profile is its own and outlives sessions: what the last case left there is
     # cleared at this session's first launch_app, as a new profile was before (see with_profile).
     clear_at_launch: bool = False
+    # The deletion started by end_soon, which quit() then waits for.
+    _ending: Future[None] | None = None
 
     @classmethod
     def create(
@@ -271,8 +284,20 @@ class DeviceSession:
         except (WebDriverException, OSError, HTTPError):
             return None
 
+    def end_soon(self) -> None:
+        """Start deleting the session on a device thread: the case needs it no more, and the
+        device's next session waits for this one to end (quit() waits for it too)."""
+        if self._ending is None:
+            self._ending = background.submit(self.delete)
+
     def quit(self) -> None:
-        # The server may be gone; then nothing else holds the session either.
+        if self._ending is not None:
+            self._ending.result()
+        else:
+            self.delete()
+
+    def delete(self) -> None:
+        """Delete the session now. The server may be gone; then nothing else holds the session either."""
         with contextlib.suppress(WebDriverException, OSError, HTTPError):
             self.driver.quit()
 

@@ -45,15 +45,15 @@ from pytest_sop import session
 from pytest_sop.actions import ActionSpec
 from pytest_sop.leasing import lock_path
 
-_quit = session.DeviceSession.quit
+_delete = session.DeviceSession.delete
 
 
-def slow_quit(self):
+def slow_delete(self):
     time.sleep(0.8)
-    _quit(self)
+    _delete(self)
 
 
-session.DeviceSession.quit = slow_quit
+session.DeviceSession.delete = slow_delete
 
 
 def note_holder(ctx):
@@ -149,3 +149,37 @@ def test_one_session_at_a_time_and_the_held_lease_names_its_case(
     assert len(holds) == CASES and all(h.end is not None for h in holds)
     clashes, worst = overlaps(holds, "device")
     assert not clashes and worst <= 0.0, clashes
+
+
+def test_a_session_made_for_the_next_case_is_deleted_when_that_case_does_not_take_the_device(
+    pytester: pytest.Pytester, own_appium: ManagedAppium
+) -> None:
+    """The next case's session is made while the last case is reported. Case b stops before it holds
+    anything (an unset ${env.NAME}), so the session made for it is deleted, the device released, and c
+    gets the device: no session left open, never two at once, the audit log still proves no overlap."""
+    sops = {
+        "a.sop.yaml": "id: a\nsteps:\n  - type: {into: {id: username}, text: x}\n",
+        "b.sop.yaml": "id: b\nsteps:\n  - type: {into: {id: username}, text: '${env.SOP_TEST_NEVER_SET}'}\n",
+        "c.sop.yaml": "id: c\nsteps:\n  - type: {into: {id: username}, text: y}\n",
+        "conftest.py": CONFTEST,
+    }
+    write_suite(pytester.path, CONFIG, sops)
+    locks, audit = pytester.path / "locks", pytester.path / "audit.jsonl"
+    proc = subprocess.run(
+        pytest_cmd("-p", "no:xdist", "--sop-appium", own_appium.url, f"-o=sop_lock_dir={locks}", f"--sop-audit={audit}"),
+        cwd=pytester.path, env=clean_env(HOLDER_LOCK_DIR=str(locks), HOLDER_NOTES=str(pytester.path / "n.jsonl")),
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    out = proc.stdout + proc.stderr
+    assert summary_counts(out) == {"passed": 2, "error": 1}, out
+    assert "SOP_TEST_NEVER_SET" in out, out
+    assert open_sessions(own_appium.url) == []
+    log = own_appium.log_path.read_text()
+    made, deleted = log.count("--> POST /session "), len(re.findall(r"<-- DELETE /session/\S+ 200", log))
+    assert made == 3 and deleted == 3, (made, deleted)  # a's, the one made for b, c's
+    assert sessions_open_at_once(log) == 1
+    events = read_events(audit)
+    assert verify(audit).ok
+    holds = holds_from("run", events)
+    assert [h.case.split("::")[1] for h in holds] == ["a", "c"] and all(h.end is not None for h in holds)
+    assert not overlaps(holds, "device")[0]
