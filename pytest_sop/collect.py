@@ -650,9 +650,7 @@ def git_head(config: pytest.Config, folder: str) -> tuple[str, str] | None:
 
 def sop_version(config: pytest.Config, path: str) -> dict[str, Any]:
     """The SOP file's sha256 and, in a git repository, its commit and whether the file differs from it."""
-    from .approvals import file_sha256  # the hash approvals are taken on
-
-    version: dict[str, Any] = {"sop_sha256": file_sha256(path)}
+    version: dict[str, Any] = {"sop_sha256": _sha256_of(config, path)}
     head = git_head(config, os.path.dirname(os.path.abspath(path)))
     if head is not None:
         changed = _changed_files(config, head[0])
@@ -660,6 +658,23 @@ def sop_version(config: pytest.Config, path: str) -> dict[str, Any]:
         # Untracked is not in the commit either; no answer from git: not known to be clean.
         version["sop_dirty"] = changed is None or os.path.realpath(path) in changed
     return version
+
+
+_hashes_key = pytest.StashKey[dict[str, tuple[tuple[int, ...], str]]]()
+
+
+def _sha256_of(config: pytest.Config, path: str) -> str:
+    """The file's sha256 (the hash approvals are taken on), hashed again only when the file changed:
+    an edit changes its ctime, which no one can set back."""
+    from .approvals import file_sha256
+
+    st = os.stat(path)
+    stamp = (st.st_ino, st.st_dev, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    cache = config.stash.setdefault(_hashes_key, {})
+    known = cache.get(path)
+    if known is None or known[0] != stamp:
+        known = cache[path] = (stamp, file_sha256(path))
+    return known[1]
 
 
 _changed_key = pytest.StashKey[dict[str, frozenset[str] | None]]()
