@@ -91,7 +91,8 @@ class NextSession:
 class Closing:
     """A case's device given back in the background: its session deleted, then its lease released,
     unless the next case of this process takes the lease over first (:meth:`take`). The case's
-    release line is already in the audit log; the device is never free while its session lives.
+    release line is written before the lease is released; the device is never free while its
+    session lives.
 
     With ``next``, the next case's session is made once this one is deleted, and the lease stays held
     for that case: it takes both (:meth:`take`), or :meth:`abandon` deletes the session and releases."""
