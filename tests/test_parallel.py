@@ -339,7 +339,7 @@ def crash_run(appium_server: ManagedAppium, tmp_path_factory: pytest.TempPathFac
                 "-n", "2", "-rA", "--sop-appium", appium_server.url, f"-o=sop_lock_dir={path / 'locks'}",
                 f"--sop-audit={audit}", "--sop-lease-timeout=30",
             ),
-            cwd=path, env=clean_env(), capture_output=True, text=True, timeout=120,
+            cwd=path, env=clean_env(), capture_output=True, text=True, timeout=600,
         )  # fmt: skip
     finally:
         leftover = close_leftover_sessions(appium_server.url, audit)

@@ -207,7 +207,7 @@ def test_server_stopped_mid_run_breaks_cases_clearly_and_books_nothing_after(app
             tmp_path,
             "devices:\n" + fake_device("dev-a") + fake_device("dev-b") + LEASES,
             {"slow.sop.yaml": "id: slow\ninputs: [{id: s1}, {id: s2}, {id: s3}, {id: s4}, {id: s5}, {id: s6}]\n"
-             "steps:\n  - wait: 3\n  - assert_visible: {id: username}\n"},
+             "steps:\n  - wait: 10\n  - assert_visible: {id: username}\n"},
         )  # fmt: skip
         audit = tmp_path / "audit.jsonl"
         proc = subprocess.Popen(
