@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from sopsuite import SOP_YAML
 from test_bad_input import lint
-from test_engine_fake import allure_results, run_sop, steps_of
+from test_engine_fake import allure_results, own_locks, run_sop, steps_of
 
 from pytest_sop.actions import build_registry
 from pytest_sop.errors import SopInvalid
@@ -504,5 +504,5 @@ def test_sop_run_refuses_bad_numbers_in_python_step_lists(pytester: pytest.Pytes
                 sop_run([{"wait": 1e100}])
         """
     )
-    result = pytester.runpytest("--sop-appium", appium_url, "-p", "no:cacheprovider")
+    result = pytester.runpytest("--sop-appium", appium_url, "-p", "no:cacheprovider", *own_locks(pytester.path))
     result.assert_outcomes(passed=1)

@@ -38,11 +38,20 @@ def steps_of(result: dict) -> list[str]:  # type: ignore[type-arg]
     return names
 
 
+def own_locks(folder: Path) -> list[str]:
+    """A run's own lock folder (``-o sop_lock_dir=FOLDER/locks``): tests on the other xdist worker lease
+    fake-phone, pixel-7 ... too, and must not queue behind it in the host's default folder. On the
+    command line: pytester drops PYTEST_ADDOPTS. Not for a test whose ini names its own folder."""
+    return ["-o", f"sop_lock_dir={folder / 'locks'}"]
+
+
 def run_sop(pytester: pytest.Pytester, url: str, sops: dict[str, str], *args: str) -> pytest.RunResult:
     pytester.makefile(".yaml", sop=FAKE_CONFIG)
     for name, text in sops.items():
         (pytester.path / name).write_text(text)
-    return pytester.runpytest("--sop", "--sop-appium", url, "--alluredir", str(pytester.path / "allure"), *args)
+    return pytester.runpytest(
+        "--sop", "--sop-appium", url, "--alluredir", str(pytester.path / "allure"), *own_locks(pytester.path), *args
+    )
 
 
 def test_fake_driver_actions_pass_and_are_recorded(pytester: pytest.Pytester, appium_url: str) -> None:
@@ -107,7 +116,7 @@ def test_failure_evidence_includes_the_sessions_appium_log(
     sop = "id: missing\nsteps:\n  - tap: {id: no-such-button}\n    timeout: 0.2\n"
     pytester.makefile(".yaml", sop=FAKE_CONFIG)
     (pytester.path / "m.sop.yaml").write_text(sop)
-    result = pytester.runpytest("--sop", "--alluredir", str(pytester.path / "allure"))
+    result = pytester.runpytest("--sop", "--alluredir", str(pytester.path / "allure"), *own_locks(pytester.path))
     result.assert_outcomes(failed=1)
     (res,) = allure_results(pytester.path / "allure")
     (log,) = [a for a in res["attachments"] if a["name"] == "appium log"]
@@ -162,7 +171,7 @@ def test_missing_secret_is_an_error_naming_the_variable(
     (pytester.path / "s.sop.yaml").write_text(
         "id: s\nrequires:\n  account: {}\nsteps:\n  - type: {into: {id: username}, text: '${account.pin}'}\n"
     )
-    result = pytester.runpytest("--sop", "--sop-appium", appium_url)
+    result = pytester.runpytest("--sop", "--sop-appium", appium_url, *own_locks(pytester.path))
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*environment variable FAKE_PIN is not set*"])
 
@@ -174,7 +183,9 @@ def test_session_not_created_is_an_error_naming_device_and_endpoint(pytester: py
         "      appium:automationName: UiAutomator2\n      appium:udid: emulator-5554\n",
     )
     (pytester.path / "s.sop.yaml").write_text("id: s\nsteps: [back]\n")
-    result = pytester.runpytest("--sop", "--sop-appium", appium_url, "--alluredir", str(pytester.path / "allure"))
+    result = pytester.runpytest(
+        "--sop", "--sop-appium", appium_url, "--alluredir", str(pytester.path / "allure"), *own_locks(pytester.path)
+    )
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines([f"*pixel-real: session not created on {appium_url}: *ANDROID_HOME*"])
     (res,) = allure_results(pytester.path / "allure")
