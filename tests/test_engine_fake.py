@@ -192,20 +192,34 @@ def test_session_not_created_is_an_error_naming_device_and_endpoint(pytester: py
     assert res["status"] == "broken"
 
 
+def stop_at_step(server: ManagedAppium, audit: Path, step: str, done: threading.Event) -> None:
+    """Kill ``server`` once the audit log says ``step`` started (or give up when ``done`` is set first)."""
+    while not done.wait(0.02):
+        lines = audit.read_text().split("\n")[:-1] if audit.exists() else []  # a last partial line is left out
+        if any(e["event"] == "step_start" and e["step"] == step for e in map(json.loads, lines)):
+            server.stop(grace=0)
+            return
+
+
 def test_appium_killed_mid_case_breaks_that_case(pytester: pytest.Pytester, tmp_path: Path) -> None:
     home = find_appium_home(Path(__file__).parent)
     assert home is not None
     server = ManagedAppium(home, tmp_path / "appium.log")
     url = server.start()
     pid = server.process.pid if server.process else 0
-    killer = threading.Timer(1.5, server.stop, kwargs={"grace": 0})
+    # Killed once the case is in its wait, with its session open: not after a fixed time, which a
+    # loaded host could spend before the session exists.
+    audit, done = pytester.path / "audit.jsonl", threading.Event()
+    killer = threading.Thread(target=stop_at_step, args=(server, audit, "wait 5", done))
     killer.start()
     try:
-        sop = "id: long\nsteps:\n  - wait: 3\n  - tap: {id: login_button}\n"
-        result = run_sop(pytester, url, {"l.sop.yaml": sop})
+        sop = "id: long\nsteps:\n  - wait: 5\n  - tap: {id: login_button}\n"
+        result = run_sop(pytester, url, {"l.sop.yaml": sop}, f"--sop-audit={audit}")
     finally:
-        killer.cancel()
+        done.set()
+        killer.join()
         server.stop()
+    assert any(e["event"] == "step_start" and e["step"] == "wait 5" for e in map(json.loads, audit.open()))
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines([f"*Appium at {url} stopped answering*"])
     (res,) = allure_results(pytester.path / "allure")
