@@ -345,7 +345,7 @@ def test_pinned_account_on_a_busy_device_does_not_block_another_pair(workers: Wo
     pool = LeasePool(workers.lock_dir, "run-2", "bob")
     with pool.acquire(pairs, case="y.sop.yaml::other", timeout=5, requirement="role=publisher") as lease:
         assert (lease.device.id, lease.account and lease.account.id) == ("d2", "a2")
-        assert lease.waited < 1.0  # found on the first round, not after waiting for d1
+        assert lease.waited < 2  # found on the first round, not after waiting (up to 5 s) for d1
         # Trying (d1, a1) took a1 before finding d1 busy: that hold was dropped at once.
         assert row_of(lease_table(workers.lock_dir, [D1, D2], [a1, a2]), "account", "a1").state == "free"
         with FileLock(lock_path(workers.lock_dir, "account", "a1"), thread_local=False).acquire(blocking=False):
