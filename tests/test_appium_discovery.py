@@ -19,6 +19,9 @@ from pytest_sop.appium_server import AppiumInstall, AppiumNotFound, ManagedAppiu
 
 HELLO = "id: hello\nsteps:\n  - launch_app\n  - assert_visible: {id: login_button}\n"
 FAKE_VERSION = pinned("@appium/fake-driver")
+# pytest-timeout counts fixture setup: the first test on a worker to need the shared installs builds them
+# (or waits for the worker that does), with npm, which on a loaded host takes well over the 600 s default.
+INSTALLS = pytest.mark.timeout(1800)
 
 
 @pytest.fixture(scope="session")
@@ -60,6 +63,7 @@ def system_path() -> str:
 
 
 @pytest.mark.appium
+@INSTALLS
 def test_appium_on_path_runs_with_drivers_from_its_appium_home(
     global_appium: tuple[Path, Path], tmp_path: Path
 ) -> None:
@@ -76,6 +80,7 @@ def test_appium_on_path_runs_with_drivers_from_its_appium_home(
 
 
 @pytest.mark.appium
+@INSTALLS
 def test_appium_on_path_runs_with_drivers_from_the_default_home(
     tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
 ) -> None:
@@ -89,6 +94,7 @@ def test_appium_on_path_runs_with_drivers_from_the_default_home(
 
 
 @pytest.mark.appium
+@INSTALLS
 def test_a_missing_driver_is_named_with_the_command_that_installs_it(
     global_appium: tuple[Path, Path], tmp_path: Path
 ) -> None:
@@ -130,6 +136,7 @@ def test_nothing_found_with_xdist_is_a_usage_error_not_an_internal_error(tmp_pat
 
 
 @pytest.mark.appium
+@INSTALLS
 def test_node_missing_names_what_was_found(
     global_appium: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
@@ -145,6 +152,7 @@ def test_node_missing_names_what_was_found(
 
 
 @pytest.mark.appium
+@INSTALLS
 def test_a_broken_appium_on_path_says_so_and_how_to_reinstall(
     global_appium: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
@@ -165,6 +173,7 @@ def test_a_broken_appium_on_path_says_so_and_how_to_reinstall(
     assert "3. appium on PATH:" in message and message.endswith("fix: npm install -g appium@3")
 
 
+@INSTALLS
 def test_the_projects_node_modules_comes_before_appium_on_path(
     global_appium: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -184,6 +193,7 @@ def test_the_projects_node_modules_comes_before_appium_on_path(
     assert found.driver_for("Chromium") == "chromium" and found.missing_driver("Chromium", "web") is None
 
 
+@INSTALLS
 def test_sop_appium_home_comes_first_and_a_missing_driver_has_its_npm_command(
     global_appium: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:

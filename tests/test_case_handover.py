@@ -114,7 +114,7 @@ def test_one_session_at_a_time_and_the_held_lease_names_its_case(
     proc = subprocess.run(
         pytest_cmd(
             "-n", "2", "--sop-appium", own_appium.url, f"-o=sop_lock_dir={locks}", f"--sop-audit={audit}",
-            "--sop-lease-timeout=60",
+            "--sop-lease-timeout=300",
         ),
         cwd=pytester.path, env=clean_env(HOLDER_LOCK_DIR=str(locks), HOLDER_NOTES=str(notes)),
         capture_output=True, text=True, timeout=300,

@@ -38,11 +38,20 @@ def steps_of(result: dict) -> list[str]:  # type: ignore[type-arg]
     return names
 
 
+def own_locks(folder: Path) -> list[str]:
+    """A run's own lock folder (``-o sop_lock_dir=FOLDER/locks``): tests on the other xdist worker lease
+    fake-phone, pixel-7 ... too, and must not queue behind it in the host's default folder. On the
+    command line: pytester drops PYTEST_ADDOPTS. Not for a test whose ini names its own folder."""
+    return ["-o", f"sop_lock_dir={folder / 'locks'}"]
+
+
 def run_sop(pytester: pytest.Pytester, url: str, sops: dict[str, str], *args: str) -> pytest.RunResult:
     pytester.makefile(".yaml", sop=FAKE_CONFIG)
     for name, text in sops.items():
         (pytester.path / name).write_text(text)
-    return pytester.runpytest("--sop", "--sop-appium", url, "--alluredir", str(pytester.path / "allure"), *args)
+    return pytester.runpytest(
+        "--sop", "--sop-appium", url, "--alluredir", str(pytester.path / "allure"), *own_locks(pytester.path), *args
+    )
 
 
 def test_fake_driver_actions_pass_and_are_recorded(pytester: pytest.Pytester, appium_url: str) -> None:
@@ -107,7 +116,7 @@ def test_failure_evidence_includes_the_sessions_appium_log(
     sop = "id: missing\nsteps:\n  - tap: {id: no-such-button}\n    timeout: 0.2\n"
     pytester.makefile(".yaml", sop=FAKE_CONFIG)
     (pytester.path / "m.sop.yaml").write_text(sop)
-    result = pytester.runpytest("--sop", "--alluredir", str(pytester.path / "allure"))
+    result = pytester.runpytest("--sop", "--alluredir", str(pytester.path / "allure"), *own_locks(pytester.path))
     result.assert_outcomes(failed=1)
     (res,) = allure_results(pytester.path / "allure")
     (log,) = [a for a in res["attachments"] if a["name"] == "appium log"]
@@ -162,7 +171,7 @@ def test_missing_secret_is_an_error_naming_the_variable(
     (pytester.path / "s.sop.yaml").write_text(
         "id: s\nrequires:\n  account: {}\nsteps:\n  - type: {into: {id: username}, text: '${account.pin}'}\n"
     )
-    result = pytester.runpytest("--sop", "--sop-appium", appium_url)
+    result = pytester.runpytest("--sop", "--sop-appium", appium_url, *own_locks(pytester.path))
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*environment variable FAKE_PIN is not set*"])
 
@@ -174,11 +183,22 @@ def test_session_not_created_is_an_error_naming_device_and_endpoint(pytester: py
         "      appium:automationName: UiAutomator2\n      appium:udid: emulator-5554\n",
     )
     (pytester.path / "s.sop.yaml").write_text("id: s\nsteps: [back]\n")
-    result = pytester.runpytest("--sop", "--sop-appium", appium_url, "--alluredir", str(pytester.path / "allure"))
+    result = pytester.runpytest(
+        "--sop", "--sop-appium", appium_url, "--alluredir", str(pytester.path / "allure"), *own_locks(pytester.path)
+    )
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines([f"*pixel-real: session not created on {appium_url}: *ANDROID_HOME*"])
     (res,) = allure_results(pytester.path / "allure")
     assert res["status"] == "broken"
+
+
+def stop_at_step(server: ManagedAppium, audit: Path, step: str, done: threading.Event) -> None:
+    """Kill ``server`` once the audit log says ``step`` started (or give up when ``done`` is set first)."""
+    while not done.wait(0.02):
+        lines = audit.read_text().split("\n")[:-1] if audit.exists() else []  # a last partial line is left out
+        if any(e["event"] == "step_start" and e["step"] == step for e in map(json.loads, lines)):
+            server.stop(grace=0)
+            return
 
 
 def test_appium_killed_mid_case_breaks_that_case(pytester: pytest.Pytester, tmp_path: Path) -> None:
@@ -187,14 +207,19 @@ def test_appium_killed_mid_case_breaks_that_case(pytester: pytest.Pytester, tmp_
     server = ManagedAppium(home, tmp_path / "appium.log")
     url = server.start()
     pid = server.process.pid if server.process else 0
-    killer = threading.Timer(1.5, server.stop, kwargs={"grace": 0})
+    # Killed once the case is in its wait, with its session open: not after a fixed time, which a
+    # loaded host could spend before the session exists.
+    audit, done = pytester.path / "audit.jsonl", threading.Event()
+    killer = threading.Thread(target=stop_at_step, args=(server, audit, "wait 5", done))
     killer.start()
     try:
-        sop = "id: long\nsteps:\n  - wait: 3\n  - tap: {id: login_button}\n"
-        result = run_sop(pytester, url, {"l.sop.yaml": sop})
+        sop = "id: long\nsteps:\n  - wait: 5\n  - tap: {id: login_button}\n"
+        result = run_sop(pytester, url, {"l.sop.yaml": sop}, f"--sop-audit={audit}")
     finally:
-        killer.cancel()
+        done.set()
+        killer.join()
         server.stop()
+    assert any(e["event"] == "step_start" and e["step"] == "wait 5" for e in map(json.loads, audit.open()))
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines([f"*Appium at {url} stopped answering*"])
     (res,) = allure_results(pytester.path / "allure")

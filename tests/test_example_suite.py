@@ -13,8 +13,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from test_engine_fake import own_locks
 
-from conftest import ExampleRun
+from conftest import EXAMPLE_PUBLISH_DELAY, ExampleRun
 from pytest_sop.demo import DemoServer, serve
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -60,13 +61,17 @@ def test_wrong_text_and_secret_on_chromium(pytester: pytest.Pytester, appium_url
     pytester.makefile(".yaml", sop=CHROMIUM_CONFIG.format(url=demo.url))
     (pytester.path / "s.sop.yaml").write_text(
         "id: s\napp: snapgram\nrequires:\n  account: {}\nsteps:\n" + SIGN_IN
+        # signed in first: the short timeout is for the wrong text, not for a slow page load
+        + "  - wait_for: {id: whoami}\n"
         + "  - assert_text: {in: {id: whoami}, equals: somebody-else}\n    timeout: 0.5\n"
     )  # fmt: skip
-    result = pytester.runpytest("--sop", "--sop-appium", appium_url, "--alluredir", str(pytester.path / "allure"))
+    result = pytester.runpytest(
+        "--sop", "--sop-appium", appium_url, "--alluredir", str(pytester.path / "allure"), *own_locks(pytester.path)
+    )
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(
         [
-            "s.sop.yaml:10: assert_text failed in SOP 's'",
+            "s.sop.yaml:11: assert_text failed in SOP 's'",
             "text of {id: whoami}: expected it to equal 'somebody-else', found 'pub1'",
         ]
     )
@@ -77,6 +82,12 @@ def test_wrong_text_and_secret_on_chromium(pytester: pytest.Pytester, appium_url
     assert "s3cret-canary-77" not in result.stdout.str()
 
 
+# pytest-timeout counts fixture setup: the first test on a worker runs the example suite (conftest example_run)
+# or waits for the worker that does, which on a loaded host can take longer than the 600 s default.
+EXAMPLE_RUN = pytest.mark.timeout(1800)
+
+
+@EXAMPLE_RUN
 def test_example_suite_passes(example_run: ExampleRun) -> None:
     """README command 1's run: the whole example suite, on a real Appium server it manages itself, -n auto."""
     assert example_run.returncode == 0, example_run.output[-5000:]
@@ -89,6 +100,7 @@ def test_example_suite_passes(example_run: ExampleRun) -> None:
     assert statuses == ["passed"] * 11
 
 
+@EXAMPLE_RUN
 def test_example_suite_checkpoint_used_the_leads_approval(example_run: ExampleRun) -> None:
     """review-post passed its approve step on demo-lead's decision, and the audit log says so."""
     events = [json.loads(line) for line in (example_run.results / "sop-audit.jsonl").read_text().splitlines()]
@@ -99,9 +111,12 @@ def test_example_suite_checkpoint_used_the_leads_approval(example_run: ExampleRu
     assert {e["operator"] for e in events if e["event"] == "lease"} == {"demo-operator"}
 
 
-def _example(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args], cwd=ROOT / "example_suite",
-                          env=env, capture_output=True, text=True, timeout=600)  # fmt: skip
+def _example(tmp_path: Path, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """pytest in the example suite, with a lock folder of its own (other tests lease its phones too)."""
+    locks = ["-o", f"sop_lock_dir={tmp_path / 'locks'}"]
+    return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *locks, *args],
+                          cwd=ROOT / "example_suite", env={**EXAMPLE_PUBLISH_DELAY, **env}, capture_output=True,
+                          text=True, timeout=600)  # fmt: skip
 
 
 def _env(**extra: str) -> dict[str, str]:
@@ -109,12 +124,12 @@ def _env(**extra: str) -> dict[str, str]:
     return {**{k: v for k, v in os.environ.items() if not k.startswith(drop)}, **extra}
 
 
-def test_example_suite_on_a_busy_snapgram_port_is_a_usage_error() -> None:
+def test_example_suite_on_a_busy_snapgram_port_is_a_usage_error(tmp_path: Path) -> None:
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        run = _example("--collect-only", "-q", env=_env(SNAPGRAM_PORT=str(port)))
+        run = _example(tmp_path, "--collect-only", "-q", env=_env(SNAPGRAM_PORT=str(port)))
     assert run.returncode == 4, run.stdout + run.stderr
     assert "INTERNALERROR" not in run.stdout + run.stderr
     assert f"ERROR: the demo app's port SNAPGRAM_PORT={port} is in use: set another, or unset it for a free one" in (
@@ -122,13 +137,13 @@ def test_example_suite_on_a_busy_snapgram_port_is_a_usage_error() -> None:
     )
 
 
-def test_example_suite_serves_its_app_on_a_free_port(appium_url: str) -> None:
+def test_example_suite_serves_its_app_on_a_free_port(appium_url: str, tmp_path: Path) -> None:
     """8765, the port it once had fixed, taken by someone else: the suite's app goes elsewhere and a SOP passes."""
     with socket.socket() as other:
         with contextlib.suppress(OSError):  # already taken is as good
             other.bind(("127.0.0.1", 8765))
             other.listen()
-        run = _example("--sop", "--sop-appium", appium_url, "sops/sign-in.sop.yaml", "-v", env=_env())
+        run = _example(tmp_path, "--sop", "--sop-appium", appium_url, "sops/sign-in.sop.yaml", "-v", env=_env())
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr
     assert "1 passed" in run.stdout
 
@@ -144,7 +159,7 @@ def test_example_suite_uses_a_snapgram_already_running_on_its_port(appium_url: s
             ready = app.stdout.readline()  # "Snapgram on http://127.0.0.1:PORT/ ...", once it listens
             port = re.search(r"^Snapgram on http://127\.0\.0\.1:(\d+)/", ready)
             assert port is not None, ready
-            run = _example("--sop", "--sop-appium", appium_url, "sops/sign-in.sop.yaml", "-v",
+            run = _example(tmp_path, "--sop", "--sop-appium", appium_url, "sops/sign-in.sop.yaml", "-v",
                            env=_env(SNAPGRAM_PORT=port[1]))  # fmt: skip
         finally:
             app.terminate()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from test_engine_fake import FAKE_CONFIG
+from test_engine_fake import FAKE_CONFIG, own_locks
 
 
 def test_driver_and_run_from_python(pytester: pytest.Pytester, appium_url: str) -> None:
@@ -39,5 +39,5 @@ def test_driver_and_run_from_python(pytester: pytest.Pytester, appium_url: str) 
         """
     )
     # No --sop: SOP files are not collected, the fixtures still work.
-    result = pytester.runpytest("--sop-appium", appium_url, "-p", "no:cacheprovider")
+    result = pytester.runpytest("--sop-appium", appium_url, "-p", "no:cacheprovider", *own_locks(pytester.path))
     result.assert_outcomes(passed=3)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from test_engine_fake import own_locks
 from test_example_suite import CHROMIUM_CONFIG, SIGN_IN, demo  # noqa: F401  (demo: the fixture)
 
 from pytest_sop.demo import DemoServer
@@ -48,7 +49,7 @@ def test_repeat_and_when_on_chromium(pytester: pytest.Pytester, appium_url: str,
     allure = pytester.path / "allure"
     result = pytester.runpytest(
         "--sop", "--sop-appium", appium_url, "--sop-evidence", "none", "--alluredir", str(allure),
-        "-p", "no:cacheprovider", "-v",
+        "-p", "no:cacheprovider", "-v", *own_locks(pytester.path),
     )  # fmt: skip
     result.assert_outcomes(passed=1)
     (res,) = [json.loads(p.read_text()) for p in allure.glob("*-result.json")]

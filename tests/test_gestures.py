@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from test_bad_input import lint
+from test_engine_fake import own_locks
 from test_example_suite import CHROMIUM_CONFIG, SIGN_IN, demo  # noqa: F401  (demo: the fixture)
 from test_step_commands import APP, FAKE_CONFIG
 
@@ -105,7 +106,7 @@ def test_gestures_on_chromium(pytester: pytest.Pytester, appium_url: str, demo: 
     allure = pytester.path / "allure"
     result = pytester.runpytest(
         "--sop", "--sop-appium", appium_url, "--sop-session", "worker", "--sop-evidence", "none",
-        "--alluredir", str(allure), "-p", "no:cacheprovider", "-v",
+        "--alluredir", str(allure), "-p", "no:cacheprovider", "-v", *own_locks(pytester.path),
     )  # fmt: skip
     result.stdout.fnmatch_lines(["gestures.sop.yaml::gestures PASSED*"])
     result.stdout.fnmatch_lines(
@@ -183,7 +184,7 @@ def test_gestures_on_the_fake_driver(pytester: pytest.Pytester, appium_url: str)
     for name, text in FAKE_UNSUPPORTED.items():
         (pytester.path / f"{name}.sop.yaml").write_text(text)
     result = pytester.runpytest(
-        "--sop", "--sop-appium", appium_url, "--sop-session", "worker", "-p", "no:cacheprovider"
+        "--sop", "--sop-appium", appium_url, "--sop-session", "worker", "-p", "no:cacheprovider", *own_locks(pytester.path)
     )
     result.stdout.fnmatch_lines(["*hide_keyboard is not available on the fake driver*"])
     result.stdout.fnmatch_lines(["*reload is not available on the fake driver*"])

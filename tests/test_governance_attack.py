@@ -7,7 +7,7 @@ from dataclasses import replace
 from typing import Any, cast
 
 import pytest
-from test_engine_fake import FAKE_CONFIG, allure_results
+from test_engine_fake import FAKE_CONFIG, allure_results, own_locks
 
 from pytest_sop.actions import build_registry
 from pytest_sop.errors import NotPermitted
@@ -153,7 +153,7 @@ def run_suite(
     audit = pytester.path / "audit.jsonl"
     return pytester.runpytest(
         "--sop", "--sop-appium", url, "--sop-operator", "bob", "-rs", f"--sop-audit={audit}",
-        "--alluredir", str(pytester.path / "allure"), *args,
+        "--alluredir", str(pytester.path / "allure"), *own_locks(pytester.path), *args,
     )  # fmt: skip
 
 
@@ -212,7 +212,7 @@ def test_run_obeys_allowed_actions_of_every_sop_running(pytester: pytest.Pyteste
             sop_run([{"run": "b"}])
         """
     )
-    inner = pytester.runpytest("--sop-appium", appium_url, "test_from_python.py")
+    inner = pytester.runpytest("--sop-appium", appium_url, "test_from_python.py", *own_locks(pytester.path))
     inner.assert_outcomes(failed=1)
     inner.stdout.fnmatch_lines(["*SOP 'b' runs 'c' whose step 'tap' (c.sop.yaml:3) is not in its allowed_actions*"])
 

@@ -338,7 +338,7 @@ def test_a_lease_timeout_gives_up_on_time(workers: Workers, tmp_path: Path) -> N
     started = time.monotonic()
     with pytest.raises(LeaseTimeout):
         pool.acquire([(D1, None)], case="c", timeout=1.0, requirement="d1")
-    assert 1.0 <= time.monotonic() - started < 2.5
+    assert 1.0 <= time.monotonic() - started < 4.5  # gives up: neither early nor after waiting 5x as long
     release(holder)
 
 

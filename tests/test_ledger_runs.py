@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_engine_fake import FAKE_CONFIG
+from test_engine_fake import FAKE_CONFIG, own_locks
 
 FLAKY = """\
 id: flaky
@@ -39,7 +39,7 @@ def test_exceptions_open_escalate_and_reopen(pytester: pytest.Pytester, appium_u
     (pytester.path / "flaky.sop.yaml").write_text(FLAKY)
     audit = pytester.path / "audit.jsonl"
     for run in range(3):
-        result = pytester.runpytest("--sop", "--sop-appium", appium_url, f"--sop-audit={audit}")
+        result = pytester.runpytest("--sop", "--sop-appium", appium_url, f"--sop-audit={audit}", *own_locks(pytester.path))
         result.assert_outcomes(passed=1, failed=1)
         (exc,) = exceptions(pytester.path)
         assert (exc["case"], exc["count"]) == ("flaky.sop.yaml::flaky[bad]", run + 1)
@@ -52,7 +52,7 @@ def test_exceptions_open_escalate_and_reopen(pytester: pytest.Pytester, appium_u
     resolved = cli(pytester.path, "exceptions", "resolve", str(exc["id"]), "--by", "lead", "--note", "fixed the id")
     assert resolved.returncode == 0, resolved.stderr
     assert exceptions(pytester.path, "--open") == []
-    pytester.runpytest("--sop", "--sop-appium", appium_url).assert_outcomes(passed=1, failed=1)
+    pytester.runpytest("--sop", "--sop-appium", appium_url, *own_locks(pytester.path)).assert_outcomes(passed=1, failed=1)
     (again,) = exceptions(pytester.path, "--open")
     assert (again["id"], again["status"], again["count"]) == (exc["id"], "open", 1)  # the same one, re-opened
 
@@ -63,9 +63,9 @@ def test_due_deselects_cases_that_passed_within_their_schedule(pytester: pytest.
     pytester.makefile(".yaml", sop=FAKE_CONFIG)
     (pytester.path / "flaky.sop.yaml").write_text(FLAKY)
     (pytester.path / "always.sop.yaml").write_text("id: always\nsteps:\n  - assert_visible: {id: username}\n")
-    first = pytester.runpytest("--sop", "--sop-appium", appium_url, "--sop-due")
+    first = pytester.runpytest("--sop", "--sop-appium", appium_url, "--sop-due", *own_locks(pytester.path))
     first.assert_outcomes(passed=2, failed=1)  # nothing ran before: all due
-    second = pytester.runpytest("--sop", "--sop-appium", appium_url, "--sop-due", "-v")
+    second = pytester.runpytest("--sop", "--sop-appium", appium_url, "--sop-due", "-v", *own_locks(pytester.path))
     second.assert_outcomes(passed=1, failed=1, deselected=1)
     second.stdout.fnmatch_lines(["*always.sop.yaml::always PASSED*", "*flaky.sop.yaml::flaky[[]bad] FAILED*"])
 
@@ -84,7 +84,7 @@ def test_the_ledger_keeps_the_whole_error_of_a_real_failure(pytester: pytest.Pyt
     Needs caserecord.py to hand the ledger the whole masked longrepr (it kept its last line)."""
     pytester.makefile(".yaml", sop=FAKE_CONFIG)
     (pytester.path / "missing-banner.sop.yaml").write_text(WHOLE)
-    pytester.runpytest("--sop", "--sop-appium", appium_url).assert_outcomes(failed=1)
+    pytester.runpytest("--sop", "--sop-appium", appium_url, *own_locks(pytester.path)).assert_outcomes(failed=1)
     (exc,) = exceptions(pytester.path)
     error = str(exc["last_error"])
     assert error.splitlines()[0].startswith("missing-banner.sop.yaml:3: assert_visible failed"), error
@@ -113,7 +113,7 @@ def test_infrastructure_failures_escalate_only_when_the_sop_says_so(
     pytester.makefile(".yaml", sop=FAKE_CONFIG)
     (pytester.path / "u.sop.yaml").write_text(UNREACHABLE.format(escalate_on=escalate_on))
     nobody = "http://127.0.0.1:9"  # discard port: connection refused
-    result = pytester.runpytest("--sop", "--sop-appium", nobody, "-o", "sop_escalate_after=1")
+    result = pytester.runpytest("--sop", "--sop-appium", nobody, "-o", "sop_escalate_after=1", *own_locks(pytester.path))
     result.assert_outcomes(errors=1)
     (exc,) = exceptions(pytester.path)
     assert (exc["broken"], exc["failed"], exc["escalated_to"]) == (1, 0, escalated_to)

@@ -12,6 +12,7 @@ import jsonschema
 import pytest
 import yaml
 from test_bad_input import lint
+from test_engine_fake import own_locks
 from test_step_commands import between_screenshots, requests_of, session_of
 from webpages import APPS, serving, web_config
 
@@ -195,7 +196,9 @@ def run_fake(pytester: pytest.Pytester, url: str, sops: dict[str, str]) -> pytes
     pytester.makefile(".yaml", sop=FAKE_CONFIG.format(app=app))
     for name, text in sops.items():
         (pytester.path / name).write_text(text)
-    return pytester.runpytest("--sop", "--sop-appium", url, "--sop-evidence", "none", "-p", "no:cacheprovider")
+    return pytester.runpytest(
+        "--sop", "--sop-appium", url, "--sop-evidence", "none", "-p", "no:cacheprovider", *own_locks(pytester.path)
+    )
 
 
 def test_refinements_on_the_fake_driver(pytester: pytest.Pytester, appium_url: str) -> None:
@@ -315,6 +318,7 @@ def test_refinements_on_chromium(pytester: pytest.Pytester, appium_url: str, app
         result = pytester.runpytest(
             "--sop", "--sop-appium", appium_url, "--sop-session", "worker", "--sop-evidence", "none",
             f"--sop-audit={audit}", "-p", "no:cacheprovider", "-k", "rows or off-screen or hidden or missing or slow",
+            *own_locks(pytester.path),
         )  # fmt: skip
     result.assert_outcomes(passed=1, failed=4)
     out = result.stdout.str()

@@ -163,6 +163,38 @@ def overlaps(holds: list[Hold], key: str) -> tuple[list[tuple[Hold, Hold]], floa
     return clashes, worst_outer
 
 
+# Runs started together start their cases together, whatever each one's start-up took: the conftest.py of
+# their suite makes each worker wait before its first case, holding nothing, until every run is here.
+MEET = """\
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).parent
+met = []
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    if met:
+        return
+    (HERE / f"arrived-{os.environ['SOP_TEST_RUN']}").touch()
+    deadline = time.monotonic() + 300
+    while not all((HERE / f"arrived-{run}").exists() for run in os.environ["SOP_TEST_RUNS"].split(",")):
+        if time.monotonic() > deadline:
+            raise RuntimeError("the other runs never started")
+        time.sleep(0.05)
+    met.append(True)
+"""
+
+
+def meet_env(run: str, *runs: str) -> dict[str, str]:
+    """The environment that tells MEET this process is ``run``, one of ``runs``."""
+    return {"SOP_TEST_RUN": run, "SOP_TEST_RUNS": ",".join(runs)}
+
+
 # -- 1. two concurrent parallel runs on one pool ----------------------------------------------
 
 POOL = (
@@ -219,22 +251,24 @@ POOL_CASES = 9
 
 
 def test_two_concurrent_xdist_runs_never_share_a_device_or_account(pytester: pytest.Pytester, appium_url: str) -> None:
-    write_suite(pytester.path, POOL, POOL_SOPS)
+    # MEET: the runs' cases start together, however long either run took to start its workers.
+    write_suite(pytester.path, POOL, {**POOL_SOPS, "conftest.py": MEET})
     lock_dir = pytester.path / "locks"
     runs = {"n4": "4", "n2": "2"}
     procs: dict[str, subprocess.Popen[str]] = {}
     for run, workers in runs.items():
         cmd = pytest_cmd(
             "-n", workers, "--sop-appium", appium_url, f"-o=sop_lock_dir={lock_dir}",
-            f"--sop-audit={pytester.path / f'audit-{run}.jsonl'}", "--sop-lease-timeout=60",
+            f"--sop-audit={pytester.path / f'audit-{run}.jsonl'}", "--sop-lease-timeout=300",
         )  # fmt: skip
         procs[run] = subprocess.Popen(
-            cmd, cwd=pytester.path, env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-        )
+            cmd, cwd=pytester.path, env=clean_env(**meet_env(run, *runs)), stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, text=True,
+        )  # fmt: skip
     outputs = {}
     try:
         for run, proc in procs.items():
-            outputs[run] = proc.communicate(timeout=120)[0]
+            outputs[run] = proc.communicate(timeout=600)[0]
     finally:
         for proc in procs.values():
             if proc.poll() is None:
@@ -339,7 +373,7 @@ def crash_run(appium_server: ManagedAppium, tmp_path_factory: pytest.TempPathFac
                 "-n", "2", "-rA", "--sop-appium", appium_server.url, f"-o=sop_lock_dir={path / 'locks'}",
                 f"--sop-audit={audit}", "--sop-lease-timeout=30",
             ),
-            cwd=path, env=clean_env(), capture_output=True, text=True, timeout=120,
+            cwd=path, env=clean_env(), capture_output=True, text=True, timeout=600,
         )  # fmt: skip
     finally:
         leftover = close_leftover_sessions(appium_server.url, audit)

@@ -24,12 +24,14 @@ import psycopg
 import pytest
 from pg_cluster import PASSWORD, PgCluster, free_port, wait_until
 from test_parallel import (
+    MEET,
     POOL,
     POOL_CASES,
     POOL_SOPS,
     clean_env,
     close_leftover_sessions,
     fake_device,
+    meet_env,
     pytest_cmd,
     read_events,
     summary_counts,
@@ -97,33 +99,6 @@ def in_netns(host: str, cmd: list[str]) -> list[str]:
     return ["unshare", "-n", "-u", "sh", "-c", script, host, *cmd]
 
 
-# Both runs start their cases together, whatever each one's start-up took (a run in its own network
-# namespace starts an Appium of its own): each worker waits, holding nothing, until both runs are here.
-MEET = """\
-import os
-import time
-from pathlib import Path
-
-import pytest
-
-HERE = Path(__file__).parent
-met = []
-
-
-@pytest.hookimpl(tryfirst=True)
-def pytest_runtest_setup(item):
-    if met:
-        return
-    (HERE / f"arrived-{os.environ['SOP_TEST_HOST']}").touch()
-    deadline = time.monotonic() + 300
-    while not all((HERE / f"arrived-{host}").exists() for host in ("host-a", "host-b")):
-        if time.monotonic() > deadline:
-            raise RuntimeError("the other run never started")
-        time.sleep(0.05)
-    met.append(True)
-"""
-
-
 def two_hosts(pg: PgCluster, appium_url: str, path: Path, *, netns: bool) -> list[Result]:
     """Run the pool suite twice at once, ``-n 2`` each, lock folders of their own, one lease server."""
     write_suite(path, POOL + LEASES, {**POOL_SOPS, "conftest.py": MEET})
@@ -134,11 +109,13 @@ def two_hosts(pg: PgCluster, appium_url: str, path: Path, *, netns: bool) -> lis
             "-n", "2", f"-o=sop_lock_dir={path / ('locks-' + run)}", f"--alluredir={path / ('results-' + run)}",
             f"--sop-audit={path / f'audit-{run}.jsonl'}", "--sop-lease-timeout=120",
         ]  # fmt: skip
-        env = clean_env(SOP_LEASES_DSN=pg.dsn, SOP_TEST_HOST=run)
+        # Both runs start their cases together (MEET), whatever each one's start-up took: a run in its own
+        # network namespace starts an Appium of its own.
+        env = clean_env(SOP_LEASES_DSN=pg.dsn, **meet_env(run, "host-a", "host-b"))
         cmd = pytest_cmd(*args, "--sop-appium", appium_url)
         if netns and run == "host-b":
             # Its own loopback: its own managed Appium, and the server through its Unix socket.
-            env = clean_env(SOP_LEASES_DSN=pg.socket_dsn, SOP_APPIUM_HOME=str(ROOT), SOP_TEST_HOST=run)
+            env = clean_env(SOP_LEASES_DSN=pg.socket_dsn, SOP_APPIUM_HOME=str(ROOT), **meet_env(run, "host-a", "host-b"))
             cmd = in_netns(run, pytest_cmd(*args))
         procs[run] = subprocess.Popen(
             cmd, cwd=path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
@@ -207,7 +184,7 @@ def test_server_stopped_mid_run_breaks_cases_clearly_and_books_nothing_after(app
             tmp_path,
             "devices:\n" + fake_device("dev-a") + fake_device("dev-b") + LEASES,
             {"slow.sop.yaml": "id: slow\ninputs: [{id: s1}, {id: s2}, {id: s3}, {id: s4}, {id: s5}, {id: s6}]\n"
-             "steps:\n  - wait: 3\n  - assert_visible: {id: username}\n"},
+             "steps:\n  - wait: 10\n  - assert_visible: {id: username}\n"},
         )  # fmt: skip
         audit = tmp_path / "audit.jsonl"
         proc = subprocess.Popen(

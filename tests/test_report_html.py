@@ -31,7 +31,9 @@ from test_example_suite import CHROMIUM_CONFIG  # noqa: E402
 
 from conftest import ExampleRun  # noqa: E402
 
-pytestmark = pytest.mark.appium
+# pytest-timeout counts fixture setup: the first test on a worker runs the example suite (conftest example_run)
+# or waits for the worker that does, which on a loaded host can take longer than the 600 s default.
+pytestmark = [pytest.mark.appium, pytest.mark.timeout(1800)]
 
 T = TypeVar("T")
 # sign-in, sign-out-and-back, compose-validation, scroll-feed, change-settings, review-post, tidy-tasks,

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_engine_fake import FAKE_CONFIG, allure_results, run_sop
+from test_engine_fake import FAKE_CONFIG, allure_results, own_locks, run_sop
 from test_policy_approvals import CHECKED, POLICY
 
 pytestmark = pytest.mark.appium
@@ -129,6 +129,7 @@ def test_sop_version_and_source_url_from_git(pytester: pytest.Pytester, appium_u
     digest = hashlib.sha256(sop_file.read_bytes()).hexdigest()
     audit = pytester.path / "audit.jsonl"
     args = ["--sop", "--sop-config", "suite/sop.yaml", "--sop-appium", appium_url, f"--sop-audit={audit}"]
+    args += own_locks(pytester.path)
     pytester.runpytest(*args, "--alluredir", str(pytester.path / "allure")).assert_outcomes(passed=1)
     (res,) = allure_results(pytester.path / "allure")
     assert [link["url"] for link in res["links"]] == [
@@ -165,7 +166,8 @@ def test_approvals_are_labels_and_parameters(pytester: pytest.Pytester, appium_u
     approve = [sys.executable, "-m", "pytest_sop", "approve", "checked", "caption-ok", "--by", "alice"]
     subprocess.run([*approve, "--note", "looks right"], cwd=pytester.path, check=True, capture_output=True)
     result = pytester.runpytest(
-        "--sop", "--sop-appium", appium_url, "--sop-operator", "bob", "--alluredir", str(pytester.path / "allure")
+        "--sop", "--sop-appium", appium_url, "--sop-operator", "bob", "--alluredir", str(pytester.path / "allure"),
+        *own_locks(pytester.path),
     )
     result.assert_outcomes(passed=1)
     (res,) = allure_results(pytester.path / "allure")

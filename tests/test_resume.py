@@ -287,7 +287,8 @@ def own_appium(tmp_path: Path) -> Iterator[ManagedAppium]:
 
 
 def test_a_killed_resume_keeps_the_hold_and_resuming_again_works(tmp_path: Path, own_appium: ManagedAppium) -> None:
-    sop = CHECKED.replace("  - assert_text:", "  - wait: 4\n  - assert_text:")
+    # A long wait: the window to kill the run in, however late this host notices the step began.
+    sop = CHECKED.replace("  - assert_text:", "  - wait: 15\n  - assert_text:")
     suite = make_suite(tmp_path, {"checked.sop.yaml": sop, "other.sop.yaml": OTHER})
     pause(suite, own_appium.url, "checked.sop.yaml")
     approve(suite)

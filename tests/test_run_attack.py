@@ -21,7 +21,7 @@ from pytest_sop.audit import verify
 NOTE_SOP = {"note.sop.yaml": "id: note\nsteps:\n  - note: on ${device.id}\n"}
 
 
-def run(path: Path, appium_url: str, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+def run(path: Path, appium_url: str, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
     cmd = pytest_cmd("--sop-appium", appium_url, f"-o=sop_lock_dir={path / 'locks'}", "-rA", *args)
     return subprocess.run(
         cmd, cwd=path, env=clean_env(), capture_output=True, text=True, timeout=timeout

@@ -43,7 +43,7 @@ def run(path: Path, appium_url: str, *args: str) -> subprocess.CompletedProcess[
             "-n", "2", "--sop-appium", appium_url, f"-o=sop_lock_dir={path / 'locks'}",
             f"--sop-audit={path / 'audit.jsonl'}", "--sop-lease-timeout=60", *args,
         ),
-        cwd=path, env=clean_env(), capture_output=True, text=True, timeout=180,
+        cwd=path, env=clean_env(), capture_output=True, text=True, timeout=600,
     )  # fmt: skip
 
 

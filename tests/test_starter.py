@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_engine_fake import FAKE_CONFIG
+from test_engine_fake import FAKE_CONFIG, own_locks
 
 from pytest_sop.starter import KIT_FILES
 
@@ -225,7 +225,9 @@ def test_env_templates_fill_in_step_text(
     monkeypatch.setenv("H2_WHO", "from-the-env")
     pytester.makefile(".yaml", sop=ENV_APP)
     (pytester.path / "e.sop.yaml").write_text(ENV_SOP)
-    result = pytester.runpytest("--sop", "--sop-appium", appium_url, "--alluredir", str(pytester.path / "allure"))
+    result = pytester.runpytest(
+        "--sop", "--sop-appium", appium_url, "--alluredir", str(pytester.path / "allure"), *own_locks(pytester.path)
+    )
     result.assert_outcomes(passed=1)
     (res,) = [json.loads(p.read_text()) for p in (pytester.path / "allure").glob("*-result.json")]
     assert "type into={id: username} text='from-the-env'" in [s["name"] for s in res["steps"]]
@@ -240,7 +242,7 @@ def test_an_unset_env_in_the_app_url_stops_the_case_before_it_starts(
     pytester.makefile(".yaml", sop=ENV_APP)
     (pytester.path / "e.sop.yaml").write_text(ENV_SOP)
     audit = pytester.path / "audit.jsonl"
-    result = pytester.runpytest("--sop", "--sop-appium", appium_url, "--sop-audit", str(audit))
+    result = pytester.runpytest("--sop", "--sop-appium", appium_url, "--sop-audit", str(audit), *own_locks(pytester.path))
     result.assert_outcomes(errors=1)  # in setup: no step ran
     result.stdout.fnmatch_lines(
         ["*environment variable H2_DEMO_PORT is not set (${env.H2_DEMO_PORT} in apps.home.url (sop.yaml:*"]
@@ -262,7 +264,9 @@ def test_an_unset_env_in_step_text_stops_the_case_before_it_starts(
         'text: "${env.H2_WHO}"}', 'text: "${env.H2_WHO}"}\n    optional: true\n    retry: {attempts: 3}'
     )
     (pytester.path / "e.sop.yaml").write_text(sop)
-    result = pytester.runpytest("--sop", "--sop-appium", appium_url, "--alluredir", str(pytester.path / "allure"))
+    result = pytester.runpytest(
+        "--sop", "--sop-appium", appium_url, "--alluredir", str(pytester.path / "allure"), *own_locks(pytester.path)
+    )
     # An error in setup, before the lease: no step ran, nothing was retried or passed over.
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(["*environment variable H2_WHO is not set*e.sop.yaml:*"])
@@ -279,7 +283,7 @@ def test_the_starter_suite_passes_on_chromium_as_init_says_to_run_it(
     assert cli("init", cwd=tmp_path).returncode == 0
     port = demo[1].rsplit(":", 1)[1].strip("/")
     env = clean_env(SOP_APPIUM_HOME=str(ROOT), SNAPGRAM_PORT=port, SNAPGRAM_PUB1_PASSWORD="pub1-demo-pass")
-    run = pytest_in(tmp_path, "--sop", "-v", "--alluredir=allure-results", env=env)
+    run = pytest_in(tmp_path, "--sop", "-v", "--alluredir=allure-results", *own_locks(tmp_path), env=env)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr
     assert "sign-in" in run.stdout and "1 passed" in run.stdout
     assert "pub1-demo-pass" not in run.stdout + run.stderr

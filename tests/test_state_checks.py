@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from test_bad_input import lint
+from test_engine_fake import own_locks
 from test_locators import run_fake
 from webpages import APPS, serving, web_config
 
@@ -151,7 +152,7 @@ def test_state_checks_on_chromium(pytester: pytest.Pytester, appium_url: str) ->
             (pytester.path / name).write_text(text)
         result = pytester.runpytest(
             "--sop", "--sop-appium", appium_url, "--sop-session", "worker", "--sop-evidence", "none",
-            "-p", "no:cacheprovider",
+            "-p", "no:cacheprovider", *own_locks(pytester.path),
         )  # fmt: skip
     result.assert_outcomes(passed=1, failed=4)
     result.stdout.fnmatch_lines(["count of {class: row}: expected exactly 7 visible, found 4 after *s"])

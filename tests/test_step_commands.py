@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from test_engine_fake import own_locks
 
 from pytest_sop.appium_server import ManagedAppium
 
@@ -86,7 +87,8 @@ def run_sop(pytester: pytest.Pytester, url: str, sop: str, app: Path = APP) -> t
     pytester.makefile(".yaml", sop=FAKE_CONFIG.format(app=app))
     (pytester.path / "s.sop.yaml").write_text(sop)
     audit = pytester.path / "audit.jsonl"
-    return pytester.runpytest("--sop", "--sop-appium", url, f"--sop-audit={audit}", "-p", "no:cacheprovider"), audit
+    args = ["--sop", "--sop-appium", url, f"--sop-audit={audit}", "-p", "no:cacheprovider", *own_locks(pytester.path)]
+    return pytester.runpytest(*args), audit
 
 
 HAPPY = {
@@ -295,6 +297,7 @@ def test_web_steps_act_first_and_visible_means_on_screen(
         f"--sop-audit={audit}",
         "-p",
         "no:cacheprovider",
+        *own_locks(pytester.path),
     )
     result.assert_outcomes(passed=1, failed=2)
     result.stdout.fnmatch_lines(["{id: hidden} is present but hidden after *s", "  expected: {id: hidden} visible"])

@@ -12,7 +12,7 @@ from pytest_sop.actions import build_registry
 from pytest_sop.suite import Suite
 from pytest_sop.suiteconfig import load_config
 from pytest_sop.templates import EnvMissing, check_env
-from tests.test_engine_fake import FAKE_CONFIG, allure_results, run_sop, steps_of
+from tests.test_engine_fake import FAKE_CONFIG, allure_results, own_locks, run_sop, steps_of
 
 SECRET = "s3cret-flow-pw"
 CONFIG = FAKE_CONFIG + "accounts:\n  - id: a1\n    fields: {username: ann, password: {env: FLOW_PW}}\n"
@@ -45,7 +45,9 @@ def test_run_with_gives_the_flow_its_params_and_the_flow_is_no_case(
     pytester.makefile(".yaml", sop=CONFIG)
     (pytester.path / "sign-in.sop.yaml").write_text(SIGN_IN)
     (pytester.path / "main.sop.yaml").write_text(MAIN)
-    result = pytester.runpytest("--sop", "--sop-appium", appium_url, "--alluredir", str(pytester.path / "allure"))
+    result = pytester.runpytest(
+        "--sop", "--sop-appium", appium_url, "--alluredir", str(pytester.path / "allure"), *own_locks(pytester.path)
+    )
     result.assert_outcomes(passed=1)  # main only: the flow is not a case of its own
     (res,) = allure_results(pytester.path / "allure")
     assert res["name"] == "main[row]"

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from test_bad_input import lint
+from test_engine_fake import own_locks
 from test_example_suite import CHROMIUM_CONFIG, SIGN_IN, demo  # noqa: F401  (demo: the fixture)
 
 from pytest_sop.demo import DemoServer
@@ -68,7 +69,7 @@ def run(pytester: pytest.Pytester, appium_url: str, demo: DemoServer, sops: dict
         (pytester.path / name).write_text(text)
     return pytester.runpytest(
         "--sop", "--sop-appium", appium_url, "--sop-session", "worker", "--sop-evidence", "none",
-        "--alluredir", str(pytester.path / "allure"), "-p", "no:cacheprovider", "-v",
+        "--alluredir", str(pytester.path / "allure"), "-p", "no:cacheprovider", "-v", *own_locks(pytester.path),
     )  # fmt: skip
 
 

@@ -22,7 +22,9 @@ from filelock import FileLock
 
 from tests import appium_installs
 
-pytestmark = pytest.mark.appium
+# pytest-timeout counts fixture setup: a test may build the shared wheel venv and the npm installs (or wait
+# for the worker that does), which on a loaded host takes well over the 600 s default.
+pytestmark = [pytest.mark.appium, pytest.mark.timeout(1800)]
 
 ROOT = Path(__file__).resolve().parents[1]
 PASSWORD = "pub1-demo-pass"
