@@ -144,7 +144,15 @@ class Closing:
             if self._settled:
                 return None
             self._settled = True
-        return self.lease.hand_over(case, requirement)
+        try:
+            return self.lease.hand_over(case, requirement)
+        except BaseException:  # e.g. its lease server went away: nothing is handed over
+            self._dropped = background.submit(self._drop if self.next is not None else self._release_after_quit)
+            raise
+
+    def _release_after_quit(self) -> None:
+        self._done.result()
+        self._release()
 
     def abandon(self) -> None:
         """The case a session was made for does not take this device: that session is deleted and the
@@ -246,6 +254,7 @@ class SopItem(pytest.Item):
     context: Context | None = None
     next_item: pytest.Item | None = None  # the case after this one in this process (set at teardown)
     session_key: tuple[Any, ...] | None = None  # what this case's session was made with
+    lease_lost: str | None = None  # why its lease stopped being exclusive, found at teardown
 
     def setup(self) -> None:
         """Choose a device and account, then open the Appium session: trouble here is an error."""
@@ -295,22 +304,27 @@ class SopItem(pytest.Item):
         self.closing = closing
         device, account = lease.device, lease.account
         app = suite.config.apps.get(sop.app) if sop.app else None
+        made = closing.next if closing is not None else None  # a session made for this case, if any
         try:
-            caps = capabilities(device, app, secrets.resolve, device_position(suite.config, device))
-            caps = resuming(caps) if self.resuming else caps
-            endpoint = self.config.stash[appium_key].endpoint(device, suite.config)
-        finally:
-            self.case_record.leased(lease, **(self.sop_version or {}), **resume_fields(self.pause, self.resuming))
-        if self.pause is not None and not self.resuming:
-            from .holds import drop_record
+            try:
+                caps = capabilities(device, app, secrets.resolve, device_position(suite.config, device))
+                caps = resuming(caps) if self.resuming else caps
+                endpoint = self.config.stash[appium_key].endpoint(device, suite.config)
+            finally:
+                self.case_record.leased(lease, **(self.sop_version or {}), **resume_fields(self.pause, self.resuming))
+            if self.pause is not None and not self.resuming:
+                from .holds import drop_record
 
-            drop_record(self.pause)  # started again from the beginning: that pause is over
-        profile = browser_profile(self, device.id)
+                drop_record(self.pause)  # started again from the beginning: that pause is over
+            profile = browser_profile(self, device.id)
+            self.session_key = session_key(device, app, endpoint, caps, profile)
+        except BaseException:
+            if made is not None:
+                made.future.add_done_callback(_quit_when_created)
+            raise
         kept = self.config.stash.get(kept_session_key, None)
         self.config.stash[kept_session_key] = None
-        self.session_key = session_key(device, app, endpoint, caps, profile)
         creating: Future[DeviceSession] | None = None
-        made = closing.next if closing is not None else None
         if kept is not None and not self.resuming and kept.device.id == device.id and kept.app == app and kept.alive():
             kept.reset_app()
             self.device_session = kept
@@ -514,7 +528,7 @@ class SopItem(pytest.Item):
         # Asked before giving back: a lease whose server went away while the case ran was not
         # exclusive, and the case says so (broken) rather than pass unnoticed.
         lease = self.lease
-        lost = lease.lost() if lease is not None else None
+        lost = self.lease_lost = lease.lost() if lease is not None else None
         self.give_back(background=True)
         if lost is not None:
             raise LeaseLost(f"device {lease.device.id if lease else '?'}: {lost}")
@@ -548,7 +562,11 @@ class SopItem(pytest.Item):
         if lease is None:
             session.quit()
         else:
-            closing = Closing(session, lease, record.written, self.next_session(lease))
+            try:
+                upcoming = self.next_session(lease)
+            except Exception:  # e.g. an unset secret in its capabilities: that case says so in its own setup
+                upcoming = None
+            closing = Closing(session, lease, record.written, upcoming)
             self.config.stash.setdefault(closing_key, []).append(closing)
 
     def next_session(self, lease: Lease) -> NextSession | None:
@@ -561,6 +579,8 @@ class SopItem(pytest.Item):
         settings = self.config.stash[settings_key]
         if not isinstance(case, SopItem) or settings.resume or self.secrets is None or is_grid_device(lease.device):
             return None  # a resume's session is made differently; a grid slot is waited for
+        if self.lease_lost:
+            return None  # not exclusive any more: nothing is made on it
         suite = get_suite(self.config)
         sop = case.case.sop
         pairs = pairs_for(suite.config, sop.device, sop.account, account_id=case.case.account_id)
