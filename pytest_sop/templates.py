@@ -65,6 +65,21 @@ def check_env(sop: Sop, get_sop: Callable[[str], Sop | None]) -> None:
 
     :raises EnvMissing: naming the first unset variable and the step that uses it.
     """
+    known = _env_refs.get(id(sop))
+    if known is None or known[0] is not sop:
+        known = _env_refs[id(sop)] = (sop, _env_refs_of(sop, get_sop))
+    for name, where in known[1]:
+        if name not in os.environ:
+            raise EnvMissing(name, where)
+
+
+# Per SOP (kept alive with it, so its id is not reused): the ${env.NAME} it and the SOPs it runs
+# use, in step order, with where; found once, not for every case.
+_env_refs: dict[int, tuple[Sop, list[tuple[str, str]]]] = {}
+
+
+def _env_refs_of(sop: Sop, get_sop: Callable[[str], Sop | None]) -> list[tuple[str, str]]:
+    refs: list[tuple[str, str]] = []
     seen, todo = {sop.id}, [sop]
     while todo:
         current = todo.pop(0)
@@ -72,14 +87,13 @@ def check_env(sop: Sop, get_sop: Callable[[str], Sop | None]) -> None:
         for step in steps:
             # A repeat's steps come next, each named where it is written: only its own templates here.
             for template in _templates_in(_without_steps(step)):
-                for ns, name in template.refs:
-                    if ns == "env" and name not in os.environ:
-                        raise EnvMissing(name, f"{step.pos.file}:{step.pos.line}")
+                refs.extend((name, f"{step.pos.file}:{step.pos.line}") for ns, name in template.refs if ns == "env")
             target = step.params.get("sop") if isinstance(step, Step) and step.action == "run" else None
             found = get_sop(target) if isinstance(target, str) else None
             if found is not None and found.id not in seen:
                 seen.add(found.id)
                 todo.append(found)
+    return refs
 
 
 def _without_steps(step: Step | Condition) -> Step | Condition:
