@@ -416,6 +416,34 @@ def test_a_real_runs_bars_span_its_audit_logs_lease_and_release(tmp_path: Path, 
         assert run.stop - run.start >= run.steps_ms >= 300
 
 
+def test_the_timeline_waits_for_results_still_being_written(tmp_path: Path, appium_url: str) -> None:
+    """Allure results are written off the case's thread; the run's end waits for them before it draws
+    the timeline from them. Here writing a result takes 0.5 s, so without that wait the last cases
+    would be missing from the picture."""
+    from test_parallel import clean_env, fake_device, pytest_cmd, write_suite
+
+    slow_writer = (
+        "import time\nfrom allure_commons.logger import AllureFileLogger\n"
+        "_write = AllureFileLogger._report_item\n\n\n"
+        "def slow(self, item):\n    time.sleep(0.5)\n    _write(self, item)\n\n\n"
+        "AllureFileLogger._report_item = slow\n"
+    )
+    write_suite(
+        tmp_path,
+        "devices:\n" + fake_device("dev-a"),
+        {"s.sop.yaml": "id: s\ninputs: [{id: first}, {id: second}, {id: third}]\nsteps:\n  - wait: 0\n",
+         "conftest.py": slow_writer},
+    )  # fmt: skip
+    results = tmp_path / "allure"
+    proc = subprocess.run(
+        pytest_cmd("--sop-appium", appium_url, f"-o=sop_lock_dir={tmp_path / 'locks'}", f"--alluredir={results}"),
+        cwd=tmp_path, env=clean_env(), capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    svg = (results / "device-timeline.svg").read_text()
+    assert all(f"s[{name}]" in svg for name in ("first", "second", "third")), svg[-2000:]
+
+
 def test_format_duration() -> None:
     assert format_duration(850) == "850ms"
     assert format_duration(12_340) == "12.3s"
