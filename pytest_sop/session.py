@@ -10,7 +10,7 @@ import pkgutil
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from urllib.parse import urljoin, urlsplit
 
@@ -205,8 +205,8 @@ def session_key(
 ) -> tuple[Any, ...]:
     """What a session is made with: two cases with equal keys can have the same session made for them
     (a chromedriver's port is any free one)."""
-    shown = {name: value for name, value in caps.items() if name != "appium:chromedriverPort"}
-    return (device.id, app.id if app else None, endpoint, shown, profile)
+    made_with = {name: value for name, value in caps.items() if name != "appium:chromedriverPort"}
+    return (device.id, app.id if app else None, endpoint, made_with, profile)
 
 
 @dataclass
@@ -224,7 +224,7 @@ class DeviceSession:
     # cleared at this session's first launch_app, as a new profile was before (see with_profile).
     clear_at_launch: bool = False
     # The deletion started by end_soon, which quit() then waits for.
-    _ending: Future[None] | None = None
+    _ending: Future[None] | None = field(default=None, init=False, repr=False)
 
     @classmethod
     def create(
@@ -266,8 +266,8 @@ class DeviceSession:
             self.close_app()
         else:
             # The fake driver keeps its app for the session's life: empty every field by hand.
-            for field in self.driver.find_elements(AppiumBy.XPATH, "//MockInputField"):
-                field.clear()
+            for box in self.driver.find_elements(AppiumBy.XPATH, "//MockInputField"):
+                box.clear()
 
     def _forget_site(self) -> None:
         """The open site's cookies and storage, gone."""
