@@ -388,22 +388,28 @@ def test_unusable_lease_labels_fall_back_to_the_steps(tmp_path: Path) -> None:
     }
 
 
-def test_a_real_runs_bars_span_its_audit_logs_lease_and_release(tmp_path: Path, appium_url: str) -> None:
-    """A run with the fake driver: each case's bar begins no later than its lease line and ends no
-    earlier than its release line (the labels are taken around them), and holds its steps."""
-    from test_parallel import clean_env, fake_device, holds_from, pytest_cmd, read_events, write_suite
+def run_on_one_fake_device(tmp_path: Path, appium_url: str, files: dict[str, str]) -> Path:
+    """Run the suite ``files`` on one fake device, with an alluredir; it must pass. Its results folder."""
+    from test_parallel import clean_env, fake_device, pytest_cmd, write_suite
 
-    write_suite(
-        tmp_path,
-        "devices:\n" + fake_device("dev-a"),
-        {"s.sop.yaml": "id: s\ninputs: [{id: one}, {id: two}]\nsteps:\n  - wait: 0.3\n"},
-    )
+    write_suite(tmp_path, "devices:\n" + fake_device("dev-a"), files)
     results = tmp_path / "allure"
     proc = subprocess.run(
         pytest_cmd("--sop-appium", appium_url, f"-o=sop_lock_dir={tmp_path / 'locks'}", f"--alluredir={results}"),
-        cwd=tmp_path, env=clean_env(), capture_output=True, text=True, timeout=120,
+        cwd=tmp_path, env=clean_env(), capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    return results
+
+
+def test_a_real_runs_bars_span_its_audit_logs_lease_and_release(tmp_path: Path, appium_url: str) -> None:
+    """A run with the fake driver: each case's bar begins no later than its lease line and ends no
+    earlier than its release line (the labels are taken around them), and holds its steps."""
+    from test_parallel import holds_from, read_events
+
+    results = run_on_one_fake_device(
+        tmp_path, appium_url, {"s.sop.yaml": "id: s\ninputs: [{id: one}, {id: two}]\nsteps:\n  - wait: 0.3\n"}
+    )
     holds = {h.case.split("::")[1]: h for h in holds_from("run", read_events(results / "sop-audit.jsonl"))}
     runs = {r.name: r for r in read_results(results, only_sops=True)}
     assert set(runs) == set(holds) == {"s[one]", "s[two]"}
@@ -420,26 +426,14 @@ def test_the_timeline_waits_for_results_still_being_written(tmp_path: Path, appi
     """Allure results are written off the case's thread; the run's end waits for them before it draws
     the timeline from them. Here writing a result takes 0.5 s, so without that wait the last cases
     would be missing from the picture."""
-    from test_parallel import clean_env, fake_device, pytest_cmd, write_suite
-
     slow_writer = (
         "import time\nfrom allure_commons.logger import AllureFileLogger\n"
         "_write = AllureFileLogger._report_item\n\n\n"
         "def slow(self, item):\n    time.sleep(0.5)\n    _write(self, item)\n\n\n"
         "AllureFileLogger._report_item = slow\n"
     )
-    write_suite(
-        tmp_path,
-        "devices:\n" + fake_device("dev-a"),
-        {"s.sop.yaml": "id: s\ninputs: [{id: first}, {id: second}, {id: third}]\nsteps:\n  - wait: 0\n",
-         "conftest.py": slow_writer},
-    )  # fmt: skip
-    results = tmp_path / "allure"
-    proc = subprocess.run(
-        pytest_cmd("--sop-appium", appium_url, f"-o=sop_lock_dir={tmp_path / 'locks'}", f"--alluredir={results}"),
-        cwd=tmp_path, env=clean_env(), capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    sop = "id: s\ninputs: [{id: first}, {id: second}, {id: third}]\nsteps:\n  - wait: 0\n"
+    results = run_on_one_fake_device(tmp_path, appium_url, {"s.sop.yaml": sop, "conftest.py": slow_writer})
     svg = (results / "device-timeline.svg").read_text()
     assert all(f"s[{name}]" in svg for name in ("first", "second", "third")), svg[-2000:]
 
