@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -17,6 +19,19 @@ from filelock import FileLock
 from pytest_sop.appium_server import ManagedAppium, find_appium_home, open_sessions
 
 ROOT = Path(__file__).resolve().parent
+
+
+@contextlib.contextmanager
+def ctrl_c_reaches_children() -> Iterator[None]:
+    """Children started inside take Ctrl-C as from a terminal (Python's KeyboardInterrupt), even when
+    this run was started where SIGINT is ignored (a script's background job): exec keeps an ignored
+    signal ignored, and a handled one goes back to its default."""
+    before = signal.getsignal(signal.SIGINT)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, before)
 
 
 @pytest.fixture(scope="session")

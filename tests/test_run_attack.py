@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from test_parallel import clean_env, fake_device, pytest_cmd, read_events, write_suite
 
+from conftest import ctrl_c_reaches_children
 from pytest_sop.audit import verify
 
 NOTE_SOP = {"note.sop.yaml": "id: note\nsteps:\n  - note: on ${device.id}\n"}
@@ -182,9 +183,10 @@ def test_ctrl_c_mid_case_records_the_outcome_and_releases_the_device(tmp_path: P
     write_suite(tmp_path, "devices:\n" + fake_device("phone-a"), {"slow.sop.yaml": "id: slow\nsteps:\n  - wait: 60\n"})
     audit = tmp_path / "audit.jsonl"
     cmd = pytest_cmd("--sop-appium", appium_url, f"-o=sop_lock_dir={tmp_path / 'locks'}", f"--sop-audit={audit}")
-    proc = subprocess.Popen(
-        cmd, cwd=tmp_path, env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
+    with ctrl_c_reaches_children():
+        proc = subprocess.Popen(
+            cmd, cwd=tmp_path, env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
     try:
         deadline = time.monotonic() + 60
         while not any(e["event"] == "step_start" for e in read_events(audit)):

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from test_engine_fake import FAKE_CONFIG, own_locks
 
+from conftest import ctrl_c_reaches_children
 from pytest_sop.starter import KIT_FILES
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -112,8 +113,9 @@ def test_version() -> None:
 @pytest.fixture
 def demo() -> Iterator[tuple[subprocess.Popen[str], str]]:
     """``pytest-sop demo`` on a free port, in the background as the README starts it."""
-    proc = subprocess.Popen([sys.executable, "-m", "pytest_sop", "demo"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=clean_env())  # fmt: skip
+    with ctrl_c_reaches_children():
+        proc = subprocess.Popen([sys.executable, "-m", "pytest_sop", "demo"], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, env=clean_env())  # fmt: skip
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline()  # printed once it listens, however long the start takes
