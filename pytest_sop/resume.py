@@ -83,6 +83,11 @@ def hold_target(record: PauseRecord, target: LeaseTarget | None) -> LeaseTarget:
             f"the hold of paused case {record.case} is on lease server {record.lease_server}: give its DSN "
             "(sop.yaml leases:, or --leases DSN) to release it"
         )
+    if target.server != record.lease_server:  # released there, it would stay held where it is
+        raise SopError(
+            f"the hold of paused case {record.case} is on lease server {record.lease_server}, not on "
+            f"{target.server}: give that server's DSN (sop.yaml leases:, or --leases DSN) to release it"
+        )
     return target
 
 
@@ -180,8 +185,8 @@ def find_pause(item: SopItem) -> PauseRecord | None:
             )
         return None
     here = leases_target(config).server
-    if resuming and (record.lease_server is None) != (here is None):
-        # Taken in the other backend, the device would be this case's twice over: the hold stays where it is.
+    if resuming and record.lease_server != here:
+        # Taken in another backend or server, the device would be this case's twice over: the hold stays.
         kept = f"lease server {record.lease_server}" if record.lease_server else f"lock folder {record.lock_dir}"
         raise SopError(
             f"this case paused with its hold in {kept}, and this run leases from "

@@ -258,6 +258,15 @@ def test_handoff_release_frees_a_hold_on_the_lease_server(
     refused = cli(suite, "handoff", "release", "checked", "--by", "alice")
     assert refused.returncode == 2 and "SOP_LEASES_DSN is not set" in refused.stderr, refused.stderr
     assert len(paused(suite)) == 1 and len(held_rows(dsn)) == 2
+    # Released on another server, the hold would stay where it is while the pause was called over.
+    elsewhere = dsn.rsplit("/", 1)[0] + "/template1"
+    refused = cli(suite, "handoff", "release", "checked", "--by", "alice", "--leases", elsewhere)
+    assert refused.returncode == 2 and "not on postgresql://sop:***@127.0.0.1:" in refused.stderr, refused.stderr
+    assert PASSWORD not in refused.stdout + refused.stderr
+    assert len(paused(suite)) == 1 and len(held_rows(dsn)) == 2
+    code, out = run(suite, appium_url, "--sop-resume", "--sop-leases", elsewhere)
+    assert code == 1 and "this run leases from lease server postgresql://sop:***@" in out, out
+    assert len(paused(suite)) == 1 and len(held_rows(dsn)) == 2
     released = cli(suite, "handoff", "release", "checked", "--by", "alice", "--leases", dsn)
     assert released.returncode == 0 and "released: checked [checked] on fake-phone with eu-1" in released.stdout
     assert PASSWORD not in released.stdout + released.stderr
