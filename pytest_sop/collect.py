@@ -84,9 +84,6 @@ class NextSession:
         except BaseException as e:  # the case that takes it reports it, as its own session's error
             self.future.set_exception(e)
 
-    def matches(self, key: tuple[Any, ...]) -> bool:
-        return self.key == key
-
 
 class Closing:
     """A case's device given back in the background: its session deleted, then its lease released,
@@ -147,12 +144,8 @@ class Closing:
         try:
             return self.lease.hand_over(case, requirement)
         except BaseException:  # e.g. its lease server went away: nothing is handed over
-            self._dropped = background.submit(self._drop if self.next is not None else self._release_after_quit)
+            self._dropped = background.submit(self._drop)
             raise
-
-    def _release_after_quit(self) -> None:
-        self._done.result()
-        self._release()
 
     def abandon(self) -> None:
         """The case a session was made for does not take this device: that session is deleted and the
@@ -166,11 +159,13 @@ class Closing:
         self._dropped = background.submit(self._drop)
 
     def _drop(self) -> None:
-        assert self.next is not None
+        """Once the last session is deleted, the one made for the next case too; then the lease let go
+        (a failure to delete the last one is said by finish(), which reads the same future)."""
         try:
-            with contextlib.suppress(BaseException):  # not made: nothing to delete
+            with contextlib.suppress(BaseException):
                 self._done.result()
-                self.next.future.result().quit()
+                if self.next is not None:
+                    self.next.future.result().quit()
         finally:
             self._release()
 
@@ -328,7 +323,7 @@ class SopItem(pytest.Item):
         if kept is not None and not self.resuming and kept.device.id == device.id and kept.app == app and kept.alive():
             kept.reset_app()
             self.device_session = kept
-        elif made is not None and not self.resuming and made.matches(self.session_key):
+        elif made is not None and not self.resuming and made.key == self.session_key:
             creating = made.future  # made for this case while the last one was reported
         else:
             if kept is not None:
