@@ -135,6 +135,13 @@ class SensitiveConnection(AppiumConnection):
 
     _sensitive = False
 
+    def _get_connection_manager(self) -> Any:
+        from .transport import kept_connections, kept_open_applies
+
+        if kept_open_applies(self._client_config, self._proxy_url):
+            return kept_connections
+        return super()._get_connection_manager()  # type: ignore[no-untyped-call]
+
     def _request(self, method: str, url: str, body: Any = None) -> dict[str, Any]:
         self._sensitive = isinstance(body, str) and masking.known().found_in(body)
         try:

@@ -1,0 +1,156 @@
+"""Appium's HTTP requests over connections this process keeps open.
+
+Selenium sends each command through urllib3: a pool manager per session, the URL parsed and its
+pool looked up again for every request, and a new TCP connection for every session. Against a
+local Appium that Python work costs more than Appium's own handling of a command, and it lies on
+the device's critical path (issue 14). For a plain ``http://`` endpoint without a proxy, Selenium's
+requests go through :mod:`http.client` instead, on connections kept per endpoint and shared by the
+sessions one after another; an ``https://`` endpoint, a proxy or urllib3 options of the user's own
+keep Selenium's way (:func:`kept_open_applies`).
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import select
+import threading
+from typing import Any
+from urllib.parse import urlsplit
+
+from urllib3.exceptions import ProtocolError
+
+# Idle connections kept per endpoint: more than a process uses at once (a case's session, the next
+# case's being made, one being deleted) is only sockets held open on Appium.
+_KEEP = 4
+# A reused connection that fails this way was closed by the server while idle: sent again once, on a
+# new connection (Appium never saw the request; a new session's request carries an idempotency key).
+_CLOSED_WHILE_IDLE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError, ConnectionAbortedError)
+
+
+def kept_open_applies(client_config: Any, proxy_url: str | None) -> bool:
+    """True for connections this module can make as urllib3 would: plain http, no proxy, no pool options."""
+    return (
+        str(client_config.remote_server_addr).lower().startswith("http://")
+        and not proxy_url
+        and bool(client_config.keep_alive)
+        and not client_config.init_args_for_pool_manager
+    )
+
+
+class Response:
+    """What Selenium reads of a urllib3 response."""
+
+    __slots__ = ("data", "headers", "reason", "status")
+
+    def __init__(self, status: int, reason: str, headers: http.client.HTTPMessage, data: bytes) -> None:
+        self.status = status
+        self.reason = reason
+        self.headers = headers  # looked up case-insensitively, as urllib3's
+        self.data = data
+
+    def close(self) -> None:
+        """The body is read whole: nothing to close."""
+
+
+class KeptConnections:
+    """Stands in for the urllib3 pool manager of every Selenium connection of this process to a plain
+    ``http://`` endpoint: :meth:`request` and :meth:`clear` as Selenium calls them."""
+
+    def __init__(self) -> None:
+        self._mutex = threading.Lock()
+        self._pid = os.getpid()
+        self._idle: dict[tuple[str, int], list[http.client.HTTPConnection]] = {}
+
+    def request(
+        self, method: str, url: str, body: str | bytes | None = None, headers: dict[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> Response:  # fmt: skip
+        parts = urlsplit(url)
+        where = (parts.hostname or "localhost", parts.port or 80)
+        target = parts.path + ("?" + parts.query if parts.query else "") or "/"
+        data = body.encode("utf-8") if isinstance(body, str) else body  # http.client would take str as Latin-1
+        conn, reused = self._take(where, timeout)
+        try:
+            try:
+                response = self._send(conn, method, target, data, headers or {})
+            except _CLOSED_WHILE_IDLE:
+                if not reused:
+                    raise
+                conn.close()
+                conn = http.client.HTTPConnection(*where, timeout=timeout)
+                response = self._send(conn, method, target, data, headers or {})
+        except BaseException:
+            conn.close()
+            raise
+        if response.will_close:
+            conn.close()
+        else:
+            self._give(where, conn)
+        return Response(response.status, response.reason, response.msg, response.data)
+
+    @staticmethod
+    def _send(
+        conn: http.client.HTTPConnection, method: str, target: str, data: bytes | None, headers: dict[str, str]
+    ) -> _Read:
+        try:
+            conn.request(method, target, body=data, headers=headers)
+            response = conn.getresponse()
+            return _Read(response, response.read())
+        except OSError:
+            raise
+        except http.client.HTTPException as e:  # caught where urllib3's errors are (urllib3.exceptions.HTTPError)
+            raise ProtocolError(f"{type(e).__name__}: {e}") from e
+
+    def _take(self, where: tuple[str, int], timeout: float | None) -> tuple[http.client.HTTPConnection, bool]:
+        with self._mutex:
+            if self._pid != os.getpid():  # a forked child does not share its parent's sockets
+                self._pid, self._idle = os.getpid(), {}
+            idle = self._idle.get(where, [])
+            while idle:
+                conn = idle.pop()
+                if _still_open(conn):
+                    conn.timeout = timeout
+                    if conn.sock is not None:
+                        conn.sock.settimeout(timeout)
+                    return conn, True
+                conn.close()
+        return http.client.HTTPConnection(*where, timeout=timeout), False
+
+    def _give(self, where: tuple[str, int], conn: http.client.HTTPConnection) -> None:
+        with self._mutex:
+            idle = self._idle.setdefault(where, [])
+            if len(idle) < _KEEP and self._pid == os.getpid():
+                idle.append(conn)
+                return
+        conn.close()
+
+    def clear(self) -> None:
+        """Selenium's quit: the session ends, its connection stays for the next session."""
+
+
+class _Read:
+    """An :class:`http.client.HTTPResponse` read whole (so its connection can take the next request)."""
+
+    __slots__ = ("data", "msg", "reason", "status", "will_close")
+
+    def __init__(self, response: http.client.HTTPResponse, data: bytes) -> None:
+        self.status, self.reason, self.msg = response.status, response.reason, response.msg
+        self.will_close = bool(response.will_close)
+        self.data = data
+
+
+def _still_open(conn: http.client.HTTPConnection) -> bool:
+    """An idle connection the server has not closed: nothing to read on it (urllib3 checks the same)."""
+    sock = conn.sock
+    if sock is None:
+        return False
+    poll = select.poll()
+    poll.register(sock, select.POLLIN)
+    try:
+        return not poll.poll(0)
+    except OSError:
+        return False
+
+
+kept_connections = KeptConnections()

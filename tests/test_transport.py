@@ -1,0 +1,121 @@
+"""Appium's requests on connections kept open between sessions (issue 14): one TCP connection for
+sessions one after another, a new one when Appium closed the old, and Selenium's own way where
+this one cannot do what urllib3 would (https, a proxy)."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from appium import webdriver
+from appium.options.common import AppiumOptions
+from appium.webdriver.client_config import AppiumClientConfig
+from urllib3 import PoolManager
+
+from pytest_sop.appium_server import ManagedAppium, find_appium_home, open_sessions
+from pytest_sop.session import SensitiveConnection
+from pytest_sop.transport import KeptConnections, kept_connections
+
+ROOT = Path(__file__).resolve().parent.parent
+CAPS = {
+    "platformName": "Fake",
+    "appium:automationName": "Fake",
+    "appium:app": str(Path(__file__).parent / "apps" / "fake_app.xml"),
+}
+
+
+def session_on(url: str) -> webdriver.Remote:
+    connection = SensitiveConnection(client_config=AppiumClientConfig(remote_server_addr=url))
+    return webdriver.Remote(connection, options=AppiumOptions().load_capabilities(dict(CAPS)))
+
+
+def kept_ports(url: str) -> list[int]:
+    """The local ports of the idle connections kept to ``url``'s Appium."""
+    port = int(url.rsplit(":", 1)[1])
+    return [c.sock.getsockname()[1] for c in kept_connections._idle.get(("127.0.0.1", port), []) if c.sock]
+
+
+@pytest.fixture
+def own_appium(tmp_path: Path) -> Iterator[ManagedAppium]:
+    home = find_appium_home(ROOT)
+    assert home is not None, "Appium is not installed: run `npm ci`"
+    server = ManagedAppium(home, tmp_path / "appium.log")
+    server.start()
+    yield server
+    server.stop()
+
+
+def test_sessions_one_after_another_share_one_connection(appium_url: str) -> None:
+    first = session_on(appium_url)
+    assert isinstance(first.command_executor._conn, KeptConnections)
+    first.find_element("id", "username").send_keys("ann")
+    first.quit()
+    [port] = kept_ports(appium_url)
+
+    second = session_on(appium_url)
+    assert second.find_element("id", "username").text == ""  # a new session: the app as it starts
+    second.quit()
+    assert kept_ports(appium_url) == [port], "the second session opened a new TCP connection"
+
+
+def test_a_connection_appium_closed_is_replaced(own_appium: ManagedAppium) -> None:
+    """Appium restarted between two sessions (on the same port): the kept connection is dead, and
+    the next session is made on a new one rather than failing."""
+    url = own_appium.url
+    session_on(url).quit()
+    [old] = kept_ports(url)
+    own_appium.stop()
+    own_appium.start()
+    session = session_on(url)
+    try:
+        assert session.find_element("id", "username").is_displayed()
+    finally:
+        session.quit()
+    assert kept_ports(url) != [old]
+    assert open_sessions(url) == []
+
+
+def test_a_request_that_finds_no_appium_fails_as_before(own_appium: ManagedAppium) -> None:
+    """Appium gone: the error is a connection error (the plugin says 'cannot be reached')."""
+    url = own_appium.url
+    session_on(url).quit()
+    own_appium.stop()
+    with pytest.raises(OSError):
+        session_on(url)
+
+
+def test_unicode_reaches_the_app_as_typed(appium_url: str) -> None:
+    """http.client would send a str body as Latin-1; the JSON goes as UTF-8, as urllib3 sends it."""
+    session = session_on(appium_url)
+    try:
+        field = session.find_element("id", "username")
+        field.send_keys("Zoë 東京 🚀")
+        assert field.text == "Zoë 東京 🚀"
+    finally:
+        session.quit()
+
+
+@pytest.mark.parametrize(
+    "url, env",
+    [
+        ("https://appium.example.com:443", {}),  # certificates: urllib3's (and the user's options)
+        ("http://appium.example.com:4723", {"http_proxy": "http://proxy.example.com:3128"}),
+    ],
+)
+def test_https_and_proxies_keep_seleniums_way(url: str, env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "no_proxy", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    connection = SensitiveConnection(client_config=AppiumClientConfig(remote_server_addr=url))
+    assert isinstance(connection._conn, PoolManager)
+
+
+def test_a_proxy_the_endpoint_is_exempt_from_is_not_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("http_proxy", "http://proxy.example.com:3128")
+    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
+    host = socket.gethostbyname("localhost")
+    connection = SensitiveConnection(client_config=AppiumClientConfig(remote_server_addr=f"http://{host}:4723"))
+    assert connection._conn is kept_connections
