@@ -38,7 +38,6 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -136,10 +135,38 @@ def _lock_path(path: Path) -> Path:
 
 
 def _next_head_path(path: Path) -> Path:
-    """The head file an append writes before its lines and renames over the head file after them: a
+    """The head an append is about to make, written before its lines (the head file after them): a
     writer killed in between leaves it naming the lines it appended, so they are told from lines
     added by hand (a crash, not a tamper, and the next append completes the head)."""
     return path.with_name(path.name + ".head.next")
+
+
+def _head_bytes(seq: int, sha: str) -> bytes:
+    return (_canonical({"seq": seq, "sha256": sha}) + "\n").encode("ascii")
+
+
+def _stamp(st: os.stat_result) -> tuple[int, ...]:
+    """What changes whenever a file is written (its ctime no one can set back)."""
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def _rewrite(path: Path, data: bytes) -> tuple[int, ...]:
+    """``data`` as the whole file, written over it in place; returns the file's :func:`_stamp` after.
+    Not a new file renamed over it: that creates a file and deletes one for every append, and on ext4
+    without a journal each file created soon after deletions scans past the deleted ones (every
+    Allure result of the run paid for it)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0), 0o644)
+    try:
+        view, done = memoryview(data), 0
+        while done < len(data):
+            done += os.pwrite(fd, view[done:], done)
+        st = os.fstat(fd)
+        if st.st_size != len(data):
+            os.ftruncate(fd, len(data))
+            st = os.fstat(fd)
+        return _stamp(st)
+    finally:
+        os.close(fd)
 
 
 def _read_next_head(path: Path) -> tuple[int, str] | None:
@@ -342,6 +369,9 @@ class AuditLog:
         self._lock_timeout = lock_timeout
         self._lock = _WritersLock.of(self.lock_path)
         self._folder_made = False
+        # After this object's last append: (the log's stamp, the head file's stamp, seq, sha256). While
+        # neither file changed since, the next line follows it without reading both back.
+        self._tail: tuple[tuple[int, ...], tuple[int, ...], int, str] | None = None
 
     def append(self, event: str, /, **fields: Any) -> str:
         """Append one event and return the line written (without its newline).
@@ -363,26 +393,22 @@ class AuditLog:
         self,
         entries: Sequence[tuple[str, dict[str, Any], Callable[[str], str] | None]],
         /,
-        head_later: Callable[[Callable[[], None]], None] | None = None,
         times: Sequence[str] | None = None,
     ) -> list[str]:
         """Append several events at once, in order, under one lock, with one write and one head update:
-        ``(event, fields, mask)`` each, ``mask`` None for none. Returns the lines written. ``head_later``:
-        see :meth:`_write`. ``times``: each event's ``ts``, when it happened (default: now)."""
+        ``(event, fields, mask)`` each, ``mask`` None for none. Returns the lines written. ``times``: each
+        event's ``ts``, when it happened (default: now)."""
         for _, fields, _ in entries:
             _check_names(fields)
-        return self._write([(event, _constant(fields), mask) for event, fields, mask in entries], head_later, times)
+        return self._write([(event, _constant(fields), mask) for event, fields, mask in entries], times)
 
     def _write(
         self,
         entries: Sequence[tuple[str, Callable[[int, str], dict[str, Any]], Callable[[str], str] | None]],
-        head_later: Callable[[Callable[[], None]], None] | None = None,
         times: Sequence[str] | None = None,
     ) -> list[str]:
-        """Append ``entries`` under the writers' lock. With ``head_later``, the lines are in the file when
-        this returns, and the head file is replaced and the lock released by the function handed to
-        ``head_later`` (which runs it on another thread): replacing a file waits for the disk, and nothing
-        can see the log meanwhile, since the lock is held until the head file names the last line."""
+        """Append ``entries`` under the writers' lock: the next head file first, then the lines, then
+        the head file."""
         if not entries:
             return []
         if not self._folder_made:
@@ -390,7 +416,6 @@ class AuditLog:
             self._folder_made = True
         lines: list[str] = []
         self._lock.acquire(self._lock_timeout)
-        handed = False
         try:
             seq, prev = self._next()
             data = b""
@@ -408,33 +433,35 @@ class AuditLog:
                 data += raw + b"\n"
                 lines.append(line)
                 seq, prev = seq + 1, _sha256(raw)
-            self._write_next_head(seq - 1, prev)
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            head = _head_bytes(seq - 1, prev)
+            self._tail = None
+            _rewrite(self.next_head_path, head)
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
             try:
                 _write_all(fd, data)
                 if self._fsync:
                     os.fsync(fd)
+                log_stamp = _stamp(os.fstat(fd))
             finally:
                 os.close(fd)
-            if head_later is None:
-                os.replace(self.next_head_path, self.head_path)
-            else:
-                head_later(self._finish)
-                handed = True
-        finally:
-            if not handed:
-                self._lock.release()
-        return lines
-
-    def _finish(self) -> None:
-        """The head file names the last line appended; then the writers' lock is free."""
-        try:
-            os.replace(self.next_head_path, self.head_path)
+            self._tail = (log_stamp, self._commit_head(head), seq - 1, prev)
         finally:
             self._lock.release()
+        return lines
+
+    def _commit_head(self, head: bytes) -> tuple[int, ...]:
+        """The head file names the last line appended."""
+        return _rewrite(self.head_path, head)
 
     def _next(self) -> tuple[int, str]:
         """The next line's (seq, prev), from the file's last line; checked against the head file."""
+        if self._tail is not None:
+            try:
+                unchanged = (_stamp(os.stat(self.path)), _stamp(os.stat(self.head_path))) == self._tail[:2]
+            except FileNotFoundError:
+                unchanged = False
+            if unchanged:
+                return self._tail[2] + 1, self._tail[3]
         last = _read_last_line(self.path)
         try:
             head = _read_head(self.path)
@@ -458,14 +485,6 @@ class AuditLog:
             )
         return seq + 1, sha
 
-    def _write_next_head(self, seq: int, sha: str) -> None:
-        """The head file as it will be once the lines are appended (renamed over it then)."""
-        fd = os.open(self.next_head_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
-        try:
-            _write_all(fd, (_canonical({"seq": seq, "sha256": sha}) + "\n").encode("ascii"))
-        finally:
-            os.close(fd)
-
 
 class AuditQueue:
     """Appends to one log from a background thread, in the order given, several lines per lock.
@@ -473,24 +492,17 @@ class AuditQueue:
     A case's lines that nothing waits on (its lease, session and step lines) are written while
     the case goes on, at most :attr:`linger` seconds after they were put: the writer waits that
     long for the lines that follow, so a case's lines go in a few appends rather than one each
-    (an append takes the lock, reads the tail and replaces the head file). :meth:`flush` returns
+    (an append takes the lock and writes the head files). :meth:`flush` returns
     once every line put so far is in the file, and is called before anything that must follow
     them: the case's outcome (recorded before its report), its release (recorded while the lease
     is still held), the run's seal. A line that could not be written makes the next :meth:`flush`
     raise, so the case that waits on it fails with the reason. One per process: a forked child
     starts its own thread.
-
-    With ``later`` (a function that runs a function on another thread and returns its Future), an
-    append's head file is replaced there, still under the writers' lock: a flush returns once the
-    lines are in the file, without waiting for the disk to rename the head file. An error there
-    makes the next :meth:`flush` raise; :meth:`close` waits for them all.
     """
 
     linger = 0.1
 
-    def __init__(self, later: Callable[[Callable[[], None]], Future[None]] | None = None) -> None:
-        self._later = later
-        self._heads: list[Future[None]] = []  # head files being replaced by ``later``
+    def __init__(self) -> None:
         self._cond = threading.Condition()
         self._writing = threading.Lock()
         self._items: list[tuple[AuditLog, str, dict[str, Any], str]] = []
@@ -514,7 +526,6 @@ class AuditQueue:
         """Write every line put so far, in this thread if the writer has not taken it yet (waking
         the writer would cost more than the write); raise the first error since the last flush."""
         self._drain()
-        self._check_heads(wait=False)
         with self._cond:
             error, self._error = self._error, None
         if error is not None:
@@ -526,23 +537,9 @@ class AuditQueue:
         error is the main thread's to say."""
         self._drain()
 
-    def _check_heads(self, *, wait: bool) -> None:
-        """Note the first error of the head files replaced so far (all of them, waiting, with ``wait``)."""
-        with self._cond:
-            heads = self._heads
-            self._heads = [] if wait else [f for f in heads if not f.done()]
-        for future in heads:
-            if wait or future.done():
-                error = future.exception()
-                if error is not None:
-                    with self._cond:
-                        self._error = self._error or error
-
     def close(self) -> None:
-        """Flush, wait for the head file, and stop the thread."""
+        """Flush and stop the thread."""
         try:
-            self._drain()
-            self._check_heads(wait=True)
             self.flush()
         finally:
             with self._cond:
@@ -586,19 +583,13 @@ class AuditQueue:
                     end += 1
                 entries = [(event, fields, item_log._mask) for item_log, event, fields, _ in batch[start:end]]
                 times = [ts for *_, ts in batch[start:end]]
-                log.append_many(entries, self._head_later if self._later is not None else None, times)
+                log.append_many(entries, times)
                 start = end
         except BaseException as e:  # handed to whoever flushes next
             error = e
         with self._cond:
             if error is not None and self._error is None:
                 self._error = error
-
-    def _head_later(self, finish: Callable[[], None]) -> None:
-        assert self._later is not None
-        future = self._later(finish)
-        with self._cond:
-            self._heads.append(future)
 
 
 class QueuedLog:

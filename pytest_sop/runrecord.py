@@ -134,10 +134,7 @@ def case_audit(config: pytest.Config, mask: Callable[[str], str]) -> QueuedLog |
         return None
     queue = config.stash.get(queue_key, None)
     if queue is None:
-        from .background import background
-
-        # Head files are replaced on a device thread: a case's flush does not wait for the disk.
-        queue = config.stash[queue_key] = AuditQueue(background.submit)
+        queue = config.stash[queue_key] = AuditQueue()
     return QueuedLog(log, queue)
 
 

@@ -1,5 +1,6 @@
-"""The audit log's background writer (issue 14): a case's lines go in few appends, a flush does not wait
-for the head file's rename, and the log is never seen with a head file behind its last line."""
+"""The audit log's background writer (issue 14): a case's lines go in few appends, the head files are
+rewritten in place (no file created or deleted per append), and a writer killed mid-append leaves a
+log the next run goes on with."""
 
 from __future__ import annotations
 
@@ -7,10 +8,7 @@ import json
 import multiprocessing
 import os
 import signal
-import threading
 import time
-from collections.abc import Callable
-from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
@@ -26,28 +24,6 @@ def head_of(path: Path) -> dict[str, Any]:
 
 def lines_in(path: Path) -> int:
     return len(path.read_bytes().splitlines()) if path.exists() else 0
-
-
-class Held:
-    """A ``later`` that keeps what it is given until the test runs it, so the test sees the moment between."""
-
-    def __init__(self) -> None:
-        self.jobs: list[tuple[Future[None], Callable[[], None]]] = []
-
-    def __call__(self, fn: Callable[[], None]) -> Future[None]:
-        future: Future[None] = Future()
-        self.jobs.append((future, fn))
-        return future
-
-    def run_all(self) -> None:
-        for future, fn in self.jobs:
-            try:
-                fn()
-            except BaseException as e:
-                future.set_exception(e)
-            else:
-                future.set_result(None)
-        self.jobs.clear()
 
 
 def test_lines_put_close_together_go_in_one_append(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -82,63 +58,43 @@ def test_a_line_nobody_flushes_is_written_while_the_case_goes_on(tmp_path: Path)
     assert verify(path).ok
 
 
-def _verify_in_child(path: str, out: Any) -> None:
-    out.put(verify(path).reason)
-
-
-def test_flush_returns_before_the_head_file_is_replaced_and_the_lock_is_held_until_it_is(tmp_path: Path) -> None:
+def test_appends_create_and_delete_no_files(tmp_path: Path) -> None:
+    """Only the first append makes the log's files; later ones write into the same files. A head file
+    renamed over the old one per append created and deleted a file each time, and on ext4 without a
+    journal every file made after many deletions (each Allure result) paid for it."""
     path = tmp_path / "sop-audit.jsonl"
-    later = Held()
-    queue = AuditQueue(later)
+    queue = AuditQueue()
     log = QueuedLog(AuditLog(path), queue)
     log.append("lease", case="c[1]")
     log.flush()
-    assert lines_in(path) == 1 and not path.with_name(path.name + ".head").exists()
-    assert len(later.jobs) == 1  # the head file waits for the other thread
-
-    # Nobody sees the log in between: another process's verify waits for the writers' lock.
-    ctx = multiprocessing.get_context("spawn")
-    out = ctx.Queue()
-    child = ctx.Process(target=_verify_in_child, args=(str(path), out))
-    child.start()
-    with pytest.raises(filelock.Timeout):
-        filelock.FileLock(str(path) + ".lock", timeout=0.2).acquire()
-    later.run_all()
-    child.join(120)
-    assert out.get(timeout=10) == "1 lines, chain intact"
-    assert head_of(path)["seq"] == 1
-
-    log.append("release", case="c[1]")
-    log.flush()
-    closer = threading.Thread(target=queue.close)
-    closer.start()
-    closer.join(0.3)
-    assert closer.is_alive(), "close() returned with a head file still being replaced"
-    later.run_all()
-    closer.join(60)
-    assert not closer.is_alive() and head_of(path)["seq"] == 2 and verify(path).ok
+    files = {p.name: p.stat().st_ino for p in tmp_path.iterdir()}
+    assert set(files) == {"sop-audit.jsonl", "sop-audit.jsonl.head", "sop-audit.jsonl.head.next", "sop-audit.jsonl.lock"}
+    for n in range(5):
+        log.append("step_end", case="c[1]", step=n)
+        log.flush()
+    queue.close()
+    assert {p.name: p.stat().st_ino for p in tmp_path.iterdir()} == files
+    assert head_of(path)["seq"] == 6 and verify(path).reason == "6 lines, chain intact"
 
 
-def test_a_head_file_that_could_not_be_replaced_fails_the_next_flush(tmp_path: Path) -> None:
+def test_a_head_file_that_cannot_be_written_fails_the_flush(tmp_path: Path) -> None:
     path = tmp_path / "sop-audit.jsonl"
-    later = Held()
-    queue = AuditQueue(later)
+    queue = AuditQueue()
     log = QueuedLog(AuditLog(path), queue)
     log.append("lease", case="c[1]")
     log.flush()
-    in_the_way = tmp_path / "sop-audit.jsonl.head"
-    in_the_way.mkdir()  # os.replace cannot put a file over a folder
-    later.run_all()
-    in_the_way.rmdir()
-    with filelock.FileLock(str(path) + ".lock", timeout=10):
-        pass  # the lock is free again
+    in_the_way = tmp_path / "sop-audit.jsonl.head.next"
+    in_the_way.unlink()
+    in_the_way.mkdir()  # a head file cannot be written where a folder is
     log.append("outcome", case="c[1]")
     with pytest.raises(IsADirectoryError):
-        log.flush()  # its own line is written; the error is the one before it
-    assert lines_in(path) == 2
-    later.run_all()
+        log.flush()  # the case waiting on its line hears why it is not written
+    assert lines_in(path) == 1
+    in_the_way.rmdir()
+    log.append("release", case="c[1]")
+    log.flush()
     queue.close()
-    assert verify(path).ok
+    assert head_of(path)["seq"] == 2 and verify(path).ok
 
 
 def test_the_writers_lock_is_the_lock_filelock_takes(tmp_path: Path) -> None:
@@ -152,16 +108,13 @@ def test_the_writers_lock_is_the_lock_filelock_takes(tmp_path: Path) -> None:
 
 
 def _killed_before_the_head(path: str) -> None:
-    """Append two lines and die (SIGKILL) before the head file is replaced: a run killed mid-append."""
-    AuditLog(path).append_many(
-        [("step_start", {"case": "c[1]"}, None), ("step_end", {"case": "c[1]"}, None)],
-        lambda finish: os.kill(os.getpid(), signal.SIGKILL),
-    )
+    """Append two lines and die (SIGKILL) before the head file names them: a run killed mid-append."""
+    AuditLog._commit_head = lambda self, head: os.kill(os.getpid(), signal.SIGKILL)  # type: ignore[method-assign,assignment,return-value]
+    AuditLog(path).append_many([("step_start", {"case": "c[1]"}, None), ("step_end", {"case": "c[1]"}, None)])
 
 
 def test_a_writer_killed_before_its_head_file_leaves_a_log_that_verifies_and_goes_on(tmp_path: Path) -> None:
-    """The head file lags while a batch's head is replaced on another thread; a run killed then is a
-    crash, not a tamper: the next run must not refuse the log (seen failing: a resume killed with
+    """A run killed between a batch's lines and its head file is a crash, not a tamper: the next run must not refuse the log (seen failing: a resume killed with
     kill -9, then every run said the log's last lines were "added after the last complete append")."""
     path = tmp_path / "sop-audit.jsonl"
     AuditLog(path).append("lease", case="c[1]")
