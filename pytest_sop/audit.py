@@ -277,6 +277,10 @@ class _WritersLock:
         self._pid = os.getpid()
         self._mutex = threading.Lock()
         self._fd = -1
+        self.folder_made = False
+        # After this process's last append to the log: (the log's stamp, its head file's stamp, seq,
+        # sha256). While neither file changed since, the next line follows it without reading both back.
+        self.tail: tuple[tuple[int, ...], tuple[int, ...], int, str] | None = None
 
     @contextlib.contextmanager
     def held(self, timeout: float) -> Iterator[None]:
@@ -291,7 +295,7 @@ class _WritersLock:
         """Take the lock; ``filelock.Timeout`` when it is not free within ``timeout`` seconds. Any thread
         of this process may :meth:`release` it."""
         if self._pid != os.getpid():  # a forked child: none of its parent's threads, nor its open file
-            self._pid, self._mutex, self._fd = os.getpid(), threading.Lock(), -1
+            self._pid, self._mutex, self._fd, self.tail = os.getpid(), threading.Lock(), -1, None
         deadline = time.monotonic() + timeout
         if not self._mutex.acquire(timeout=max(timeout, 0.0)):
             raise filelock.Timeout(self.path)
@@ -367,11 +371,7 @@ class AuditLog:
         self._mask = mask
         self._fsync = fsync
         self._lock_timeout = lock_timeout
-        self._lock = _WritersLock.of(self.lock_path)
-        self._folder_made = False
-        # After this object's last append: (the log's stamp, the head file's stamp, seq, sha256). While
-        # neither file changed since, the next line follows it without reading both back.
-        self._tail: tuple[tuple[int, ...], tuple[int, ...], int, str] | None = None
+        self._lock = _WritersLock.of(self.lock_path)  # shared by this process's AuditLogs of the path
 
     def append(self, event: str, /, **fields: Any) -> str:
         """Append one event and return the line written (without its newline).
@@ -411,9 +411,9 @@ class AuditLog:
         the head file."""
         if not entries:
             return []
-        if not self._folder_made:
+        if not self._lock.folder_made:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._folder_made = True
+            self._lock.folder_made = True
         lines: list[str] = []
         self._lock.acquire(self._lock_timeout)
         try:
@@ -434,7 +434,7 @@ class AuditLog:
                 lines.append(line)
                 seq, prev = seq + 1, _sha256(raw)
             head = _head_bytes(seq - 1, prev)
-            self._tail = None
+            self._lock.tail = None
             _rewrite(self.next_head_path, head)
             fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
             try:
@@ -444,7 +444,7 @@ class AuditLog:
                 log_stamp = _stamp(os.fstat(fd))
             finally:
                 os.close(fd)
-            self._tail = (log_stamp, self._commit_head(head), seq - 1, prev)
+            self._lock.tail = (log_stamp, self._commit_head(head), seq - 1, prev)
         finally:
             self._lock.release()
         return lines
@@ -455,13 +455,14 @@ class AuditLog:
 
     def _next(self) -> tuple[int, str]:
         """The next line's (seq, prev), from the file's last line; checked against the head file."""
-        if self._tail is not None:
+        tail = self._lock.tail
+        if tail is not None:
             try:
-                unchanged = (_stamp(os.stat(self.path)), _stamp(os.stat(self.head_path))) == self._tail[:2]
+                unchanged = (_stamp(os.stat(self.path)), _stamp(os.stat(self.head_path))) == tail[:2]
             except FileNotFoundError:
                 unchanged = False
             if unchanged:
-                return self._tail[2] + 1, self._tail[3]
+                return tail[2] + 1, tail[3]
         last = _read_last_line(self.path)
         try:
             head = _read_head(self.path)

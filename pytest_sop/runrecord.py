@@ -119,8 +119,7 @@ def open_audit(config: pytest.Config, mask: Callable[[str], str]) -> AuditLog | 
     path = audit_path(config)
     if path is None:
         return None
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    return AuditLog(path, mask=mask)
+    return AuditLog(path, mask=mask)  # which makes its folder at its first line
 
 
 queue_key = pytest.StashKey[AuditQueue]()
