@@ -511,6 +511,7 @@ class AuditQueue:
         self._thread: threading.Thread | None = None
         self._pid = 0
         self._closing = False
+        self._soon = False  # write what is put without waiting out the linger
 
     def put(self, log: AuditLog, event: str, fields: dict[str, Any]) -> None:
         _check_names(fields)  # a caller's mistake is said to the caller, not to a later flush
@@ -522,6 +523,15 @@ class AuditQueue:
             if not self._items:  # the writer waits for a first line; the next ones it waits out (linger)
                 self._cond.notify_all()
             self._items.append((log, event, fields, _utc_now()))  # stamped when it happened, not when written
+
+    def write_soon(self) -> None:
+        """The writer writes the lines put so far now rather than after the linger, without this
+        thread waiting: for lines that must not wait on a case that may still crash (its lease and
+        session: a worker killed in its first step must leave them)."""
+        with self._cond:
+            if self._items:
+                self._soon = True
+                self._cond.notify_all()
 
     def flush(self) -> None:
         """Write every line put so far, in this thread if the writer has not taken it yet (waking
@@ -559,8 +569,9 @@ class AuditQueue:
                     return
                 # The lines that follow soon go in the same append (a flush meanwhile takes them all).
                 deadline = time.monotonic() + self.linger
-                while self._items and not self._closing and (left := deadline - time.monotonic()) > 0:
+                while self._items and not (self._closing or self._soon) and (left := deadline - time.monotonic()) > 0:
                     self._cond.wait(left)
+                self._soon = False
             self._drain()
 
     def _drain(self) -> None:

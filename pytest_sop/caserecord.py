@@ -52,6 +52,11 @@ class CaseRecord:
         if self.audit is not None:
             self.audit.append(event, case=self.nodeid, sop=self.sop, **who_where(self.config), **fields)
 
+    def write_soon(self) -> None:
+        """This case's lines so far are written now, in the background (see AuditQueue.write_soon)."""
+        if self.audit is not None:
+            self.audit.queue.write_soon()
+
     def flush(self) -> None:
         """Every audit line of this case so far is in the file; raises when one could not be written."""
         if self.audit is not None:

@@ -359,6 +359,7 @@ class SopItem(pytest.Item):
         self.record(
             "session", device=device.id, endpoint=endpoint, session=self.device_session.session_id, reused=reused
         )
+        self.case_record.write_soon()  # what it holds is on record before its first step, should it crash
         self.context = Context(
             case=self.case, session=self.device_session, device=device, account=account, secrets=secrets,
             recorder=recorder, registry=suite.registry, get_sop=suite.get_sop, evidence=settings.evidence,

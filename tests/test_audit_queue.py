@@ -58,6 +58,27 @@ def test_a_line_nobody_flushes_is_written_while_the_case_goes_on(tmp_path: Path)
     assert verify(path).ok
 
 
+def test_a_case_s_opening_lines_are_written_without_waiting_out_the_linger(tmp_path: Path) -> None:
+    """A worker killed in its case's first step must leave the lease and session lines (seen lost:
+    a crash 0.2 s into a case under load left only the controller's outcome line)."""
+    path = tmp_path / "sop-audit.jsonl"
+    queue = AuditQueue()
+    queue.linger = 600.0  # far longer than the test
+    log = QueuedLog(AuditLog(path), queue)
+    log.append("lease", case="c[1]")
+    log.append("session", case="c[1]")
+    queue.write_soon()
+    deadline = time.monotonic() + 60
+    while lines_in(path) < 2:
+        assert time.monotonic() < deadline, "the opening lines waited for the linger"
+        time.sleep(0.02)
+    log.append("step_start", case="c[1]")  # the lines after them wait again, for the flush
+    time.sleep(0.3)
+    assert lines_in(path) == 2
+    queue.close()
+    assert lines_in(path) == 3 and verify(path).ok
+
+
 def test_appends_create_and_delete_no_files(tmp_path: Path) -> None:
     """Only the first append makes the log's files; later ones write into the same files. A head file
     renamed over the old one per append created and deleted a file each time, and on ext4 without a
