@@ -66,9 +66,8 @@ def test_case(i):
 
 
 def run_pytest_side(url: str, cases: int, folder: Path) -> float:
-    results = folder / f"allure-{cases}"
+    results, _ = bench_case.fresh_records(folder / "records")  # as the SOP side's (see fresh_records)
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--alluredir={results}"]
-    cmd.append("--clean-alluredir")
     env = {**bench_case.bench_env(), "BENCH_CASES": str(cases), "BENCH_URL": url}
     start = rusage_children()
     proc = subprocess.run(cmd, cwd=folder, env=env, capture_output=True, text=True, check=False)
