@@ -73,30 +73,32 @@ class KeptConnections:
         conn, reused = self._take(where, timeout)
         try:
             try:
-                response = self._send(conn, method, target, data, headers or {})
+                response, will_close = self._send(conn, method, target, data, headers or {})
             except _CLOSED_WHILE_IDLE:
                 if not reused:
                     raise
                 conn.close()
                 conn = http.client.HTTPConnection(*where, timeout=timeout)
-                response = self._send(conn, method, target, data, headers or {})
+                response, will_close = self._send(conn, method, target, data, headers or {})
         except BaseException:
             conn.close()
             raise
-        if response.will_close:
+        if will_close:
             conn.close()
         else:
             self._give(where, conn)
-        return Response(response.status, response.reason, response.msg, response.data)
+        return response
 
     @staticmethod
     def _send(
         conn: http.client.HTTPConnection, method: str, target: str, data: bytes | None, headers: dict[str, str]
-    ) -> _Read:
+    ) -> tuple[Response, bool]:
+        """The response, read whole (so the connection can take the next request), and whether the
+        server closes the connection after it."""
         try:
             conn.request(method, target, body=data, headers=headers)
-            response = conn.getresponse()
-            return _Read(response, response.read())
+            r = conn.getresponse()
+            return Response(r.status, r.reason, r.msg, r.read()), bool(r.will_close)
         except OSError:
             raise
         except http.client.HTTPException as e:  # caught where urllib3's errors are (urllib3.exceptions.HTTPError)
@@ -127,17 +129,6 @@ class KeptConnections:
 
     def clear(self) -> None:
         """Selenium's quit: the session ends, its connection stays for the next session."""
-
-
-class _Read:
-    """An :class:`http.client.HTTPResponse` read whole (so its connection can take the next request)."""
-
-    __slots__ = ("data", "msg", "reason", "status", "will_close")
-
-    def __init__(self, response: http.client.HTTPResponse, data: bytes) -> None:
-        self.status, self.reason, self.msg = response.status, response.reason, response.msg
-        self.will_close = bool(response.will_close)
-        self.data = data
 
 
 def _still_open(conn: http.client.HTTPConnection) -> bool:
