@@ -20,6 +20,7 @@ import pytest
 import yaml
 from appium import webdriver
 from appium.options.common import AppiumOptions
+from selenium.common.exceptions import ElementClickInterceptedException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webelement import WebElement
 
@@ -73,6 +74,20 @@ def poll(what: str, fn: Callable[[], T | None], timeout: float = 60.0) -> T:
         if time.monotonic() > deadline:
             raise AssertionError(f"the report did not show {what} within {limit:.0f}s")
         time.sleep(0.25)
+
+
+def click(element: WebElement, what: str) -> None:
+    """Click once nothing lies over ``element``: the report fades panels in and out as it renders, and
+    a click meanwhile lands on the panel (seen under load: ElementClickInterceptedException)."""
+
+    def clicked() -> bool:
+        try:
+            element.click()
+        except ElementClickInterceptedException:
+            return False
+        return True
+
+    poll(what, clicked)
 
 
 def build_report(run: ExampleRun, out: Path) -> Path:
@@ -149,7 +164,7 @@ def expand_tree(driver: Any) -> list[WebElement]:
         if not folded:
             break
         for title in folded:
-            title.click()
+            click(title, f"section {title.text!r} clickable")
         poll("the sections unfolded", unfolded(driver, {title.id for title in folded}))
     return poll("case titles", lambda: driver.find_elements(By.CSS_SELECTOR, "[data-testid=tree-leaf-title]"))
 
@@ -158,10 +173,10 @@ def open_case(driver: Any, index: Path, name: Callable[[str], bool]) -> None:
     open_report(driver, index)
     leaves = [leaf for leaf in expand_tree(driver) if name(leaf.text)]
     assert leaves, [leaf.text for leaf in expand_tree(driver)]
-    leaves[0].click()
+    click(leaves[0], f"case {leaves[0].text!r} clickable")
     poll("the case's steps", lambda: driver.find_elements(By.CSS_SELECTOR, "[data-testid=test-result-steps-root]"))
     toggle = driver.find_element(By.CSS_SELECTOR, "[data-testid=test-result-steps-subtree-toggle]")
-    toggle.click()  # unfold every step, nested ones too
+    click(toggle, "the steps' toggle clickable")  # unfold every step, nested ones too
 
 
 def step_titles(driver: Any) -> list[str]:
@@ -208,7 +223,7 @@ def test_report_shows_a_cases_steps_and_labels(report: Path, browser: Any) -> No
     assert matches(SIGN_IN_STEPS, titles), titles
     more = [b for b in browser.find_elements(By.TAG_NAME, "button") if b.text.strip() == "Show more"]
     if more:  # the report lists the first labels and folds the rest
-        more[0].click()
+        click(more[0], "'Show more' clickable")
         poll("every label", lambda: "Show less" in browser.find_element(By.TAG_NAME, "body").text)
     body = browser.find_element(By.TAG_NAME, "body").text
     for label in ("sop\nsign-in", "owner\nsocial-ops", "severity\nblocker", "operator_signed\nunsigned"):
@@ -224,7 +239,7 @@ def test_report_shows_a_screenshot(report: Path, browser: Any) -> None:
     posted = [h for h in headers if "posted" in h.text.split("\n") and "image/png" in h.text]
     assert posted, [h.text for h in headers]
     browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", posted[-1])
-    posted[-1].click()
+    click(posted[-1], "the screenshot's header clickable")
 
     def loaded() -> list[dict[str, Any]] | None:
         shown = browser.execute_script(
@@ -245,7 +260,7 @@ def body_text(driver: Any) -> str:
 def show_every_label(driver: Any) -> None:
     more = [b for b in driver.find_elements(By.TAG_NAME, "button") if b.text.strip() == "Show more"]
     for button in more:  # the report lists the first labels and parameters and folds the rest
-        button.click()
+        click(button, "'Show more' clickable")
     if more:
         poll("every label", lambda: "Show less" in body_text(driver))
 
@@ -304,12 +319,12 @@ def test_report_has_the_timeline_and_audit_log_as_global_attachments(report: Pat
                  if e.tag_name in ("button", "a") or e.get_attribute("role") == "tab"],
     )  # fmt: skip
     assert tab[0].text.split()[-1] == "2", tab[0].text  # each once
-    tab[0].click()
+    click(tab[0], "the Global Attachments tab clickable")
     poll("the run's attachments", lambda: "device timeline" in body_text(browser) and "audit log" in body_text(browser))
     headers = browser.find_elements(By.CSS_SELECTOR, "[data-testid=test-result-attachment-header]")
     timeline = [h for h in headers if "device timeline" in h.text]
     assert timeline, [h.text for h in headers]
-    timeline[0].click()
+    click(timeline[0], "the timeline's header clickable")
 
     def loaded() -> list[dict[str, Any]] | None:
         shown = browser.execute_script(

@@ -47,17 +47,19 @@ def own_appium(tmp_path: Path) -> Iterator[ManagedAppium]:
     server.stop()
 
 
-def test_sessions_one_after_another_share_one_connection(appium_url: str) -> None:
-    first = session_on(appium_url)
+def test_sessions_one_after_another_share_one_connection(own_appium: ManagedAppium) -> None:
+    """On a server of its own: the tests before it in this process keep connections to the shared one."""
+    url = own_appium.url
+    first = session_on(url)
     assert isinstance(first.command_executor._conn, KeptConnections)
     first.find_element("id", "username").send_keys("ann")
     first.quit()
-    [port] = kept_ports(appium_url)
+    [port] = kept_ports(url)
 
-    second = session_on(appium_url)
+    second = session_on(url)
     assert second.find_element("id", "username").text == ""  # a new session: the app as it starts
     second.quit()
-    assert kept_ports(appium_url) == [port], "the second session opened a new TCP connection"
+    assert kept_ports(url) == [port], "the second session opened a new TCP connection"
 
 
 def test_a_connection_appium_closed_is_replaced(own_appium: ManagedAppium) -> None:
