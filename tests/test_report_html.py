@@ -77,10 +77,12 @@ def poll(what: str, fn: Callable[[], T | None], timeout: float = 60.0) -> T:
 
 
 def click(element: WebElement, what: str) -> None:
-    """Click once nothing lies over ``element``: the report fades panels in and out as it renders, and
-    a click meanwhile lands on the panel (seen under load: ElementClickInterceptedException)."""
+    """Click ``element`` in the middle of the view, once nothing lies over it: near the top of the page
+    the report's header can cover it, and panels fade in and out as it renders (seen in CI:
+    ElementClickInterceptedException, the header over a case's title)."""
 
     def clicked() -> bool:
+        element.parent.execute_script("arguments[0].scrollIntoView({block: 'center'})", element)
         try:
             element.click()
         except ElementClickInterceptedException:
@@ -238,7 +240,6 @@ def test_report_shows_a_screenshot(report: Path, browser: Any) -> None:
     headers = browser.find_elements(By.CSS_SELECTOR, "[data-testid=test-result-attachment-header]")
     posted = [h for h in headers if "posted" in h.text.split("\n") and "image/png" in h.text]
     assert posted, [h.text for h in headers]
-    browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", posted[-1])
     click(posted[-1], "the screenshot's header clickable")
 
     def loaded() -> list[dict[str, Any]] | None:
