@@ -46,6 +46,19 @@ def appium_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ManagedA
 
 
 @pytest.fixture
+def own_appium(tmp_path: Path) -> Iterator[ManagedAppium]:
+    """An Appium server of this test alone: its log, its sessions and the connections kept to it
+    are this test's only."""
+    home = find_appium_home(ROOT)
+    if home is None:
+        pytest.fail("Appium is not installed: run `npm ci` (scripts/setup does)")
+    server = ManagedAppium(home, tmp_path / "appium.log")
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
 def appium_url(appium_server: ManagedAppium) -> Iterator[str]:
     """The shared server's URL; every test must leave no session open on it."""
     yield appium_server.url

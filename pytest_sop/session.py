@@ -44,6 +44,7 @@ from .locating import (
 )
 from .model import App, Device, Locator, SuiteConfig
 from .templates import render_setting
+from .transport import kept_connections, kept_open_applies
 
 DEFAULT_CAPABILITIES = {"appium:newCommandTimeout": 120}
 # press_key names (keys.py) as a browser's keys; BACK is the browser's back button, not a key.
@@ -136,8 +137,6 @@ class SensitiveConnection(AppiumConnection):
     _sensitive = False
 
     def _get_connection_manager(self) -> Any:
-        from .transport import kept_connections, kept_open_applies
-
         if kept_open_applies(self._client_config, self._proxy_url):
             return kept_connections
         return super()._get_connection_manager()  # type: ignore[no-untyped-call]

@@ -99,7 +99,7 @@ class KeptConnections:
             conn.request(method, target, body=data, headers=headers)
             r = conn.getresponse()
             return Response(r.status, r.reason, r.msg, r.read()), bool(r.will_close)
-        except OSError:
+        except OSError:  # RemoteDisconnected is both: the caller's retry needs it as it is
             raise
         except http.client.HTTPException as e:  # caught where urllib3's errors are (urllib3.exceptions.HTTPError)
             raise ProtocolError(f"{type(e).__name__}: {e}") from e

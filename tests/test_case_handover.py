@@ -14,13 +14,12 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-from pathlib import Path
 
 import pytest
 from test_engine_fake import APP
 from test_parallel import clean_env, holds_from, overlaps, pytest_cmd, read_events, summary_counts, write_suite
 
-from pytest_sop.appium_server import ManagedAppium, find_appium_home, open_sessions
+from pytest_sop.appium_server import ManagedAppium, open_sessions
 from pytest_sop.audit import verify
 
 CONFIG = f"""\
@@ -93,17 +92,6 @@ def sessions_open_at_once(log: str) -> int:
             now -= 1
         most = max(most, now)
     return most
-
-
-@pytest.fixture
-def own_appium(tmp_path: Path) -> ManagedAppium:
-    """An Appium server of this test alone: its log holds only this test's sessions."""
-    home = find_appium_home(Path(__file__).parent)
-    assert home is not None
-    server = ManagedAppium(home, tmp_path / "appium.log")
-    server.start()
-    yield server  # type: ignore[misc]
-    server.stop()
 
 
 def test_one_session_at_a_time_and_the_held_lease_names_its_case(

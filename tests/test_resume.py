@@ -14,14 +14,13 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from test_engine_fake import APP
 
-from pytest_sop.appium_server import ManagedAppium, find_appium_home, open_sessions
+from pytest_sop.appium_server import ManagedAppium, open_sessions
 
 POLICY = """\
 accounts:
@@ -273,17 +272,6 @@ def test_resume_with_two_workers_over_several_paused_cases(tmp_path: Path, appiu
     }  # fmt: skip
     assert resumed == held  # each on the device it paused on
     assert paused(suite) == []
-
-
-@pytest.fixture
-def own_appium(tmp_path: Path) -> Iterator[ManagedAppium]:
-    """An Appium server of this test alone: a killed run leaves its session there, deleted at the end."""
-    home = find_appium_home(Path(__file__).parent)
-    assert home is not None
-    server = ManagedAppium(home, tmp_path / "appium.log")
-    server.start()
-    yield server
-    server.stop()
 
 
 def test_a_killed_resume_keeps_the_hold_and_resuming_again_works(tmp_path: Path, own_appium: ManagedAppium) -> None:

@@ -5,7 +5,6 @@ this one cannot do what urllib3 would (https, a proxy)."""
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,11 +13,10 @@ from appium.options.common import AppiumOptions
 from appium.webdriver.client_config import AppiumClientConfig
 from urllib3 import PoolManager
 
-from pytest_sop.appium_server import ManagedAppium, find_appium_home, open_sessions
+from pytest_sop.appium_server import ManagedAppium, open_sessions
 from pytest_sop.session import SensitiveConnection
 from pytest_sop.transport import KeptConnections, kept_connections
 
-ROOT = Path(__file__).resolve().parent.parent
 CAPS = {
     "platformName": "Fake",
     "appium:automationName": "Fake",
@@ -35,16 +33,6 @@ def kept_ports(url: str) -> list[int]:
     """The local ports of the idle connections kept to ``url``'s Appium."""
     port = int(url.rsplit(":", 1)[1])
     return [c.sock.getsockname()[1] for c in kept_connections._idle.get(("127.0.0.1", port), []) if c.sock]
-
-
-@pytest.fixture
-def own_appium(tmp_path: Path) -> Iterator[ManagedAppium]:
-    home = find_appium_home(ROOT)
-    assert home is not None, "Appium is not installed: run `npm ci`"
-    server = ManagedAppium(home, tmp_path / "appium.log")
-    server.start()
-    yield server
-    server.stop()
 
 
 def test_sessions_one_after_another_share_one_connection(own_appium: ManagedAppium) -> None:
