@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import subprocess
 import threading
@@ -23,7 +24,7 @@ from .config import settings_key
 from .errors import CaseSkipped, LeaseLost, Paused, SopError, SopInvalid, StepBroken, StepFailed
 from .grid import is_grid_device, wait_for_slot
 from .leasing import pairs_for
-from .model import Case
+from .model import Account, Case, Device
 from .policy import allowed_pairs, check_sop
 from .runrecord import alluredir, last_device_key, lease_pool, run_id_key, run_signer
 from .suite import Suite, display_path
@@ -34,6 +35,7 @@ if TYPE_CHECKING:  # Appium and Selenium load only when a case runs, not on ever
     from .holds import PauseRecord
     from .leasing import Lease
     from .masking import Secrets
+    from .recorders import Recorder
     from .runner import Context
     from .session import DeviceSession
 
@@ -246,6 +248,8 @@ class SopItem(pytest.Item):
             self.add_marker(pytest.mark.xfail(reason=case.sop.xfail, strict=True, raises=StepFailed))
 
     device_session: DeviceSession | None = None
+    _creating: Future[DeviceSession] | None = None  # its session, asked for in setup
+    _join: Callable[[], None] | None = None  # setup's end, once the session is made (join_session)
     context: Context | None = None
     next_item: pytest.Item | None = None  # the case after this one in this process (set at teardown)
     session_key: tuple[Any, ...] | None = None  # what this case's session was made with
@@ -278,9 +282,8 @@ class SopItem(pytest.Item):
 
     def _setup(self) -> None:
         from .masking import Secrets
-        from .recorders import AllureRecorder, AuditRecorder, Recorder, Recorders
-        from .resume import browser_profile, find_pause, go_back, restore, resume_fields
-        from .runner import Context
+        from .recorders import AllureRecorder, AuditRecorder, Recorders
+        from .resume import browser_profile, find_pause, resume_fields
         from .session import DeviceSession, capabilities, device_position, resuming, session_key
 
         suite = get_suite(self.config)
@@ -349,10 +352,40 @@ class SopItem(pytest.Item):
             if self.case_record.audit is not None:
                 sinks.append(AuditRecorder(self.case_record.audit, self.nodeid, self.config.stash[run_id_key]))
             recorder = Recorders(*sinks)
-        finally:
+        except BaseException:
             if creating is not None:
-                self.device_session = self.session_from(creating)
-        assert self.device_session is not None
+                self.device_session = self.session_from(creating)  # deleted at teardown
+            raise
+        self._creating = creating
+        self._join = functools.partial(self._start, kept, device, account, endpoint, secrets, recorder)
+
+    def join_session(self) -> None:
+        """The end of setup, once the case's session is made: called after the other plugins' setup
+        (``pytest_runtest_setup``), which then runs while Appium creates the session."""
+        join, self._join = self._join, None
+        if join is None:
+            return
+        try:
+            with self.interruptible("setup"):
+                creating, self._creating = self._creating, None
+                if creating is not None:
+                    self.device_session = self.session_from(creating)
+                join()
+        except BaseException:
+            abandon_next_sessions(self.config)
+            raise
+
+    def _start(
+        self, kept: DeviceSession | None, device: Device, account: Account | None, endpoint: str, secrets: Secrets,
+        recorder: Recorder,
+    ) -> None:  # fmt: skip
+        """What needs the session: its line in the audit log, and the case's context."""
+        from .resume import go_back, restore
+        from .runner import Context
+
+        assert self.device_session is not None and self.case_record is not None
+        suite = get_suite(self.config)
+        settings = self.config.stash[settings_key]
         if self.resuming and self.pause is not None:
             go_back(self.device_session, self.pause)
         reused = self.device_session is kept
@@ -487,6 +520,7 @@ class SopItem(pytest.Item):
         from .recorders import AllureRecorder
         from .runner import run_case
 
+        self.join_session()  # done by the setup hook already (plugin.py): here for a setup hook that was not run
         assert self.context is not None
         sop = self.case.sop
         # Set now, not in setup: allure-pytest writes its own description after setup.
@@ -521,6 +555,10 @@ class SopItem(pytest.Item):
                 self.context.recorder.attach("appium log", self.context.secrets.mask(text), "text/plain", "log")
 
     def teardown(self) -> None:
+        creating, self._creating, self._join = self._creating, None, None
+        if creating is not None:  # another plugin's setup failed after this one's: the session, deleted below
+            with contextlib.suppress(Exception):
+                self.device_session = self.session_from(creating)
         # Asked before giving back: a lease whose server went away while the case ran was not
         # exclusive, and the case says so (broken) rather than pass unnoticed.
         lease = self.lease

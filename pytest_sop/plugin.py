@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import os
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -107,6 +108,14 @@ def keep_audit_history(config: pytest.Config) -> None:
             f"--clean-alluredir would delete the audit history in {audit}: keep the audit log elsewhere "
             "(--sop-audit PATH, and move the old log there), or clean the report folder yourself"
         )
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> Iterator[None]:
+    yield
+    if isinstance(item, SopItem):
+        # Last: the other plugins' setup (allure-pytest labelling the result) runs while Appium makes the session.
+        item.join_session()
 
 
 @pytest.hookimpl(hookwrapper=True)

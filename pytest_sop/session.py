@@ -44,7 +44,7 @@ from .locating import (
 )
 from .model import App, Device, Locator, SuiteConfig
 from .templates import render_setting
-from .transport import kept_connections, kept_open_applies
+from .transport import Sent, kept_connections, kept_open_applies
 
 DEFAULT_CAPABILITIES = {"appium:newCommandTimeout": 120}
 # press_key names (keys.py) as a browser's keys; BACK is the browser's back button, not a key.
@@ -141,6 +141,16 @@ class SensitiveConnection(AppiumConnection):
             return kept_connections
         return super()._get_connection_manager()  # type: ignore[no-untyped-call]
 
+    def send_now(self, method: str, path: str) -> Sent | None:
+        """A request without a body on its way now, its response read later (:meth:`Sent.response`);
+        None where this connection goes Selenium's own way (https, a proxy, urllib3 options)."""
+        if not kept_open_applies(self._client_config, self._proxy_url):
+            return None
+        url = f"{self._client_config.remote_server_addr}{path}"
+        headers = self.get_remote_connection_headers(urlsplit(url), self._client_config.keep_alive)
+        headers.update(self._client_config.get_auth_header() or {})
+        return kept_connections.send(method, url, headers=headers, timeout=self._client_config.timeout)
+
     def _request(self, method: str, url: str, body: Any = None) -> dict[str, Any]:
         self._sensitive = isinstance(body, str) and masking.known().found_in(body)
         try:
@@ -230,7 +240,7 @@ class DeviceSession:
     # cleared at this session's first launch_app, as a new profile was before (see with_profile).
     clear_at_launch: bool = False
     # The deletion started by end_soon, which quit() then waits for.
-    _ending: Future[None] | None = field(default=None, init=False, repr=False)
+    _ending: Future[None] | Sent | None = field(default=None, init=False, repr=False)
 
     @classmethod
     def create(
@@ -291,16 +301,38 @@ class DeviceSession:
             return None
 
     def end_soon(self) -> None:
-        """Start deleting the session on a device thread: the case needs it no more, and the
-        device's next session waits for this one to end (quit() waits for it too)."""
+        """Start deleting the session: the case needs it no more, and the device's next session waits
+        for this one to end (:meth:`quit` waits for it too). The DELETE is sent from this thread at
+        once; handing it to another thread first would cost the device that thread's time to wake."""
         if self._ending is None:
-            self._ending = background.submit(self.delete)
+            sent = self._send_delete()
+            self._ending = background.submit(self.delete) if sent is None else sent
 
     def quit(self) -> None:
-        if self._ending is not None:
-            self._ending.result()
+        """The session deleted; with :meth:`end_soon` before, once its DELETE is answered (read by
+        the first thread to ask)."""
+        ending = self._ending
+        if isinstance(ending, Sent):
+            with contextlib.suppress(OSError, HTTPError):  # as delete() ignores them
+                ending.response()
+            self.driver.stop_client()  # the rest of driver.quit()
+            self.driver.command_executor.close()
+        elif ending is not None:
+            ending.result()
         else:
             self.delete()
+
+    def _send_delete(self) -> Sent | None:
+        """Selenium's DELETE of the session, sent now; None: this connection goes Selenium's own way."""
+        driver = self.driver
+        executor = driver.command_executor
+        bidi = getattr(driver, "_websocket_connection", None) or getattr(driver, "_request", None)
+        if not isinstance(executor, SensitiveConnection) or bidi is not None:
+            return None  # BiDi's socket and handlers are closed as driver.quit() closes them
+        try:
+            return executor.send_now("DELETE", f"/session/{driver.session_id}")
+        except (OSError, HTTPError):
+            return None  # delete() tries again, and finds the server gone or says nothing
 
     def delete(self) -> None:
         """Delete the session now. The server may be gone; then nothing else holds the session either."""

@@ -66,43 +66,22 @@ class KeptConnections:
         self, method: str, url: str, body: str | bytes | None = None, headers: dict[str, str] | None = None,
         timeout: float | None = None,
     ) -> Response:  # fmt: skip
+        return self.send(method, url, body, headers, timeout).response()
+
+    def send(
+        self, method: str, url: str, body: str | bytes | None = None, headers: dict[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> Sent:  # fmt: skip
+        """Send the request now, on a kept connection; its response is read by :meth:`Sent.response`,
+        on any thread (a session's deletion is sent at once and read off the case's way)."""
         parts = urlsplit(url)
         where = (parts.hostname or "localhost", parts.port or 80)
         target = parts.path + ("?" + parts.query if parts.query else "") or "/"
         data = body.encode("utf-8") if isinstance(body, str) else body  # http.client would take str as Latin-1
         conn, reused = self._take(where, timeout)
-        try:
-            try:
-                response, will_close = self._send(conn, method, target, data, headers or {})
-            except _CLOSED_WHILE_IDLE:
-                if not reused:
-                    raise
-                conn.close()
-                conn = http.client.HTTPConnection(*where, timeout=timeout)
-                response, will_close = self._send(conn, method, target, data, headers or {})
-        except BaseException:
-            conn.close()
-            raise
-        if will_close:
-            conn.close()
-        else:
-            self._give(where, conn)
-        return response
-
-    @staticmethod
-    def _send(
-        conn: http.client.HTTPConnection, method: str, target: str, data: bytes | None, headers: dict[str, str]
-    ) -> tuple[Response, bool]:
-        """The response, read whole (so the connection can take the next request), and whether the
-        server closes the connection after it."""
-        try:
-            conn.request(method, target, body=data, headers=headers)
-            r = conn.getresponse()
-            return Response(r.status, r.reason, r.msg, r.read()), bool(r.will_close)
-        except OSError:  # RemoteDisconnected is both: the caller's retry needs it as it is
-            raise
-        except http.client.HTTPException as e:  # caught where urllib3's errors are (urllib3.exceptions.HTTPError)
-            raise ProtocolError(f"{type(e).__name__}: {e}") from e
+        sent = Sent(self, where, timeout, conn, reused, (method, target, data, headers or {}))
+        sent.send()
+        return sent
 
     def _take(self, where: tuple[str, int], timeout: float | None) -> tuple[http.client.HTTPConnection, bool]:
         with self._mutex:
@@ -142,6 +121,95 @@ def _still_open(conn: http.client.HTTPConnection) -> bool:
         return not poll.poll(0)
     except OSError:
         return False
+
+
+class Sent:
+    """A request on its way on a kept connection; :meth:`response` reads its answer (the first
+    thread to ask reads it, the others get the same answer).
+
+    A reused connection that turns out to have been closed by the server while idle (on sending or
+    on reading) carries the request again once, on a new connection.
+    """
+
+    def __init__(
+        self, pool: KeptConnections, where: tuple[str, int], timeout: float | None,
+        conn: http.client.HTTPConnection, reused: bool, request: tuple[str, str, bytes | None, dict[str, str]],
+    ) -> None:  # fmt: skip
+        self._pool = pool
+        self._where = where
+        self._timeout = timeout
+        self._conn = conn
+        self._reused = reused
+        self._request = request
+        self._reading = threading.Lock()
+        self._answer: Response | BaseException | None = None
+
+    def send(self) -> None:
+        try:
+            try:
+                self._send()
+            except _CLOSED_WHILE_IDLE:
+                if not self._reused:
+                    raise
+                self._renew()
+        except BaseException:
+            self._conn.close()
+            raise
+
+    def response(self) -> Response:
+        with self._reading:
+            if self._answer is None:
+                try:
+                    self._answer = self._response()
+                except BaseException as e:
+                    self._answer = e
+            if isinstance(self._answer, BaseException):
+                raise self._answer
+            return self._answer
+
+    def _response(self) -> Response:
+        try:
+            try:
+                response, will_close = self._read()
+            except _CLOSED_WHILE_IDLE:
+                if not self._reused:
+                    raise
+                self._renew()
+                response, will_close = self._read()
+        except BaseException:
+            self._conn.close()
+            raise
+        if will_close:
+            self._conn.close()
+        else:
+            self._pool._give(self._where, self._conn)
+        return response
+
+    def _renew(self) -> None:
+        """The request sent again, once, on a new connection."""
+        self._conn.close()
+        self._conn, self._reused = http.client.HTTPConnection(*self._where, timeout=self._timeout), False
+        self._send()
+
+    def _send(self) -> None:
+        method, target, data, headers = self._request
+        try:
+            self._conn.request(method, target, body=data, headers=headers)
+        except OSError:  # RemoteDisconnected is both: the retry needs it as it is
+            raise
+        except http.client.HTTPException as e:  # caught where urllib3's errors are (urllib3.exceptions.HTTPError)
+            raise ProtocolError(f"{type(e).__name__}: {e}") from e
+
+    def _read(self) -> tuple[Response, bool]:
+        """The response, read whole (so the connection can take the next request), and whether the
+        server closes the connection after it."""
+        try:
+            r = self._conn.getresponse()
+            return Response(r.status, r.reason, r.msg, r.read()), bool(r.will_close)
+        except OSError:
+            raise
+        except http.client.HTTPException as e:
+            raise ProtocolError(f"{type(e).__name__}: {e}") from e
 
 
 kept_connections = KeptConnections()

@@ -53,6 +53,7 @@ def slow_delete(self):
 
 
 session.DeviceSession.delete = slow_delete
+session.DeviceSession._send_delete = lambda self: None  # the DELETE not sent at once: slow_delete sends it
 
 
 def note_holder(ctx):
@@ -170,4 +171,38 @@ def test_a_session_made_for_the_next_case_is_deleted_when_that_case_does_not_tak
     assert verify(audit).ok
     holds = holds_from("run", events)
     assert [h.case.split("::")[1] for h in holds] == ["a", "c"] and all(h.end is not None for h in holds)
+    assert not overlaps(holds, "device")[0]
+
+
+def test_a_session_asked_for_is_deleted_when_a_later_setup_hook_fails(
+    pytester: pytest.Pytester, own_appium: ManagedAppium
+) -> None:
+    """A case's session is waited for after every other plugin's setup (they run while Appium makes
+    it). When a hook after the plugin's own setup fails, that session is still deleted before the
+    device goes to the next case: no session left open, never two at once."""
+    sops = {
+        "a.sop.yaml": "id: a\nsteps:\n  - type: {into: {id: username}, text: x}\n",
+        "b.sop.yaml": "id: b\nsteps:\n  - type: {into: {id: username}, text: y}\n",
+        "c.sop.yaml": "id: c\nsteps:\n  - type: {into: {id: username}, text: z}\n",
+        "conftest.py": (
+            "import pytest\n\n\n@pytest.hookimpl(trylast=True)\ndef pytest_runtest_setup(item):\n"
+            "    if item.name == 'b':\n        raise RuntimeError('the lab is closed for b')\n"
+        ),
+    }
+    write_suite(pytester.path, CONFIG, sops)
+    locks, audit = pytester.path / "locks", pytester.path / "audit.jsonl"
+    proc = subprocess.run(
+        pytest_cmd("-p", "no:xdist", "--sop-appium", own_appium.url, f"-o=sop_lock_dir={locks}", f"--sop-audit={audit}"),
+        cwd=pytester.path, env=clean_env(), capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    out = proc.stdout + proc.stderr
+    assert summary_counts(out) == {"passed": 2, "error": 1}, out
+    assert "the lab is closed for b" in out, out
+    assert open_sessions(own_appium.url) == []
+    log = own_appium.log_path.read_text()
+    made, deleted = log.count("--> POST /session "), len(re.findall(r"<-- DELETE /session/\S+ 200", log))
+    assert made == deleted == 3, (made, deleted)
+    assert sessions_open_at_once(log) == 1
+    holds = holds_from("run", read_events(audit))
+    assert [h.case.split("::")[1] for h in holds] == ["a", "b", "c"] and all(h.end is not None for h in holds)
     assert not overlaps(holds, "device")[0]

@@ -5,6 +5,9 @@ this one cannot do what urllib3 would (https, a proxy)."""
 from __future__ import annotations
 
 import socket
+import threading
+import time
+from concurrent.futures import Future
 from pathlib import Path
 
 import pytest
@@ -14,7 +17,9 @@ from appium.webdriver.client_config import AppiumClientConfig
 from urllib3 import PoolManager
 
 from pytest_sop.appium_server import ManagedAppium, open_sessions
-from pytest_sop.session import SensitiveConnection
+from pytest_sop.background import background
+from pytest_sop.model import Device, SourcePos
+from pytest_sop.session import DeviceSession, SensitiveConnection
 from pytest_sop.transport import KeptConnections, kept_connections
 
 CAPS = {
@@ -109,3 +114,45 @@ def test_a_proxy_the_endpoint_is_exempt_from_is_not_used(monkeypatch: pytest.Mon
     host = socket.gethostbyname("localhost")
     connection = SensitiveConnection(client_config=AppiumClientConfig(remote_server_addr=f"http://{host}:4723"))
     assert connection._conn is kept_connections
+
+
+def device_session(url: str) -> DeviceSession:
+    device = Device("phone", "fake", SourcePos("sop.yaml", 1, 1), capabilities=CAPS)
+    return DeviceSession.create(device, None, url, dict(CAPS))
+
+
+def test_a_finished_session_is_deleted_without_waiting_for_another_thread(
+    own_appium: ManagedAppium, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """end_soon() sends the DELETE from the case's own thread: with no other thread ever run, Appium
+    has deleted the session (before, a device thread sent it once it woke: the device waited for that)."""
+    session = device_session(own_appium.url)
+    handed: list[object] = []
+    monkeypatch.setattr(background, "submit", lambda fn: handed.append(fn) or Future())
+    session.end_soon()
+    deadline = time.monotonic() + 10
+    while open_sessions(own_appium.url) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert open_sessions(own_appium.url) == []
+    assert handed == []
+    session.quit()  # reads the DELETE's answer: the connection serves the next session
+    [port] = kept_ports(own_appium.url)
+    device_session(own_appium.url).quit()
+    assert kept_ports(own_appium.url) == [port]
+
+
+def test_threads_waiting_for_one_deletion_all_return(own_appium: ManagedAppium) -> None:
+    """Several threads quit() a session whose DELETE is on its way (a case's teardown, a closing
+    device): one reads the answer, every one returns, and nothing is read twice from the connection."""
+    session = device_session(own_appium.url)
+    session.end_soon()
+    threads = [threading.Thread(target=session.quit) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert not any(t.is_alive() for t in threads)
+    assert open_sessions(own_appium.url) == []
+    again = device_session(own_appium.url)  # the connection the answer was read from still works
+    assert again.driver.find_element("id", "username").is_displayed()
+    again.quit()
