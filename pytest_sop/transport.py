@@ -4,7 +4,7 @@ Selenium sends each command through urllib3: a pool manager per session, the URL
 pool looked up again for every request, and a new TCP connection for every session. Against a
 local Appium that Python work costs more than Appium's own handling of a command, and it lies on
 the device's critical path (issue 14). For a plain ``http://`` endpoint without a proxy, Selenium's
-requests go through :mod:`http.client` instead, on connections kept per endpoint and shared by the
+requests go through a lean HTTP/1.1 client instead (:mod:`.http1`), on connections kept per endpoint and shared by the
 sessions one after another; an ``https://`` endpoint, a proxy or urllib3 options of the user's own
 keep Selenium's way (:func:`kept_open_applies`).
 """
@@ -19,6 +19,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from urllib3.exceptions import ProtocolError
+
+from .http1 import Connection, Headers
 
 # Idle connections kept per endpoint: more than a process uses at once (a case's session, the next
 # case's being made, one being deleted) is only sockets held open on Appium.
@@ -43,7 +45,7 @@ class Response:
 
     __slots__ = ("data", "headers", "reason", "status")
 
-    def __init__(self, status: int, reason: str, headers: http.client.HTTPMessage, data: bytes) -> None:
+    def __init__(self, status: int, reason: str, headers: Headers, data: bytes) -> None:
         self.status = status
         self.reason = reason
         self.headers = headers  # looked up case-insensitively, as urllib3's
@@ -60,7 +62,7 @@ class KeptConnections:
     def __init__(self) -> None:
         self._mutex = threading.Lock()
         self._pid = os.getpid()
-        self._idle: dict[tuple[str, int], list[http.client.HTTPConnection]] = {}
+        self._idle: dict[tuple[str, int], list[Connection]] = {}
 
     def request(
         self, method: str, url: str, body: str | bytes | None = None, headers: dict[str, str] | None = None,
@@ -77,13 +79,13 @@ class KeptConnections:
         parts = urlsplit(url)
         where = (parts.hostname or "localhost", parts.port or 80)
         target = parts.path + ("?" + parts.query if parts.query else "") or "/"
-        data = body.encode("utf-8") if isinstance(body, str) else body  # http.client would take str as Latin-1
+        data = body.encode("utf-8") if isinstance(body, str) else body  # UTF-8, as urllib3 sends a str body
         conn, reused = self._take(where, timeout)
         sent = Sent(self, where, timeout, conn, reused, (method, target, data, headers or {}))
         sent.send()
         return sent
 
-    def _take(self, where: tuple[str, int], timeout: float | None) -> tuple[http.client.HTTPConnection, bool]:
+    def _take(self, where: tuple[str, int], timeout: float | None) -> tuple[Connection, bool]:
         with self._mutex:
             if self._pid != os.getpid():  # a forked child does not share its parent's sockets
                 self._pid, self._idle = os.getpid(), {}
@@ -91,14 +93,12 @@ class KeptConnections:
             while idle:
                 conn = idle.pop()
                 if _still_open(conn):
-                    conn.timeout = timeout
-                    if conn.sock is not None:
-                        conn.sock.settimeout(timeout)
+                    conn.settimeout(timeout)
                     return conn, True
                 conn.close()
-        return http.client.HTTPConnection(*where, timeout=timeout), False
+        return Connection(*where, timeout=timeout), False
 
-    def _give(self, where: tuple[str, int], conn: http.client.HTTPConnection) -> None:
+    def _give(self, where: tuple[str, int], conn: Connection) -> None:
         with self._mutex:
             idle = self._idle.setdefault(where, [])
             if len(idle) < _KEEP and self._pid == os.getpid():
@@ -110,7 +110,7 @@ class KeptConnections:
         """Selenium's quit: the session ends, its connection stays for the next session."""
 
 
-def _still_open(conn: http.client.HTTPConnection) -> bool:
+def _still_open(conn: Connection) -> bool:
     """An idle connection the server has not closed: nothing to read on it (urllib3 checks the same)."""
     sock = conn.sock
     if sock is None:
@@ -133,7 +133,7 @@ class Sent:
 
     def __init__(
         self, pool: KeptConnections, where: tuple[str, int], timeout: float | None,
-        conn: http.client.HTTPConnection, reused: bool, request: tuple[str, str, bytes | None, dict[str, str]],
+        conn: Connection, reused: bool, request: tuple[str, str, bytes | None, dict[str, str]],
     ) -> None:  # fmt: skip
         self._pool = pool
         self._where = where
@@ -188,13 +188,13 @@ class Sent:
     def _renew(self) -> None:
         """The request sent again, once, on a new connection."""
         self._conn.close()
-        self._conn, self._reused = http.client.HTTPConnection(*self._where, timeout=self._timeout), False
+        self._conn, self._reused = Connection(*self._where, timeout=self._timeout), False
         self._send()
 
     def _send(self) -> None:
         method, target, data, headers = self._request
         try:
-            self._conn.request(method, target, body=data, headers=headers)
+            self._conn.send(method, target, data, headers)
         except OSError:  # RemoteDisconnected is both: the retry needs it as it is
             raise
         except http.client.HTTPException as e:  # caught where urllib3's errors are (urllib3.exceptions.HTTPError)
@@ -204,8 +204,8 @@ class Sent:
         """The response, read whole (so the connection can take the next request), and whether the
         server closes the connection after it."""
         try:
-            r = self._conn.getresponse()
-            return Response(r.status, r.reason, r.msg, r.read()), bool(r.will_close)
+            status, reason, headers, body, will_close = self._conn.read()
+            return Response(status, reason, headers, body), will_close
         except OSError:
             raise
         except http.client.HTTPException as e:
