@@ -11,6 +11,7 @@ malformed response, ``OSError`` for the socket's.
 
 from __future__ import annotations
 
+import re
 import socket
 from collections.abc import Mapping
 from http.client import BadStatusLine, HTTPException, IncompleteRead, InvalidURL, LineTooLong, RemoteDisconnected
@@ -18,7 +19,7 @@ from typing import BinaryIO
 
 _MAX_LINE = 65536  # as http.client
 _MAX_HEADERS = 100
-_BAD_IN_TARGET = frozenset(" \r\n\t\x00")  # http.client refuses them too: no request smuggled in a path
+_BAD_IN_TARGET = re.compile(r"[\x00-\x20\x7f]")  # http.client refuses them too: no request smuggled in a path
 _BODY_METHODS = ("POST", "PUT", "PATCH")  # a body length even when empty, as http.client sends it
 
 
@@ -63,7 +64,7 @@ class Connection:
 
     def send(self, method: str, target: str, body: bytes | None, headers: Mapping[str, str]) -> None:
         """The request, in one write."""
-        if not target.startswith("/") or any(c in _BAD_IN_TARGET for c in target):
+        if not target.startswith("/") or _BAD_IN_TARGET.search(target):
             raise InvalidURL(f"URL can't contain control characters or spaces: {target!r}")
         lines = [f"{method} {target} HTTP/1.1"]
         given = {name.lower() for name in headers}
@@ -73,7 +74,7 @@ class Connection:
             lines.append("Accept-Encoding: identity")  # the body as sent: nothing here inflates it
         for name, value in headers.items():
             text = str(value)
-            if not name or any(c in name for c in ":\r\n") or "\r" in text or "\n" in text:
+            if not name or ":" in name or "\r" in name or "\n" in name or "\r" in text or "\n" in text:
                 raise ValueError(f"Invalid header {name!r}: {text!r}")
             lines.append(f"{name}: {text}")
         if (body is not None or method in _BODY_METHODS) and "content-length" not in given:
@@ -142,16 +143,20 @@ class Connection:
         return parts[0], status, parts[2].strip() if len(parts) > 2 else ""
 
     def _headers(self) -> Headers:
-        headers = Headers()
+        assert self._reader is not None
+        readline = self._reader.readline
+        found: dict[str, str] = {}
         for _ in range(_MAX_HEADERS + 1):
-            line = self._line("header line")
+            line = readline(_MAX_LINE + 1)
+            if len(line) > _MAX_LINE:
+                raise LineTooLong("header line")
             if line in (b"\r\n", b"\n", b""):
-                return headers
+                return Headers(found)
             name, sep, value = line.decode("iso-8859-1").partition(":")
             if not sep:
                 raise HTTPException(f"malformed header line: {line!r}")
             key, value = name.strip().lower(), value.strip()
-            headers[key] = f"{headers[key]}, {value}" if key in headers else value
+            found[key] = f"{found[key]}, {value}" if key in found else value
         raise HTTPException(f"got more than {_MAX_HEADERS} headers")
 
     def _exactly(self, size: int) -> bytes:
