@@ -4,9 +4,9 @@ Selenium sends each command through urllib3: a pool manager per session, the URL
 pool looked up again for every request, and a new TCP connection for every session. Against a
 local Appium that Python work costs more than Appium's own handling of a command, and it lies on
 the device's critical path (issue 14). For a plain ``http://`` endpoint without a proxy, Selenium's
-requests go through a lean HTTP/1.1 client instead (:mod:`.http1`), on connections kept per endpoint and shared by the
-sessions one after another; an ``https://`` endpoint, a proxy or urllib3 options of the user's own
-keep Selenium's way (:func:`kept_open_applies`).
+requests go through a lean HTTP/1.1 client instead (:mod:`.http1`), on connections kept per
+endpoint and shared by the sessions one after another; an ``https://`` endpoint, a proxy or urllib3
+options of the user's own keep Selenium's way (:func:`kept_open_applies`).
 """
 
 from __future__ import annotations
@@ -15,12 +15,15 @@ import http.client
 import os
 import select
 import threading
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from urllib3.exceptions import ProtocolError
 
 from .http1 import Connection, Headers
+
+T = TypeVar("T")
 
 # Idle connections kept per endpoint: more than a process uses at once (a case's session, the next
 # case's being made, one being deleted) is only sockets held open on Appium.
@@ -192,24 +195,25 @@ class Sent:
         self._send()
 
     def _send(self) -> None:
-        method, target, data, headers = self._request
-        try:
-            self._conn.send(method, target, data, headers)
-        except OSError:  # RemoteDisconnected is both: the retry needs it as it is
-            raise
-        except http.client.HTTPException as e:  # caught where urllib3's errors are (urllib3.exceptions.HTTPError)
-            raise ProtocolError(f"{type(e).__name__}: {e}") from e
+        _urllib3_errors(lambda: self._conn.send(*self._request))
 
     def _read(self) -> tuple[Response, bool]:
         """The response, read whole (so the connection can take the next request), and whether the
         server closes the connection after it."""
-        try:
-            status, reason, headers, body, will_close = self._conn.read()
-            return Response(status, reason, headers, body), will_close
-        except OSError:
-            raise
-        except http.client.HTTPException as e:
-            raise ProtocolError(f"{type(e).__name__}: {e}") from e
+        status, reason, headers, body, will_close = _urllib3_errors(self._conn.read)
+        return Response(status, reason, headers, body), will_close
+
+
+def _urllib3_errors(call: Callable[[], T]) -> T:
+    """``call()``, its malformed-HTTP errors raised as urllib3's ``ProtocolError``, where Selenium's
+    callers catch urllib3's; an ``OSError`` as it is (``RemoteDisconnected`` is both, and the retry
+    on a new connection needs it as it is)."""
+    try:
+        return call()
+    except OSError:
+        raise
+    except http.client.HTTPException as e:
+        raise ProtocolError(f"{type(e).__name__}: {e}") from e
 
 
 kept_connections = KeptConnections()
