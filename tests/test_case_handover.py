@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+from pathlib import Path
 
 import pytest
 from test_engine_fake import APP
@@ -95,6 +96,20 @@ def sessions_open_at_once(log: str) -> int:
     return most
 
 
+def run_in_one_process(
+    pytester: pytest.Pytester, own_appium: ManagedAppium, files: dict[str, str]
+) -> tuple[str, str, Path]:
+    """The suite run by one pytest process (no xdist): its output, Appium's log, the audit log's path."""
+    write_suite(pytester.path, CONFIG, files)
+    locks, audit = pytester.path / "locks", pytester.path / "audit.jsonl"
+    proc = subprocess.run(
+        pytest_cmd("-p", "no:xdist", "--sop-appium", own_appium.url, f"-o=sop_lock_dir={locks}", f"--sop-audit={audit}"),
+        cwd=pytester.path, env=clean_env(HOLDER_LOCK_DIR=str(locks), HOLDER_NOTES=str(pytester.path / "n.jsonl")),
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    return proc.stdout + proc.stderr, own_appium.log_path.read_text(), audit
+
+
 def test_one_session_at_a_time_and_the_held_lease_names_its_case(
     pytester: pytest.Pytester, own_appium: ManagedAppium
 ) -> None:
@@ -152,18 +167,10 @@ def test_a_session_made_for_the_next_case_is_deleted_when_that_case_does_not_tak
         "c.sop.yaml": "id: c\nsteps:\n  - type: {into: {id: username}, text: y}\n",
         "conftest.py": CONFTEST,
     }
-    write_suite(pytester.path, CONFIG, sops)
-    locks, audit = pytester.path / "locks", pytester.path / "audit.jsonl"
-    proc = subprocess.run(
-        pytest_cmd("-p", "no:xdist", "--sop-appium", own_appium.url, f"-o=sop_lock_dir={locks}", f"--sop-audit={audit}"),
-        cwd=pytester.path, env=clean_env(HOLDER_LOCK_DIR=str(locks), HOLDER_NOTES=str(pytester.path / "n.jsonl")),
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    out = proc.stdout + proc.stderr
+    out, log, audit = run_in_one_process(pytester, own_appium, sops)
     assert summary_counts(out) == {"passed": 2, "error": 1}, out
     assert "SOP_TEST_NEVER_SET" in out, out
     assert open_sessions(own_appium.url) == []
-    log = own_appium.log_path.read_text()
     made, deleted = log.count("--> POST /session "), len(re.findall(r"<-- DELETE /session/\S+ 200", log))
     assert made == 3 and deleted == 3, (made, deleted)  # a's, the one made for b, c's
     assert sessions_open_at_once(log) == 1
@@ -189,17 +196,10 @@ def test_a_session_asked_for_is_deleted_when_a_later_setup_hook_fails(
             "    if item.name == 'b':\n        raise RuntimeError('the lab is closed for b')\n"
         ),
     }
-    write_suite(pytester.path, CONFIG, sops)
-    locks, audit = pytester.path / "locks", pytester.path / "audit.jsonl"
-    proc = subprocess.run(
-        pytest_cmd("-p", "no:xdist", "--sop-appium", own_appium.url, f"-o=sop_lock_dir={locks}", f"--sop-audit={audit}"),
-        cwd=pytester.path, env=clean_env(), capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    out = proc.stdout + proc.stderr
+    out, log, audit = run_in_one_process(pytester, own_appium, sops)
     assert summary_counts(out) == {"passed": 2, "error": 1}, out
     assert "the lab is closed for b" in out, out
     assert open_sessions(own_appium.url) == []
-    log = own_appium.log_path.read_text()
     made, deleted = log.count("--> POST /session "), len(re.findall(r"<-- DELETE /session/\S+ 200", log))
     assert made == deleted == 3, (made, deleted)
     assert sessions_open_at_once(log) == 1
