@@ -82,10 +82,12 @@ def _run_example_suite(folder: Path) -> ExampleRun:
 
     Its lock folder is its own: other tests lease pixel-7 too, and must not queue behind it."""
     results = folder / "allure-results"
+    # As a person runs it from a shell: nothing of this test run's own xdist worker or options.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_XDIST") and k != "PYTEST_ADDOPTS"}
     run = subprocess.run(
         [sys.executable, "-m", "pytest", "--sop", "-n", "auto", "-p", "no:cacheprovider", f"--alluredir={results}",
          "-o", f"sop_lock_dir={folder / 'locks'}"],
-        cwd=ROOT / "example_suite", env={**os.environ, **EXAMPLE_PUBLISH_DELAY}, capture_output=True, text=True,
+        cwd=ROOT / "example_suite", env={**env, **EXAMPLE_PUBLISH_DELAY}, capture_output=True, text=True,
         timeout=1200,
     )  # fmt: skip
     (folder / "run.json").write_text(json.dumps({"returncode": run.returncode, "output": run.stdout + run.stderr}))
