@@ -256,7 +256,8 @@ class SopItem(pytest.Item):
     lease_lost: str | None = None  # why its lease stopped being exclusive, found at teardown
 
     def setup(self) -> None:
-        """Choose a device and account, then open the Appium session: trouble here is an error."""
+        """Choose a device and account, and ask Appium for the session (:meth:`join_session` waits for it):
+        trouble here or there is an error."""
         try:
             with self.interruptible("setup"):
                 self._setup()
@@ -357,7 +358,7 @@ class SopItem(pytest.Item):
                 self.device_session = self.session_from(creating)  # deleted at teardown
             raise
         self._creating = creating
-        self._join = functools.partial(self._start, kept, device, account, endpoint, secrets, recorder)
+        self._join = functools.partial(self._with_session, kept, device, account, endpoint, secrets, recorder)
 
     def join_session(self) -> None:
         """The end of setup, once the case's session is made: called after the other plugins' setup
@@ -375,7 +376,7 @@ class SopItem(pytest.Item):
             abandon_next_sessions(self.config)
             raise
 
-    def _start(
+    def _with_session(
         self, kept: DeviceSession | None, device: Device, account: Account | None, endpoint: str, secrets: Secrets,
         recorder: Recorder,
     ) -> None:  # fmt: skip
