@@ -258,9 +258,14 @@ class SopItem(pytest.Item):
     def setup(self) -> None:
         """Choose a device and account, and ask Appium for the session (:meth:`join_session` waits for it):
         trouble here or there is an error."""
+        with self._setting_up():
+            self._setup()
+
+    @contextlib.contextmanager
+    def _setting_up(self) -> Iterator[None]:
         try:
             with self.interruptible("setup"):
-                self._setup()
+                yield
         except BaseException:
             abandon_next_sessions(self.config)  # a session made for this case that it did not take
             raise
@@ -366,15 +371,11 @@ class SopItem(pytest.Item):
         join, self._join = self._join, None
         if join is None:
             return
-        try:
-            with self.interruptible("setup"):
-                creating, self._creating = self._creating, None
-                if creating is not None:
-                    self.device_session = self.session_from(creating)
-                join()
-        except BaseException:
-            abandon_next_sessions(self.config)
-            raise
+        with self._setting_up():
+            creating, self._creating = self._creating, None
+            if creating is not None:
+                self.device_session = self.session_from(creating)
+            join()
 
     def _with_session(
         self, kept: DeviceSession | None, device: Device, account: Account | None, endpoint: str, secrets: Secrets,
@@ -521,7 +522,6 @@ class SopItem(pytest.Item):
         from .recorders import AllureRecorder
         from .runner import run_case
 
-        self.join_session()  # done by the setup hook already (plugin.py): here for a setup hook that was not run
         assert self.context is not None
         sop = self.case.sop
         # Set now, not in setup: allure-pytest writes its own description after setup.
