@@ -18,11 +18,15 @@ from pytest_sop.transport import KeptConnections
 
 
 class Server:
-    """Answers each request on a connection with the next of ``answers``, recording what it got."""
+    """Answers each request on a connection with the next of ``answers``, recording what it got.
+    ``close_after``: one answer per connection, then it is closed; ``hold_after``: one answer per
+    connection, which is then held open, unread, until the server closes."""
 
-    def __init__(self, answers: list[bytes], close_after: bool = False) -> None:
+    def __init__(self, answers: list[bytes], close_after: bool = False, hold_after: bool = False) -> None:
         self.answers = answers
         self.close_after = close_after
+        self.hold_after = hold_after
+        self.held: list[socket.socket] = []
         self.requests: list[bytes] = []
         self.connections = 0
         self.sock = socket.create_server(("127.0.0.1", 0))
@@ -37,15 +41,20 @@ class Server:
             except OSError:
                 return
             self.connections += 1
-            with conn:
+            try:
                 while self.answers:
                     request = self._request(conn)
                     if request is None:
                         break
                     self.requests.append(request)
                     conn.sendall(self.answers.pop(0))
-                    if self.close_after:
+                    if self.close_after or self.hold_after:
                         break
+            finally:
+                if self.hold_after:
+                    self.held.append(conn)
+                else:
+                    conn.close()
 
     @staticmethod
     def _request(conn: socket.socket) -> bytes | None:
@@ -64,6 +73,8 @@ class Server:
 
     def close(self) -> None:
         self.sock.close()
+        for conn in self.held:
+            conn.close()
 
 
 @pytest.fixture
@@ -71,8 +82,8 @@ def serve() -> Iterator[type[Server]]:
     made: list[Server] = []
 
     class Made(Server):
-        def __init__(self, answers: list[bytes], close_after: bool = False) -> None:
-            super().__init__(answers, close_after)
+        def __init__(self, answers: list[bytes], close_after: bool = False, hold_after: bool = False) -> None:
+            super().__init__(answers, close_after, hold_after)
             made.append(self)
 
     yield Made
@@ -144,6 +155,17 @@ def test_a_server_that_closes_after_the_answer_is_not_reused(serve: type[Server]
     url = f"http://127.0.0.1:{server.port}/status"
     assert pool.request("GET", url, timeout=5).data == JSON
     assert pool.request("GET", url, timeout=5).data == JSON
+    assert server.connections == 2
+
+
+def test_a_connection_the_server_said_it_will_close_is_not_reused_while_still_open(serve: type[Server]) -> None:
+    """``Connection: close`` is heeded at once: a server may close only a while later (or never
+    read again), so the idle check alone would send the next request into a connection nobody reads."""
+    server = serve([ok(extra=b"Connection: close\r\n"), ok()], hold_after=True)
+    pool = KeptConnections()
+    url = f"http://127.0.0.1:{server.port}/status"
+    assert pool.request("GET", url, timeout=2).data == JSON
+    assert pool.request("GET", url, timeout=2).data == JSON
     assert server.connections == 2
 
 
