@@ -20,19 +20,16 @@ every other pair of rounds runs backwards):
 
 Wall time of the whole subprocess is measured. The marginal cost of one case is the slope
 ``(T(N2) - T(N1)) / (N2 - N1)``: interpreter start-up, plugin loading and the run's own
-records (timeline, seal) cancel out. The 3 steps:
+records (timeline, seal) cancel out. The steps and their hand-written lines are in ``FAKE`` and
+``CHROMIUM`` below.
 
-===============================================  ==============================================
-SOP step                                         the hand-written line(s)
-===============================================  ==============================================
-``type: {into: {id: username}, text: ...}``      ``el = find_element(...); el.clear(); el.send_keys(...)``
-``assert_text: {in: {id: username}, ...}``       ``assert find_element(...).text == ...``
-``tap: {id: login_button}``                      ``find_element(...).click()``
-===============================================  ==============================================
+``--phone chromium`` runs the case on the example suite's demo phone instead: Debian's Chromium
+with a Pixel 7's mobile emulation, through Appium's Chromium driver, signing in to the Snapgram
+demo app that this process serves on a free port (launch, type two fields, tap, wait, check).
 
 Usage::
 
-    python benchmarks/bench_case.py [--n1 5] [--n2 45] [--runs 5] [--write-docs] [--profile]
+    python benchmarks/bench_case.py [--phone fake|chromium] [--n1 5] [--n2 45] [--runs 5] [--write-docs] [--profile]
 
 ``--profile`` runs the N2 suite once under pyinstrument (``pip install pyinstrument``) in this
 process and prints where the plugin's time goes, instead of measuring.
@@ -44,9 +41,11 @@ benchmark itself broke (a run failed, or sessions were left open on the server).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import importlib
 import itertools
+import json
 import os
 import re
 import statistics
@@ -62,75 +61,156 @@ from common import BenchBroken, appium_version, check_no_sessions, machine, rusa
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_DOCS = REPO / "docs" / "benchmarks.md"
 APP = REPO / "tests" / "apps" / "fake_app.xml"
-SECTION_TITLE = "## Case cost: one case (session + 3 steps) vs the same case written by hand"
-SECTION_RE = re.compile(r"^## Case cost\b.*$", re.MULTILINE)
 COLUMNS = (
     "Round", "sop N1 (s)", "sop N2 (s)", "user N1 (s)", "user N2 (s)", "sop per case (ms)",
     "user per case (ms)", "Ratio", "sop CPU per case (ms)", "user CPU per case (ms)",
 )  # fmt: skip
 HEAD = "| " + " | ".join(COLUMNS) + " |\n|" + "--:|" * len(COLUMNS)
 LIMIT = 1.10
-# The plugin's capabilities for this device: DEFAULT_CAPABILITIES + the device's own.
-CAPABILITIES: dict[str, object] = {
-    "appium:newCommandTimeout": 120,
-    "platformName": "Fake",
-    "appium:automationName": "Fake",
-    "appium:app": str(APP),
-}
-SOP_YAML = f"""\
-devices:
-  - id: bench-fake
-    platform: fake
-    capabilities:
-      platformName: Fake
-      appium:automationName: Fake
-      appium:app: {APP}
-accounts:
-  - id: bench-user
-    fields: {{username: bench, password: {{env: BENCH_PASSWORD}}}}
-"""
 # A suite with a secret, so masking runs on every record, as it does in a real suite.
 SECRET = "Bench-s3cret+/value"
+CHROME_ARGS = [
+    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--disable-quic", "--no-first-run",
+]  # fmt: skip
 
 
-def write_suite(folder: Path, cases: int, lock_dir: Path) -> None:
+@dataclass(frozen=True)
+class Phone:
+    """Where a case runs: its device's capabilities (the plugin's defaults included, so both sides
+    ask Appium for the same session), the SOP's steps, and the same case as a person writes it."""
+
+    name: str
+    platform: str
+    heading: str
+    device_caps: dict[str, object]
+    steps: str
+    # The steps in the docs: (SOP step, the hand-written line(s)).
+    step_table: tuple[tuple[str, str], ...]
+    n1: int
+    n2: int
+
+    @property
+    def capabilities(self) -> dict[str, object]:
+        from pytest_sop.session import DEFAULT_CAPABILITIES
+
+        return {**DEFAULT_CAPABILITIES, **self.device_caps}
+
+    @property
+    def heading_re(self) -> re.Pattern[str]:
+        # Up to the colon: the wording after it may change without leaving the old section behind.
+        return re.compile("^" + re.escape(self.heading.split(":")[0] + ":") + ".*$", re.MULTILINE)
+
+
+FAKE = Phone(
+    "fake",
+    "fake",
+    "## Case cost: one case (session + 3 steps) vs the same case written by hand",
+    {"platformName": "Fake", "appium:automationName": "Fake", "appium:app": str(APP)},
+    """\
+  - type: {into: {id: username}, text: "${inputs.name}"}
+  - assert_text: {in: {id: username}, equals: "${inputs.name}"}
+  - tap: {id: login_button}
+""",
+    (
+        ("type: {into: {id: username}, text: ...}", "el = find_element(...); el.clear(); el.send_keys(...)"),
+        ("assert_text: {in: {id: username}, ...}", "assert find_element(...).text == ..."),
+        ("tap: {id: login_button}", "find_element(...).click()"),
+    ),
+    5,
+    45,
+)
+CHROMIUM = Phone(
+    "chromium",
+    "web",
+    "## Case cost on the Chromium demo phone: sign in (session + 6 steps) vs the same case written by hand",
+    {
+        "platformName": "linux",
+        "browserName": "chrome",
+        "appium:automationName": "Chromium",
+        "appium:executable": "/usr/bin/chromedriver",
+        "appium:autodownloadEnabled": False,
+        "goog:chromeOptions": {
+            "binary": "/usr/bin/chromium",
+            "args": CHROME_ARGS,
+            "mobileEmulation": {"deviceName": "Pixel 7"},
+        },
+    },
+    """\
+  - launch_app
+  - type: {into: {id: username}, text: "${account.username}"}
+  - type: {into: {id: password}, text: "${account.password}"}
+  - tap: {id: sign-in}
+  - wait_for: {id: whoami}
+  - assert_text: {in: {id: whoami}, equals: "${account.username}"}
+""",
+    (
+        ("launch_app", "driver.get(app_url)"),
+        ("type: {into: {id: username}, ...}", "el = find_element(...); el.clear(); el.send_keys(...)"),
+        ("type: {into: {id: password}, ...}", "el = find_element(...); el.clear(); el.send_keys(...)"),
+        ("tap: {id: sign-in}", "find_element(...).click()"),
+        ("wait_for: {id: whoami}", "WebDriverWait(driver, 10).until(visibility_of_element_located(...))"),
+        ("assert_text: {in: {id: whoami}, ...}", "assert find_element(...).text == ..."),
+    ),
+    2,
+    12,
+)
+PHONES = {p.name: p for p in (FAKE, CHROMIUM)}
+
+
+def write_suite(folder: Path, cases: int, lock_dir: Path, phone: Phone = FAKE, app_url: str = "") -> None:
     folder.mkdir(parents=True)
     (folder / "pytest.ini").write_text(f"[pytest]\nsop_lock_dir = {lock_dir}\n")
-    (folder / "sop.yaml").write_text(SOP_YAML)
+    web = phone.platform == "web"
+    config: dict[str, object] = {
+        "devices": [{"id": f"bench-{phone.name}", "platform": phone.platform, "capabilities": phone.device_caps}],
+        "accounts": [{"id": "bench-user", "fields": {"username": "bench", "password": {"env": "BENCH_PASSWORD"}}}],
+    }
+    if web:
+        config["apps"] = {"demo": {"url": app_url}}
+    (folder / "sop.yaml").write_text(json.dumps(config, indent=2))  # JSON is YAML
     rows = "".join(f"  - {{id: c{i}, name: user-{i}}}\n" for i in range(cases))
+    app = "app: demo\n" if web else ""
     (folder / "case.sop.yaml").write_text(
-        f"""\
-id: three-steps
-title: Three steps
-requires:
-  account: {{}}
-inputs:
-{rows}steps:
-  - type: {{into: {{id: username}}, text: "${{inputs.name}}"}}
-  - assert_text: {{in: {{id: username}}, equals: "${{inputs.name}}"}}
-  - tap: {{id: login_button}}
-"""
+        f"id: {phone.name}-case\ntitle: One case\n{app}requires:\n  account: {{}}\ninputs:\n{rows}steps:\n{phone.steps}"
     )
 
 
 # -- the hand-written side (runs in its own subprocess) -------------------------------------
 
 
-def user_loop(url: str, cases: int) -> int:
-    """N times: create a session like the plugin, do the 3 steps as a person writes them, quit."""
+def user_loop(url: str, phone: Phone, cases: int, app_url: str) -> int:
+    """N times: create a session like the plugin, do the steps as a person writes them, quit."""
     from appium import webdriver
     from appium.options.common import AppiumOptions
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.wait import WebDriverWait
 
     for i in range(cases):
-        driver = webdriver.Remote(url, options=AppiumOptions().load_capabilities(dict(CAPABILITIES)))
+        driver = webdriver.Remote(url, options=AppiumOptions().load_capabilities(phone.capabilities))
         try:
-            el = driver.find_element("id", "username")
-            el.clear()
-            el.send_keys(f"user-{i}")
-            text = driver.find_element("id", "username").text
-            if text != f"user-{i}":
+            if phone is FAKE:
+                el = driver.find_element("id", "username")
+                el.clear()
+                el.send_keys(f"user-{i}")
+                expected = f"user-{i}"
+                text = driver.find_element("id", "username").text
+                driver.find_element("id", "login_button").click()
+            else:
+                driver.get(app_url)
+                for field_id, value in (("username", "bench"), ("password", SECRET)):
+                    el = driver.find_element("css selector", f"#{field_id}")
+                    el.clear()
+                    el.send_keys(value)
+                driver.find_element("css selector", "#sign-in").click()
+                WebDriverWait(driver, 10).until(
+                    expected_conditions.visibility_of_element_located(("css selector", "#whoami"))
+                )
+                expected = "bench"
+                text = driver.find_element("css selector", "#whoami").text
+            if text != expected:
                 raise AssertionError(f"case {i}: text {text!r}")
-            driver.find_element("id", "login_button").click()
         finally:
             driver.quit()
     print(f"user: {cases} cases passed")
@@ -191,13 +271,14 @@ def run_timed(cmd: list[str], cwd: Path, expect: str) -> float:
     return elapsed
 
 
-def run_side(side: str, url: str, cases: int, suites: dict[int, Path]) -> float:
+def run_side(side: str, url: str, cases: int, suites: dict[int, Path], phone: Phone = FAKE, app_url: str = "") -> float:
     suite = suites[cases]
     if side == "sop":
         results, ledger = fresh_records(suite.parent / "records")
         cmd = [sys.executable, "-m", "pytest", *sop_args(url, results), f"--sop-ledger={ledger}"]
         return run_timed(cmd, suite, f"{cases} passed")
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--user-loop", url, "--cases", str(cases)]
+    here = str(Path(__file__).resolve())
+    cmd = [sys.executable, here, "--user-loop", url, "--cases", str(cases), "--phone", phone.name, "--app-url", app_url]
     return run_timed(cmd, suite, f"user: {cases} cases passed")
 
 
@@ -226,6 +307,19 @@ def profile_sop(url: str, suite: Path) -> str:
 # -- reporting ---------------------------------------------------------------------------
 
 
+def versions_of(home: Path, phone: Phone) -> str:
+    """Appium and what drives the phone: the fake driver, or the Chromium driver and Chromium."""
+    versions = appium_version(home)
+    if phone.platform != "web":
+        return versions
+    try:
+        driver = json.loads((home / "node_modules" / "appium-chromium-driver" / "package.json").read_text())["version"]
+        browser = subprocess.run(["/usr/bin/chromium", "--version"], capture_output=True, text=True, check=True)
+    except (OSError, ValueError, KeyError, subprocess.CalledProcessError):
+        return f"{versions}; Chromium driver (version unknown)"
+    return f"{versions.split(', fake driver')[0]}, Chromium driver {driver}; {browser.stdout.strip()}"
+
+
 def summary(sop: Side, user: Side) -> tuple[float, float, float]:
     s, p = statistics.median(sop.slopes_ms), statistics.median(user.slopes_ms)
     return s, p, s / p
@@ -251,11 +345,25 @@ def render_section(args: argparse.Namespace, sop: Side, user: Side, server: str)
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     today = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     table = "\n".join(rows)
-    return f"""{SECTION_TITLE}
+    phone = args.phone
+    steps = "\n".join(f"| `{sop_step}` | `{by_hand}` |" for sop_step, by_hand in phone.step_table)
+    where = "the fake driver" if phone is FAKE else "the Chromium demo phone"
+    app = (
+        ""
+        if phone is FAKE
+        else "\n- The phone: Debian's Chromium with a Pixel 7's mobile emulation, through Appium's Chromium\n"
+        "  driver, as in the example suite. The app: Snapgram, the example suite's demo app, served by the\n"
+        "  benchmark on a free loopback port; a case opens it, signs in with the account's username and\n"
+        "  password, and checks who is signed in. Each session gets a new, empty browser profile: the\n"
+        "  plugin makes it in the run's temporary folder and removes it at the run's end (a cost that grows\n"
+        "  with N, so it is in the slope); for the script, chromedriver makes one, as for any person's script."
+    )
+    reproduce = f"--phone {phone.name} " if phone is not FAKE else ""
+    return f"""{phone.heading}
 
-Claim (issue 14): a case with a session of its own on the fake driver (lease, session, 3 steps,
-session deleted, release, audit lines, ledger row, Allure result) costs at most {LIMIT:.2f}x a
-hand-written appium-python-client script doing session + the same 3 steps + quit on the same
+Claim (issue 14): a case with a session of its own on {where} (lease, session, {len(phone.step_table)}
+steps, session deleted, release, audit lines, ledger row, Allure result) costs at most {LIMIT:.2f}x a
+hand-written appium-python-client script doing session + the same steps + quit on the same
 server: ratio of median slopes <= {LIMIT:.2f}.
 
 - Date: {today}
@@ -264,7 +372,7 @@ server: ratio of median slopes <= {LIMIT:.2f}.
   every run. Rounds: {args.runs} measured (+{args.warmup} warm-up, not counted). A round is four
   runs with the sides interleaved (A N1, B N1, A N2, B N2); which side is A alternates every
   round, and every other pair of rounds runs the sequence backwards, so load that drifts
-  during a round (the host is shared) falls on both sides alike. Load average at the end: {load}.
+  during a round (the host is shared) falls on both sides alike. Load average at the end: {load}.{app}
 - `sop`: `python -m pytest --sop --sop-appium URL --alluredir DIR --clean-alluredir --sop-ledger PATH -q
   -p no:cacheprovider` in a fresh subprocess on a suite of N1 = {n1} or N2 = {n2} cases (one SOP with N
   input rows; each case leases the device and an account, opens its own session and deletes it), with
@@ -273,8 +381,12 @@ server: ratio of median slopes <= {LIMIT:.2f}.
   ones, so deleting the last run's results right before a run made its Allure results cost ms each.
   The suite holds a secret, so masking is on.
 - `user`: a fresh `python` subprocess that N times creates a session with `webdriver.Remote` and
-  the same capabilities, does `type`, `assert_text`, `tap` as a person writes them
-  (`find_element(...).clear()/.send_keys()`, `.text`, `.click()`) and quits (`bench_case.py --user-loop`).
+  the same capabilities, does the steps as a person writes them, and quits (`bench_case.py --user-loop`):
+
+| SOP step | The hand-written line(s) |
+|:--|:--|
+{steps}
+
 - Per-case cost = (T(N2) - T(N1)) / (N2 - N1) of whole-process wall times: start-up, plugin
   loading and the run's own files cancel out. The CPU columns are the same slope of the client
   processes' own CPU time (user + system, from `getrusage`): the Python work each side does per
@@ -291,7 +403,7 @@ Verdict: **{verdict}**: median case {s:.1f} ms vs {p:.1f} ms for the hand-writte
 Reproduce:
 
 ```sh
-python benchmarks/bench_case.py --n1 {n1} --n2 {n2} --runs {args.runs} --write-docs
+python benchmarks/bench_case.py {reproduce}--n1 {n1} --n2 {n2} --runs {args.runs} --write-docs
 ```
 """
 
@@ -306,7 +418,7 @@ def measure(args: argparse.Namespace, url: str, suites: dict[int, Path]) -> tupl
         cpu: dict[tuple[str, int], float] = {}
         for name, n in schedule(round_, args.n1, args.n2):
             before = rusage_children()
-            got[name, n] = run_side(name, url, n, suites)
+            got[name, n] = run_side(name, url, n, suites, args.phone, args.app_url)
             cpu[name, n] = rusage_children() - before
             check_no_sessions(url)
         if not measured:
@@ -329,8 +441,14 @@ def measure(args: argparse.Namespace, url: str, suites: dict[int, Path]) -> tupl
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--n1", type=int, default=5, help="cases in the small suite (default 5)")
-    parser.add_argument("--n2", type=int, default=45, help="cases in the large suite (default 45)")
+    parser.add_argument(
+        "--phone",
+        choices=sorted(PHONES),
+        default="fake",
+        help="the fake driver's app (default) or the Chromium demo phone",
+    )
+    parser.add_argument("--n1", type=int, default=0, help="cases in the small suite (default 5; 2 on Chromium)")
+    parser.add_argument("--n2", type=int, default=0, help="cases in the large suite (default 45; 12 on Chromium)")
     parser.add_argument("--runs", type=int, default=5, help="measured rounds, at least 5 (default 5)")
     parser.add_argument("--warmup", type=int, default=1, help="unmeasured rounds first (default 1)")
     parser.add_argument("--write-docs", action="store_true", help="update this benchmark's section of the docs file")
@@ -338,9 +456,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", action="store_true", help="profile the N2 suite once instead of measuring")
     parser.add_argument("--user-loop", metavar="URL", help=argparse.SUPPRESS)
     parser.add_argument("--cases", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--app-url", default="", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    args.phone = PHONES[args.phone]
     if args.user_loop:
-        return user_loop(args.user_loop, args.cases)
+        return user_loop(args.user_loop, args.phone, args.cases, args.app_url)
+    args.n1 = args.n1 or args.phone.n1
+    args.n2 = args.n2 or args.phone.n2
     if not 0 < args.n1 < args.n2:
         parser.error("expected 0 < --n1 < --n2")
     if args.runs < 5 and not args.profile:
@@ -352,14 +474,18 @@ def main(argv: list[str] | None = None) -> int:
     if home is None:
         print("benchmark broken: no node_modules/appium (run npm ci)", file=sys.stderr)
         return 2
-    with tempfile.TemporaryDirectory(prefix="bench-case-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="bench-case-") as tmp, contextlib.ExitStack() as stack:
+        if args.phone.platform == "web":
+            from pytest_sop.demo import serve
+
+            args.app_url = stack.enter_context(serve(accounts={"bench": SECRET})).url
         suites = {n: Path(tmp) / f"suite-{n}" for n in (args.n1, args.n2)}
         for n, folder in suites.items():
-            write_suite(folder, n, Path(tmp) / "locks")
+            write_suite(folder, n, Path(tmp) / "locks", args.phone, args.app_url)
         server = ManagedAppium(home, log_path=Path(tmp) / "appium.log")
         try:
             url = server.start()
-            versions = appium_version(home)
+            versions = versions_of(home, args.phone)
             print(f"Appium: {url}; {versions}", flush=True)
             if args.profile:
                 print(profile_sop(url, suites[args.n2]))
@@ -378,7 +504,7 @@ def main(argv: list[str] | None = None) -> int:
     verdict = "PASS" if ok else "FAIL"
     print(f"VERDICT: {verdict}: sop {s:.1f} ms/case vs user {p:.1f} ms/case = {ratio:.3f} (limit {LIMIT})")
     if args.write_docs:
-        write_section(args.docs, render_section(args, sop, user, versions), SECTION_RE)
+        write_section(args.docs, render_section(args, sop, user, versions), args.phone.heading_re)
         print(f"wrote {args.docs}")
     return 0 if ok else 1
 

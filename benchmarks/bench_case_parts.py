@@ -48,7 +48,7 @@ import pytest
 from appium import webdriver
 from appium.options.common import AppiumOptions
 
-CAPABILITIES = {bench_case.CAPABILITIES!r}
+CAPABILITIES = {bench_case.FAKE.capabilities!r}
 
 
 @pytest.mark.parametrize("i", range(int(os.environ["BENCH_CASES"])))
