@@ -16,7 +16,7 @@ from . import hookspecs
 from .allure_writes import allure_written
 from .appium_service import AppiumService, appium_key
 from .caserecord import attach_run_files, record_key
-from .collect import SopFile, SopItem, finish_closing, get_suite, kept_session_key
+from .collect import SopFile, SopItem, abandon_next_sessions, finish_closing, get_suite, kept_session_key
 from .config import WORKER_SETTINGS_KEY, addoption, resolve, settings_key, without_signing_key, worker_settings
 from .errors import SopError, SopInvalid
 from .fixtures import _sop_lease, sop_account, sop_device, sop_driver, sop_run  # noqa: F401 - fixtures
@@ -112,7 +112,14 @@ def keep_audit_history(config: pytest.Config) -> None:
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> Iterator[None]:
-    yield
+    try:
+        yield
+    except BaseException:
+        if isinstance(item, SopItem):
+            # Skipped by a marker, or stopped by another plugin, maybe before its own setup: a session
+            # made for it while the last case was reported must not hold the device meanwhile.
+            abandon_next_sessions(item.config)
+        raise
     if isinstance(item, SopItem):
         # Last: the other plugins' setup (allure-pytest labelling the result) runs while Appium makes the session.
         item.join_session()

@@ -206,3 +206,65 @@ def test_a_session_asked_for_is_deleted_when_a_later_setup_hook_fails(
     holds = holds_from("run", read_events(audit))
     assert [h.case.split("::")[1] for h in holds] == ["a", "b", "c"] and all(h.end is not None for h in holds)
     assert not overlaps(holds, "device")[0]
+
+
+# A Python test after the SOP cases: the device free again (no session on Appium, its lock file
+# lockable by another process) within 20 s, while this test still runs.
+DEVICE_FREE = """\
+import os
+import subprocess
+import sys
+import time
+
+from pytest_sop.appium_server import open_sessions
+from pytest_sop.leasing import lock_path
+
+TRY_LOCK = "import fcntl, os, sys; fd = os.open(sys.argv[1], os.O_RDWR); fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)"
+
+
+def test_the_device_is_free_while_other_tests_run():
+    lock = lock_path(os.environ["HOLDER_LOCK_DIR"], "device", "solo")
+    deadline = time.monotonic() + 20
+    while True:
+        sessions = open_sessions(os.environ["APPIUM_URL"])
+        free = subprocess.run([sys.executable, "-c", TRY_LOCK, str(lock)], capture_output=True).returncode == 0
+        if not sessions and free:
+            return
+        assert time.monotonic() < deadline, f"still held: sessions {sessions}, lock free: {free}"
+        time.sleep(0.2)
+"""
+
+
+@pytest.mark.parametrize("how", ["skip", "skipif", "xfail(run=False)"])
+def test_a_session_made_for_a_case_that_is_skipped_does_not_hold_the_device(
+    pytester: pytest.Pytester, own_appium: ManagedAppium, how: str
+) -> None:
+    """Case b is skipped by a marker before its setup runs, so it never takes the session made for it
+    while a was reported. That session is deleted and the device released at once, not when the run
+    ends: the Python test after b finds Appium empty and the device's lock free."""
+    marker = {"skip": "skip(reason='not today')", "skipif": "skipif(True, reason='not today')"}.get(
+        how, "xfail(run=False, reason='not today')"
+    )
+    sops = {
+        "a.sop.yaml": "id: a\nsteps:\n  - type: {into: {id: username}, text: x}\n",
+        "b.sop.yaml": "id: b\nsteps:\n  - type: {into: {id: username}, text: y}\n",
+        "test_later.py": DEVICE_FREE,
+        "conftest.py": (
+            "import pytest\n\n\ndef pytest_collection_modifyitems(items):\n    for item in items:\n"
+            f"        if item.name == 'b':\n            item.add_marker(pytest.mark.{marker})\n"
+        ),
+    }
+    write_suite(pytester.path, CONFIG, sops)
+    locks = pytester.path / "locks"
+    proc = subprocess.run(
+        pytest_cmd("-p", "no:xdist", "--sop-appium", own_appium.url, f"-o=sop_lock_dir={locks}"),
+        cwd=pytester.path, env=clean_env(HOLDER_LOCK_DIR=str(locks), APPIUM_URL=own_appium.url),
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    out = proc.stdout + proc.stderr
+    skipped = "xfailed" if how.startswith("xfail") else "skipped"
+    assert summary_counts(out) == {"passed": 2, skipped: 1}, out
+    log = own_appium.log_path.read_text()
+    made, deleted = log.count("--> POST /session "), len(re.findall(r"<-- DELETE /session/\S+ 200", log))
+    assert made == deleted, (made, deleted)
+    assert sessions_open_at_once(log) == 1
