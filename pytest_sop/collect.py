@@ -250,6 +250,7 @@ class SopItem(pytest.Item):
     device_session: DeviceSession | None = None
     _creating: Future[DeviceSession] | None = None  # its session, asked for in setup
     _join: Callable[[], None] | None = None  # setup's end, once the session is made (join_session)
+    _make_again: Callable[[], DeviceSession] | None = None  # the same session asked for anew (join_session)
     context: Context | None = None
     next_item: pytest.Item | None = None  # the case after this one in this process (set at teardown)
     session_key: tuple[Any, ...] | None = None  # what this case's session was made with
@@ -363,18 +364,23 @@ class SopItem(pytest.Item):
                 self.device_session = self.session_from(creating)  # deleted at teardown
             raise
         self._creating = creating
+        self._make_again = functools.partial(DeviceSession.create, device, app, endpoint, caps, secrets.mask, profile)
         self._join = functools.partial(self._with_session, kept, device, account, endpoint, secrets, recorder)
 
     def join_session(self) -> None:
         """The end of setup, once the case's session is made: called after the other plugins' setup
         (``pytest_runtest_setup``), which then runs while Appium creates the session."""
         join, self._join = self._join, None
+        make_again, self._make_again = self._make_again, None  # its capabilities hold secrets: kept no longer
         if join is None:
             return
         with self._setting_up():
             creating, self._creating = self._creating, None
             if creating is not None:
                 self.device_session = self.session_from(creating)
+                if make_again and self.device_session.may_have_ended() and not self.device_session.alive():
+                    self.device_session.delete()  # Appium ended it while it waited: another, made now
+                    self.device_session = make_again()
             join()
 
     def _with_session(

@@ -193,6 +193,15 @@ def with_profile(caps: dict[str, Any], endpoint: str, folder: str | None = None)
     return {**caps, "goog:chromeOptions": options}
 
 
+def idle_limit(caps: Mapping[str, Any]) -> float:
+    """The session's newCommandTimeout in seconds, as Appium reads it (60 when not given)."""
+    given = caps.get("appium:newCommandTimeout", caps.get("newCommandTimeout", 60))
+    try:
+        return max(float(given), 0.0)
+    except (TypeError, ValueError):
+        return 60.0
+
+
 def resuming(caps: dict[str, Any]) -> dict[str, Any]:
     """A paused case's next session: the app as the person left it, not reset and not relaunched."""
     if kind_of(caps) in ("android", "ios"):
@@ -239,6 +248,10 @@ class DeviceSession:
     # A web device's profile is its own and outlives sessions: what the last case left there is
     # cleared at this session's first launch_app, as a new profile was before (see with_profile).
     clear_at_launch: bool = False
+    # Seconds without a command after which Appium ends the session (its newCommandTimeout; 0: never).
+    idle_limit: float = 0.0
+    # When it was made (time.monotonic()): a session made ahead of its case waits idle meanwhile.
+    made_at: float = field(default_factory=time.monotonic)
     # The deletion started by end_soon, which quit() then waits for.
     _ending: Future[None] | Sent | None = field(default=None, init=False, repr=False)
 
@@ -259,11 +272,19 @@ class DeviceSession:
             raise DeviceError(device.id, masking.mask(mask(reason))) from None
         except (OSError, HTTPError) as e:
             raise DeviceError(device.id, masking.mask(mask(f"Appium at {endpoint} cannot be reached: {e}"))) from None
-        return cls(device, app, endpoint, driver, kind_of(caps), url, clear_at_launch=profile is not None)
+        return cls(
+            device, app, endpoint, driver, kind_of(caps), url, clear_at_launch=profile is not None,
+            idle_limit=idle_limit(caps),
+        )  # fmt: skip
 
     @property
     def session_id(self) -> str:
         return str(self.driver.session_id)
+
+    def may_have_ended(self) -> bool:
+        """Idle since it was made for half its newCommandTimeout or more: Appium may have ended it
+        (a session made ahead of its case waits through the other plugins' setup)."""
+        return self.idle_limit > 0 and time.monotonic() - self.made_at >= self.idle_limit / 2
 
     def alive(self) -> bool:
         try:

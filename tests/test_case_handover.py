@@ -268,3 +268,30 @@ def test_a_session_made_for_a_case_that_is_skipped_does_not_hold_the_device(
     made, deleted = log.count("--> POST /session "), len(re.findall(r"<-- DELETE /session/\S+ 200", log))
     assert made == deleted, (made, deleted)
     assert sessions_open_at_once(log) == 1
+
+
+def test_a_session_made_for_the_next_case_that_appium_ended_while_idle_is_made_again(
+    pytester: pytest.Pytester, own_appium: ManagedAppium
+) -> None:
+    """The session made for case b while a was reported waits, idle, for b's setup. A slow setup hook
+    (here 4 s) outlasts the device's newCommandTimeout (2 s), so Appium ends that session: b gets a
+    new one, and passes."""
+    config = CONFIG.replace("appium:app:", "appium:newCommandTimeout: 2\n      appium:app:")
+    sops = {
+        "a.sop.yaml": "id: a\nsteps:\n  - type: {into: {id: username}, text: x}\n",
+        "b.sop.yaml": "id: b\nsteps:\n  - type: {into: {id: username}, text: y}\n",
+        "conftest.py": (
+            "import time\n\nimport pytest\n\n\n@pytest.hookimpl(trylast=True)\ndef pytest_runtest_setup(item):\n"
+            "    if item.name == 'b':\n        time.sleep(4)\n"
+        ),
+    }
+    write_suite(pytester.path, config, sops)
+    locks = pytester.path / "locks"
+    proc = subprocess.run(
+        pytest_cmd("-p", "no:xdist", "--sop-appium", own_appium.url, f"-o=sop_lock_dir={locks}"),
+        cwd=pytester.path, env=clean_env(), capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    out = proc.stdout + proc.stderr
+    assert summary_counts(out) == {"passed": 2}, out
+    assert open_sessions(own_appium.url) == []
+    assert sessions_open_at_once(own_appium.log_path.read_text()) == 1
