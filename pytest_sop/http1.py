@@ -108,10 +108,9 @@ class Connection:
         elif (headers.get("transfer-encoding") or "").lower() == "chunked":
             body = self._chunked()
         elif length is not None:
-            try:
-                size = int(length)
-            except ValueError:
-                raise HTTPException(f"invalid Content-Length: {length!r}") from None
+            size = int(length) if length.isdigit() else -1  # digits only: no sign, no list of lengths
+            if size < 0:
+                raise HTTPException(f"invalid Content-Length: {length!r}")
             body = self._exactly(size)
         else:  # neither length nor chunks: the body is all there is until the server closes
             body = self._reader.read()
