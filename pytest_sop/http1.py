@@ -108,10 +108,9 @@ class Connection:
         elif (headers.get("transfer-encoding") or "").lower() == "chunked":
             body = self._chunked()
         elif length is not None:
-            size = int(length) if length.isdigit() else -1  # digits only: no sign, no list of lengths
-            if size < 0:
+            if not (length.isascii() and length.isdigit()):  # ASCII digits only: no sign, no list of lengths
                 raise HTTPException(f"invalid Content-Length: {length!r}")
-            body = self._exactly(size)
+            body = self._exactly(int(length))
         else:  # neither length nor chunks: the body is all there is until the server closes
             body = self._reader.read()
             will_close = True

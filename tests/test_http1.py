@@ -192,7 +192,7 @@ def test_a_malformed_answer_is_urllib3s_protocol_error(serve: type[Server]) -> N
         conn.read()
 
 
-@pytest.mark.parametrize("length", [b"-1", b"+15", b"15, 15", b"15\r\nContent-Length: 2", b"0x0f", b""])
+@pytest.mark.parametrize("length", [b"-1", b"+15", b"15, 15", b"15\r\nContent-Length: 2", b"0x0f", b"", b"1\xb2"])
 def test_a_body_length_that_is_not_one_plain_number_is_refused(serve: type[Server], length: bytes) -> None:
     """A sign, a list or a second length could make the client read more or less than the body:
     the next answer would then be read from the middle of this one."""
