@@ -21,6 +21,8 @@ from typing import BinaryIO
 _MAX_LINE = 65536  # as http.client
 _MAX_HEADERS = 100
 _BAD_IN_TARGET = re.compile(r"[\x00-\x20\x7f]")  # http.client refuses them too: no request smuggled in a path
+_DIGITS = re.compile(r"[0-9]+")  # str.isdigit() and int() take more: "²", "+1", "1_0"
+_HEX = re.compile(rb"[0-9A-Fa-f]+")
 _BODY_METHODS = ("POST", "PUT", "PATCH")  # a body length even when empty, as http.client sends it
 
 
@@ -108,7 +110,7 @@ class Connection:
         elif (headers.get("transfer-encoding") or "").lower() == "chunked":
             body = self._chunked()
         elif length is not None:
-            if not (length.isascii() and length.isdigit()):  # ASCII digits only: no sign, no list of lengths
+            if not _DIGITS.fullmatch(length):  # no sign, no list of lengths
                 raise HTTPException(f"invalid Content-Length: {length!r}")
             body = self._exactly(int(length))
         else:  # neither length nor chunks: the body is all there is until the server closes
@@ -134,7 +136,7 @@ class Connection:
             raise RemoteDisconnected("Remote end closed connection without response")
         text = line.decode("iso-8859-1")
         parts = text.split(None, 2)
-        if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not parts[1].isdigit():
+        if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not _DIGITS.fullmatch(parts[1]):
             raise BadStatusLine(text)
         status = int(parts[1])
         if not 100 <= status <= 999:
@@ -169,13 +171,14 @@ class Connection:
         parts: list[bytes] = []
         while True:
             line = self._line("chunk size")
-            try:
-                size = int(line.split(b";", 1)[0], 16)
-            except ValueError:
-                raise HTTPException(f"invalid chunk size: {line!r}") from None
+            digits = line.split(b";", 1)[0].strip()
+            if not _HEX.fullmatch(digits):  # no sign, no "0x", no "_" (int() takes them all)
+                raise HTTPException(f"invalid chunk size: {line!r}")
+            size = int(digits, 16)
             if size == 0:
                 while self._line("trailer line") not in (b"\r\n", b"\n", b""):
                     pass
                 return b"".join(parts)
             parts.append(self._exactly(size))
-            self._exactly(2)  # the CRLF after the chunk
+            if self._exactly(2) != b"\r\n":  # the chunk is not as long as it said
+                raise HTTPException(f"invalid chunk size: {line!r} (no CRLF after its data)")

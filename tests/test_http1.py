@@ -192,6 +192,21 @@ def test_a_malformed_answer_is_urllib3s_protocol_error(serve: type[Server]) -> N
         conn.read()
 
 
+@pytest.mark.parametrize("size", [b"-5", b"5_0", b"0x5", b"+5", b"", b"4", b"6"])
+def test_a_chunk_size_that_is_not_plain_hex_is_refused(serve: type[Server], size: bytes) -> None:
+    server = serve(
+        [b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + size + b"\r\n" + JSON + b"\r\n0\r\n\r\n"]
+    )
+    with pytest.raises(ProtocolError, match="chunk size"):
+        KeptConnections().request("GET", f"http://127.0.0.1:{server.port}/status", timeout=2)
+
+
+def test_a_status_that_is_not_three_plain_digits_is_refused(serve: type[Server]) -> None:
+    server = serve([b"HTTP/1.1 2\xb20 OK\r\nContent-Length: 0\r\n\r\n"])
+    with pytest.raises(ProtocolError, match="BadStatusLine"):
+        KeptConnections().request("GET", f"http://127.0.0.1:{server.port}/status", timeout=2)
+
+
 @pytest.mark.parametrize("length", [b"-1", b"+15", b"15, 15", b"15\r\nContent-Length: 2", b"0x0f", b"", b"1\xb2"])
 def test_a_body_length_that_is_not_one_plain_number_is_refused(serve: type[Server], length: bytes) -> None:
     """A sign, a list or a second length could make the client read more or less than the body:
