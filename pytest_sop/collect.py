@@ -94,19 +94,28 @@ class Closing:
     session lives.
 
     With ``next``, the next case's session is made once this one is deleted, and the lease stays held
-    for that case: it takes both (:meth:`take`), or :meth:`abandon` deletes the session and releases."""
+    for that case: it takes both (:meth:`take`), or :meth:`abandon` deletes the session and releases.
+    With ``kept`` (``--sop-session worker``), the session is not deleted but kept for the worker's next
+    case, and so is the lease: that case takes both, or :meth:`abandon` deletes it and releases."""
 
     def __init__(
-        self, session: DeviceSession, lease: Lease, written: Callable[[], None], next: NextSession | None = None
-    ) -> None:
+        self, session: DeviceSession, lease: Lease, written: Callable[[], None], next: NextSession | None = None,
+        *, kept: bool = False,
+    ) -> None:  # fmt: skip
         self.lease = lease
         self.next = next
+        self._kept = session if kept else None
         self._written = written  # waits until the case's release line is in the audit log
         self.quit_done = threading.Event()
         self._mutex = threading.Lock()
         self._settled = False  # taken over, or released
         self._dropped: Future[None] | None = None
-        self._done = background.submit(lambda: self._run(session))
+        if kept:
+            self.quit_done.set()  # nothing to wait for: the session goes on
+            self._done: Future[None] = Future()
+            self._done.set_result(None)
+        else:
+            self._done = background.submit(lambda: self._run(session))
 
     def _run(self, session: DeviceSession) -> None:
         try:
@@ -150,9 +159,9 @@ class Closing:
             raise
 
     def abandon(self) -> None:
-        """The case a session was made for does not take this device: that session is deleted and the
-        lease released, in the background."""
-        if self.next is None:
+        """The case a session was made or kept for does not take this device: that session is deleted
+        and the lease released, in the background."""
+        if self.next is None and self._kept is None:
             return
         with self._mutex:
             if self._settled:
@@ -168,6 +177,8 @@ class Closing:
                 self._done.result()
                 if self.next is not None:
                     self.next.future.result().quit()
+                if self._kept is not None:
+                    self._kept.quit()
         finally:
             self._release()
 
@@ -584,9 +595,14 @@ class SopItem(pytest.Item):
             self.closing.quit_done.wait()  # the lease this case held on is never freed before that session ends
         if self.keep_hold(session):
             return
-        if session is not None and self.config.stash[settings_key].session == "worker" and session.alive():
-            self.config.stash[kept_session_key] = session  # the next case on this device reuses it
-            session = None
+        held = self.lease
+        # --sop-session worker: the session is kept for the next case when that case takes this device and
+        # account, and so is the lease (another run would make a second session on a device left free).
+        keep = (
+            background and session is not None and held is not None
+            and self.config.stash[settings_key].session == "worker" and self.next_case(held) is not None
+            and session.alive()
+        )  # fmt: skip
         if session is None or record is None or not background:
             try:
                 if session is not None:
@@ -602,6 +618,9 @@ class SopItem(pytest.Item):
             raise
         if lease is None:
             session.quit()
+        elif keep:
+            self.config.stash[kept_session_key] = session
+            self.config.stash.setdefault(closing_key, []).append(Closing(session, lease, record.written, kept=True))
         else:
             try:
                 upcoming = self.next_session(lease)
@@ -610,23 +629,26 @@ class SopItem(pytest.Item):
             closing = Closing(session, lease, record.written, upcoming)
             self.config.stash.setdefault(closing_key, []).append(closing)
 
+    def next_case(self, lease: Lease) -> SopItem | None:
+        """This process's next case, when it would take this device and account on (hand-over)."""
+        case = self.next_item
+        if not isinstance(case, SopItem) or self.config.stash[settings_key].resume or self.lease_lost:
+            return None  # a resume's session is made differently; a lost lease is not exclusive any more
+        sop = case.case.sop
+        pairs = pairs_for(get_suite(self.config).config, sop.device, sop.account, account_id=case.case.account_id)
+        return case if sop.app == self.case.sop.app and lease_in(lease, pairs) else None
+
     def next_session(self, lease: Lease) -> NextSession | None:
         """The session of this process's next case, to be made as soon as this one's is deleted, when
         that case would take this device and account on (hand-over) with a session made alike."""
         from .resume import browser_profile
         from .session import DeviceSession, capabilities, device_position, session_key
 
-        case = self.next_item
-        settings = self.config.stash[settings_key]
-        if not isinstance(case, SopItem) or settings.resume or self.secrets is None or is_grid_device(lease.device):
-            return None  # a resume's session is made differently; a grid slot is waited for
-        if self.lease_lost:
-            return None  # not exclusive any more: nothing is made on it
+        case = self.next_case(lease)
+        if case is None or self.secrets is None or is_grid_device(lease.device):
+            return None  # a grid slot is waited for
         suite = get_suite(self.config)
         sop = case.case.sop
-        pairs = pairs_for(suite.config, sop.device, sop.account, account_id=case.case.account_id)
-        if sop.app != self.case.sop.app or not lease_in(lease, pairs):
-            return None
         device, mask = lease.device, self.secrets.mask
         app = suite.config.apps.get(sop.app) if sop.app else None
         caps = capabilities(device, app, self.secrets.resolve, device_position(suite.config, device))

@@ -88,7 +88,7 @@ OPTIONS = (
     Option("--sop-ledger", "run ledger path (default: .sop/ledger.sqlite beside sop.yaml)"),
     Option(
         "--sop-session",
-        "a new Appium session per case, or one per worker and device reused across cases of the same app",
+        "a new Appium session per case, or one per worker reused by its next case of the same app, device and account",
         "case",
         choices=SESSION_SCOPES,
     ),

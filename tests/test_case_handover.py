@@ -295,3 +295,64 @@ def test_a_session_made_for_the_next_case_that_appium_ended_while_idle_is_made_a
     assert summary_counts(out) == {"passed": 2}, out
     assert open_sessions(own_appium.url) == []
     assert sessions_open_at_once(own_appium.log_path.read_text()) == 1
+
+
+# Before case c's own setup in a `--sop-session worker` run: whenever Appium has a session open on the
+# device, the device's lock is held (another process cannot take it).
+NEVER_FREE_WITH_A_SESSION = """\
+import os
+import subprocess
+import sys
+
+import pytest
+
+from pytest_sop.appium_server import open_sessions
+from pytest_sop.leasing import lock_path
+
+TRY_LOCK = "import fcntl, os, sys; fd = os.open(sys.argv[1], os.O_RDWR); fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)"
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    if item.name != "c":
+        return
+    lock = lock_path(os.environ["HOLDER_LOCK_DIR"], "device", "solo")
+    sessions = open_sessions(os.environ["APPIUM_URL"])
+    free = subprocess.run([sys.executable, "-c", TRY_LOCK, str(lock)], capture_output=True).returncode == 0
+    assert sessions, "no session kept for c"
+    assert not free, f"the device is free while its session lives: {sessions}"
+"""
+
+
+def test_a_session_kept_for_the_worker_keeps_its_device_leased(
+    pytester: pytest.Pytester, own_appium: ManagedAppium
+) -> None:
+    """``--sop-session worker`` keeps the device's session open between cases for the worker's next
+    case. Another run taking the device meanwhile would make a second session on the phone, so the
+    lease is held with it: just before c's setup, the session is open and the lock held; c reuses
+    the session. A Python test next is no case to keep it for: the session is deleted after c."""
+    sops = {
+        "a.sop.yaml": "id: a\nsteps:\n  - type: {into: {id: username}, text: x}\n",
+        "c.sop.yaml": "id: c\nsteps:\n  - type: {into: {id: username}, text: y}\n",
+        "conftest.py": NEVER_FREE_WITH_A_SESSION,
+        "test_d.py": DEVICE_FREE,
+    }
+    write_suite(pytester.path, CONFIG, sops)
+    locks, audit = pytester.path / "locks", pytester.path / "audit.jsonl"
+    proc = subprocess.run(
+        pytest_cmd(
+            "-p", "no:xdist", "--sop-session", "worker", "--sop-appium", own_appium.url, f"-o=sop_lock_dir={locks}",
+            f"--sop-audit={audit}",
+        ),
+        cwd=pytester.path, env=clean_env(HOLDER_LOCK_DIR=str(locks), APPIUM_URL=own_appium.url),
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    out = proc.stdout + proc.stderr
+    assert summary_counts(out) == {"passed": 3}, out
+    assert open_sessions(own_appium.url) == []
+    events = read_events(audit)
+    assert [e["reused"] for e in events if e["event"] == "session"] == [False, True]
+    assert verify(audit).ok
+    holds = holds_from("run", events)
+    assert [h.case.split("::")[1] for h in holds] == ["a", "c"] and all(h.end is not None for h in holds)
+    assert not overlaps(holds, "device")[0]

@@ -378,11 +378,13 @@ steps:
   - type: {into: {id: username}, text: "${account.password}"}
   - type: {into: {id: password}, text: "${account.password}"}
 """,
-    # Another case on the same session, with no secret of its own: it must find the fields empty.
+    # Another case on the same session (the session is kept for a case taking the same device and
+    # account), typing nothing: it must find the fields empty.
     "b-read.sop.yaml": """\
 id: b-read
 requires:
   device: {platform: fake}
+  account: {role: tester}
 steps:
   - assert_text: {in: {id: username}, matches: "^$"}
     timeout: 0.3
