@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import os
+import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -213,6 +214,9 @@ def pytest_unconfigure(config: pytest.Config) -> None:
             flush_audit(config, close=True)
         finally:
             close_ledger(config)
+            transport = sys.modules.get("pytest_sop.transport")  # imported only once a session was made
+            if transport is not None:
+                transport.kept_connections.close_idle()
             if appium_key in config.stash:
                 config.stash[appium_key].stop()
 

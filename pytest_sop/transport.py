@@ -112,6 +112,15 @@ class KeptConnections:
     def clear(self) -> None:
         """Selenium's quit: the session ends, its connection stays for the next session."""
 
+    def close_idle(self) -> None:
+        """Every idle connection closed (the run's end): none is left open on Appium until this process
+        exits, or on a server that is gone when ``pytest.main`` runs again in the same process."""
+        with self._mutex:
+            idle, self._idle = self._idle, {}
+        for conns in idle.values():
+            for conn in conns:
+                conn.close()
+
 
 def _still_open(conn: Connection) -> bool:
     """An idle connection the server has not closed: nothing to read on it (urllib3 checks the same)."""

@@ -156,3 +156,13 @@ def test_threads_waiting_for_one_deletion_all_return(own_appium: ManagedAppium) 
     again = device_session(own_appium.url)  # the connection the answer was read from still works
     assert again.driver.find_element("id", "username").is_displayed()
     again.quit()
+
+
+def test_a_run_leaves_no_connection_open_when_it_ends(pytester: pytest.Pytester, own_appium: ManagedAppium) -> None:
+    """pytest run in this process (as an IDE or a script calling ``pytest.main`` does): when the run
+    ends, the connections it kept to Appium are closed, not left open until the process exits."""
+    from test_engine_fake import run_sop
+
+    result = run_sop(pytester, own_appium.url, {"t.sop.yaml": "id: t\nsteps:\n  - tap: {id: login_button}\n"})
+    result.assert_outcomes(passed=1)
+    assert kept_ports(own_appium.url) == []
