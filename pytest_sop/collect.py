@@ -104,7 +104,7 @@ class Closing:
     ) -> None:  # fmt: skip
         self.lease = lease
         self.next = next
-        self._kept = session if kept else None
+        self.kept = session if kept else None
         self._written = written  # waits until the case's release line is in the audit log
         self.quit_done = threading.Event()
         self._mutex = threading.Lock()
@@ -161,7 +161,7 @@ class Closing:
     def abandon(self) -> None:
         """The case a session was made or kept for does not take this device: that session is deleted
         and the lease released, in the background."""
-        if self.next is None and self._kept is None:
+        if self.next is None and self.kept is None:
             return
         with self._mutex:
             if self._settled:
@@ -177,8 +177,8 @@ class Closing:
                 self._done.result()
                 if self.next is not None:
                     self.next.future.result().quit()
-                if self._kept is not None:
-                    self._kept.quit()
+                if self.kept is not None:
+                    self.kept.quit()
         finally:
             self._release()
 
@@ -318,6 +318,10 @@ class SopItem(pytest.Item):
         self.resuming = settings.resume and self.pause is not None
         lease, closing = self.take_lease()
         self.closing = closing
+        kept = self.config.stash.get(kept_session_key, None)
+        self.config.stash[kept_session_key] = None
+        if kept is not None and closing is not None and closing.kept is kept:
+            self.device_session = kept  # kept with the lease this case took: deleted with it if setup stops
         device, account = lease.device, lease.account
         app = suite.config.apps.get(sop.app) if sop.app else None
         made = closing.next if closing is not None else None  # a session made for this case, if any
@@ -338,10 +342,8 @@ class SopItem(pytest.Item):
             if made is not None:
                 made.future.add_done_callback(_quit_when_created)
             raise
-        kept = self.config.stash.get(kept_session_key, None)
-        self.config.stash[kept_session_key] = None
         creating: Future[DeviceSession] | None = None
-        if kept is not None and not self.resuming and kept.device.id == device.id and kept.app == app and kept.alive():
+        if kept is not None and self.device_session is kept and not self.resuming and kept.app == app and kept.alive():
             kept.reset_app()
             self.device_session = kept
         elif made is not None and not self.resuming and made.key == self.session_key:
@@ -349,6 +351,7 @@ class SopItem(pytest.Item):
         else:
             if kept is not None:
                 kept.quit()
+                self.device_session = None
             if closing is not None:
                 closing.quit_done.wait()  # one session at a time on a device: the last case's is deleted first
             # The session request is in flight while the bookkeeping that does not need it is done.
@@ -391,7 +394,7 @@ class SopItem(pytest.Item):
                 self.device_session = self.session_from(creating)
                 if make_again and self.device_session.may_have_ended() and not self.device_session.alive():
                     self.device_session.delete()  # Appium ended it while it waited: another, made now
-                    self.device_session = make_again()
+                    self.device_session = self.session_from(background.submit(make_again))
             join()
 
     def _with_session(

@@ -20,6 +20,7 @@ from typing import BinaryIO
 
 _MAX_LINE = 65536  # as http.client
 _MAX_HEADERS = 100
+_MAX_BODY = 1 << 31  # a page source or screenshot is megabytes; more is a broken answer, not one to allocate
 _BAD_IN_TARGET = re.compile(r"[\x00-\x20\x7f]")  # http.client refuses them too: no request smuggled in a path
 _DIGITS = re.compile(r"[0-9]+")  # str.isdigit() and int() take more: "²", "+1", "1_0"
 _HEX = re.compile(rb"[0-9A-Fa-f]+")
@@ -162,6 +163,8 @@ class Connection:
 
     def _exactly(self, size: int) -> bytes:
         assert self._reader is not None
+        if size > _MAX_BODY:
+            raise HTTPException(f"a body of {size} bytes is more than this client reads ({_MAX_BODY})")
         data = self._reader.read(size)
         if len(data) < size:
             raise IncompleteRead(data, size - len(data))

@@ -356,3 +356,34 @@ def test_a_session_kept_for_the_worker_keeps_its_device_leased(
     holds = holds_from("run", events)
     assert [h.case.split("::")[1] for h in holds] == ["a", "c"] and all(h.end is not None for h in holds)
     assert not overlaps(holds, "device")[0]
+
+
+def test_a_kept_session_is_deleted_when_the_case_it_was_kept_for_stops_in_setup(
+    pytester: pytest.Pytester, own_appium: ManagedAppium
+) -> None:
+    """``--sop-session worker``: case c takes the device and the session kept for it, and its setup then
+    fails (resetting the app between cases fails). The kept session is c's from the hand-over on, so it
+    is deleted before the lease is released: nothing is left open on Appium."""
+    sops = {
+        "a.sop.yaml": "id: a\nsteps:\n  - type: {into: {id: username}, text: x}\n",
+        "c.sop.yaml": "id: c\nsteps:\n  - type: {into: {id: username}, text: y}\n",
+        "conftest.py": (
+            "from pytest_sop import session\n\n\ndef broken_reset(self):\n    raise RuntimeError('reset failed')\n\n\n"
+            "session.DeviceSession.reset_app = broken_reset\n"
+        ),
+    }
+    write_suite(pytester.path, CONFIG, sops)
+    locks, audit = pytester.path / "locks", pytester.path / "audit.jsonl"
+    proc = subprocess.run(
+        pytest_cmd(
+            "-p", "no:xdist", "--sop-session", "worker", "--sop-appium", own_appium.url, f"-o=sop_lock_dir={locks}",
+            f"--sop-audit={audit}",
+        ),
+        cwd=pytester.path, env=clean_env(), capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    out = proc.stdout + proc.stderr
+    assert summary_counts(out) == {"passed": 1, "error": 1}, out
+    assert "reset failed" in out, out
+    assert open_sessions(own_appium.url) == []
+    holds = holds_from("run", read_events(audit))
+    assert [h.case.split("::")[1] for h in holds] == ["a", "c"] and all(h.end is not None for h in holds)

@@ -201,6 +201,18 @@ def test_a_chunk_size_that_is_not_plain_hex_is_refused(serve: type[Server], size
         KeptConnections().request("GET", f"http://127.0.0.1:{server.port}/status", timeout=2)
 
 
+@pytest.mark.parametrize(
+    "framing",
+    [b"Content-Length: 99999999999999999999", b"Content-Length: 1099511627776", b"Transfer-Encoding: chunked"],
+)
+def test_a_body_too_big_to_be_an_answer_is_refused_before_it_is_read(serve: type[Server], framing: bytes) -> None:
+    """Not an OverflowError or a MemoryError from the reader: the HTTP error callers catch."""
+    body = b"fffffffffffffffffff\r\n" if b"chunked" in framing else b""
+    server = serve([b"HTTP/1.1 200 OK\r\n" + framing + b"\r\n\r\n" + body])
+    with pytest.raises(ProtocolError, match="more than this client reads"):
+        KeptConnections().request("GET", f"http://127.0.0.1:{server.port}/status", timeout=2)
+
+
 def test_a_status_that_is_not_three_plain_digits_is_refused(serve: type[Server]) -> None:
     server = serve([b"HTTP/1.1 2\xb20 OK\r\nContent-Length: 0\r\n\r\n"])
     with pytest.raises(ProtocolError, match="BadStatusLine"):
