@@ -483,6 +483,9 @@ class SopItem(pytest.Item):
         requirement = f"device {sop.device or 'any'}" + (f", account {sop.account}" if sop.account else "")
         closing = config.stash.setdefault(closing_key, [])
         last = closing[-1] if closing else None
+        for done in [c for c in closing if c.finished() and c is not last]:
+            closing.remove(done)
+            done.finish()  # an error it kept (a release line not written) stops this case before it holds anything
         lease = None
         if last is not None and last.holds(pairs):
             # The device this worker just used, still held: held on, never free in between.
@@ -496,9 +499,6 @@ class SopItem(pytest.Item):
                 hold=self.pause.hold_id if self.pause else None, keep_hold=self.resuming,
             )  # fmt: skip
             last = None
-        for done in [c for c in closing if c.finished() and c is not last]:
-            closing.remove(done)
-            done.finish()
         config.stash[last_device_key] = lease.device.id
         return lease, last
 
