@@ -97,17 +97,32 @@ def sessions_open_at_once(log: str) -> int:
 
 
 def run_in_one_process(
-    pytester: pytest.Pytester, own_appium: ManagedAppium, files: dict[str, str]
+    pytester: pytest.Pytester, own_appium: ManagedAppium, files: dict[str, str], *args: str, config: str = CONFIG
 ) -> tuple[str, str, Path]:
-    """The suite run by one pytest process (no xdist): its output, Appium's log, the audit log's path."""
-    write_suite(pytester.path, CONFIG, files)
+    """The suite run by one pytest process (no xdist): its output, Appium's log, the audit log's path.
+    The suite's code finds the lock folder in $HOLDER_LOCK_DIR and Appium in $APPIUM_URL."""
+    write_suite(pytester.path, config, files)
     locks, audit = pytester.path / "locks", pytester.path / "audit.jsonl"
+    env = clean_env(HOLDER_LOCK_DIR=str(locks), HOLDER_NOTES=str(pytester.path / "n.jsonl"), APPIUM_URL=own_appium.url)
     proc = subprocess.run(
-        pytest_cmd("-p", "no:xdist", "--sop-appium", own_appium.url, f"-o=sop_lock_dir={locks}", f"--sop-audit={audit}"),
-        cwd=pytester.path, env=clean_env(HOLDER_LOCK_DIR=str(locks), HOLDER_NOTES=str(pytester.path / "n.jsonl")),
-        capture_output=True, text=True, timeout=300,
+        pytest_cmd(
+            "-p", "no:xdist", "--sop-appium", own_appium.url, f"-o=sop_lock_dir={locks}", f"--sop-audit={audit}", *args
+        ),
+        cwd=pytester.path, env=env, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     return proc.stdout + proc.stderr, own_appium.log_path.read_text(), audit
+
+
+def sessions_made_and_deleted(log: str) -> tuple[int, int]:
+    """Appium's log: how many sessions were asked for, and how many deleted."""
+    return log.count("--> POST /session "), len(re.findall(r"<-- DELETE /session/\S+ 200", log))
+
+
+def assert_held_in_turn(audit: Path, cases: list[str]) -> None:
+    """The audit log: these cases held the device, one after another, each lease released."""
+    holds = holds_from("run", read_events(audit))
+    assert [h.case.split("::")[1] for h in holds] == cases and all(h.end is not None for h in holds)
+    assert not overlaps(holds, "device")[0]
 
 
 def test_one_session_at_a_time_and_the_held_lease_names_its_case(
@@ -171,14 +186,11 @@ def test_a_session_made_for_the_next_case_is_deleted_when_that_case_does_not_tak
     assert summary_counts(out) == {"passed": 2, "error": 1}, out
     assert "SOP_TEST_NEVER_SET" in out, out
     assert open_sessions(own_appium.url) == []
-    made, deleted = log.count("--> POST /session "), len(re.findall(r"<-- DELETE /session/\S+ 200", log))
+    made, deleted = sessions_made_and_deleted(log)
     assert made == 3 and deleted == 3, (made, deleted)  # a's, the one made for b, c's
     assert sessions_open_at_once(log) == 1
-    events = read_events(audit)
     assert verify(audit).ok
-    holds = holds_from("run", events)
-    assert [h.case.split("::")[1] for h in holds] == ["a", "c"] and all(h.end is not None for h in holds)
-    assert not overlaps(holds, "device")[0]
+    assert_held_in_turn(audit, ["a", "c"])
 
 
 def test_a_session_asked_for_is_deleted_when_a_later_setup_hook_fails(
@@ -200,21 +212,18 @@ def test_a_session_asked_for_is_deleted_when_a_later_setup_hook_fails(
     assert summary_counts(out) == {"passed": 2, "error": 1}, out
     assert "the lab is closed for b" in out, out
     assert open_sessions(own_appium.url) == []
-    made, deleted = log.count("--> POST /session "), len(re.findall(r"<-- DELETE /session/\S+ 200", log))
+    made, deleted = sessions_made_and_deleted(log)
     assert made == deleted == 3, (made, deleted)
     assert sessions_open_at_once(log) == 1
-    holds = holds_from("run", read_events(audit))
-    assert [h.case.split("::")[1] for h in holds] == ["a", "b", "c"] and all(h.end is not None for h in holds)
-    assert not overlaps(holds, "device")[0]
+    assert_held_in_turn(audit, ["a", "b", "c"])
 
 
-# A Python test after the SOP cases: the device free again (no session on Appium, its lock file
-# lockable by another process) within 20 s, while this test still runs.
-DEVICE_FREE = """\
+# For the suites' own code: whether the device's lock is free (another process could take it), and
+# the sessions open on Appium.
+DEVICE_STATE = """\
 import os
 import subprocess
 import sys
-import time
 
 from pytest_sop.appium_server import open_sessions
 from pytest_sop.leasing import lock_path
@@ -222,17 +231,30 @@ from pytest_sop.leasing import lock_path
 TRY_LOCK = "import fcntl, os, sys; fd = os.open(sys.argv[1], os.O_RDWR); fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)"
 
 
-def test_the_device_is_free_while_other_tests_run():
+def device_state():
     lock = lock_path(os.environ["HOLDER_LOCK_DIR"], "device", "solo")
+    free = subprocess.run([sys.executable, "-c", TRY_LOCK, str(lock)], capture_output=True).returncode == 0
+    return open_sessions(os.environ["APPIUM_URL"]), free
+"""
+
+# A Python test after the SOP cases: the device free again (no session on Appium, its lock file
+# lockable by another process) within 20 s, while this test still runs.
+DEVICE_FREE = (
+    DEVICE_STATE
+    + """
+import time
+
+
+def test_the_device_is_free_while_other_tests_run():
     deadline = time.monotonic() + 20
     while True:
-        sessions = open_sessions(os.environ["APPIUM_URL"])
-        free = subprocess.run([sys.executable, "-c", TRY_LOCK, str(lock)], capture_output=True).returncode == 0
+        sessions, free = device_state()
         if not sessions and free:
             return
         assert time.monotonic() < deadline, f"still held: sessions {sessions}, lock free: {free}"
         time.sleep(0.2)
 """
+)
 
 
 @pytest.mark.parametrize("how", ["skip", "skipif", "xfail(run=False)"])
@@ -254,18 +276,10 @@ def test_a_session_made_for_a_case_that_is_skipped_does_not_hold_the_device(
             f"        if item.name == 'b':\n            item.add_marker(pytest.mark.{marker})\n"
         ),
     }
-    write_suite(pytester.path, CONFIG, sops)
-    locks = pytester.path / "locks"
-    proc = subprocess.run(
-        pytest_cmd("-p", "no:xdist", "--sop-appium", own_appium.url, f"-o=sop_lock_dir={locks}"),
-        cwd=pytester.path, env=clean_env(HOLDER_LOCK_DIR=str(locks), APPIUM_URL=own_appium.url),
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    out = proc.stdout + proc.stderr
+    out, log, _ = run_in_one_process(pytester, own_appium, sops)
     skipped = "xfailed" if how.startswith("xfail") else "skipped"
     assert summary_counts(out) == {"passed": 2, skipped: 1}, out
-    log = own_appium.log_path.read_text()
-    made, deleted = log.count("--> POST /session "), len(re.findall(r"<-- DELETE /session/\S+ 200", log))
+    made, deleted = sessions_made_and_deleted(log)
     assert made == deleted, (made, deleted)
     assert sessions_open_at_once(log) == 1
 
@@ -285,43 +299,29 @@ def test_a_session_made_for_the_next_case_that_appium_ended_while_idle_is_made_a
             "    if item.name == 'b':\n        time.sleep(4)\n"
         ),
     }
-    write_suite(pytester.path, config, sops)
-    locks = pytester.path / "locks"
-    proc = subprocess.run(
-        pytest_cmd("-p", "no:xdist", "--sop-appium", own_appium.url, f"-o=sop_lock_dir={locks}"),
-        cwd=pytester.path, env=clean_env(), capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    out = proc.stdout + proc.stderr
+    out, log, _ = run_in_one_process(pytester, own_appium, sops, config=config)
     assert summary_counts(out) == {"passed": 2}, out
     assert open_sessions(own_appium.url) == []
-    assert sessions_open_at_once(own_appium.log_path.read_text()) == 1
+    assert sessions_open_at_once(log) == 1
 
 
 # Before case c's own setup in a `--sop-session worker` run: whenever Appium has a session open on the
 # device, the device's lock is held (another process cannot take it).
-NEVER_FREE_WITH_A_SESSION = """\
-import os
-import subprocess
-import sys
-
+NEVER_FREE_WITH_A_SESSION = (
+    DEVICE_STATE
+    + """
 import pytest
-
-from pytest_sop.appium_server import open_sessions
-from pytest_sop.leasing import lock_path
-
-TRY_LOCK = "import fcntl, os, sys; fd = os.open(sys.argv[1], os.O_RDWR); fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)"
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item):
     if item.name != "c":
         return
-    lock = lock_path(os.environ["HOLDER_LOCK_DIR"], "device", "solo")
-    sessions = open_sessions(os.environ["APPIUM_URL"])
-    free = subprocess.run([sys.executable, "-c", TRY_LOCK, str(lock)], capture_output=True).returncode == 0
+    sessions, free = device_state()
     assert sessions, "no session kept for c"
     assert not free, f"the device is free while its session lives: {sessions}"
 """
+)
 
 
 def test_a_session_kept_for_the_worker_keeps_its_device_leased(
@@ -337,25 +337,12 @@ def test_a_session_kept_for_the_worker_keeps_its_device_leased(
         "conftest.py": NEVER_FREE_WITH_A_SESSION,
         "test_d.py": DEVICE_FREE,
     }
-    write_suite(pytester.path, CONFIG, sops)
-    locks, audit = pytester.path / "locks", pytester.path / "audit.jsonl"
-    proc = subprocess.run(
-        pytest_cmd(
-            "-p", "no:xdist", "--sop-session", "worker", "--sop-appium", own_appium.url, f"-o=sop_lock_dir={locks}",
-            f"--sop-audit={audit}",
-        ),
-        cwd=pytester.path, env=clean_env(HOLDER_LOCK_DIR=str(locks), APPIUM_URL=own_appium.url),
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    out = proc.stdout + proc.stderr
+    out, _, audit = run_in_one_process(pytester, own_appium, sops, "--sop-session", "worker")
     assert summary_counts(out) == {"passed": 3}, out
     assert open_sessions(own_appium.url) == []
-    events = read_events(audit)
-    assert [e["reused"] for e in events if e["event"] == "session"] == [False, True]
+    assert [e["reused"] for e in read_events(audit) if e["event"] == "session"] == [False, True]
     assert verify(audit).ok
-    holds = holds_from("run", events)
-    assert [h.case.split("::")[1] for h in holds] == ["a", "c"] and all(h.end is not None for h in holds)
-    assert not overlaps(holds, "device")[0]
+    assert_held_in_turn(audit, ["a", "c"])
 
 
 def test_a_kept_session_is_deleted_when_the_case_it_was_kept_for_stops_in_setup(
@@ -372,18 +359,8 @@ def test_a_kept_session_is_deleted_when_the_case_it_was_kept_for_stops_in_setup(
             "session.DeviceSession.reset_app = broken_reset\n"
         ),
     }
-    write_suite(pytester.path, CONFIG, sops)
-    locks, audit = pytester.path / "locks", pytester.path / "audit.jsonl"
-    proc = subprocess.run(
-        pytest_cmd(
-            "-p", "no:xdist", "--sop-session", "worker", "--sop-appium", own_appium.url, f"-o=sop_lock_dir={locks}",
-            f"--sop-audit={audit}",
-        ),
-        cwd=pytester.path, env=clean_env(), capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    out = proc.stdout + proc.stderr
+    out, _, audit = run_in_one_process(pytester, own_appium, sops, "--sop-session", "worker")
     assert summary_counts(out) == {"passed": 1, "error": 1}, out
     assert "reset failed" in out, out
     assert open_sessions(own_appium.url) == []
-    holds = holds_from("run", read_events(audit))
-    assert [h.case.split("::")[1] for h in holds] == ["a", "c"] and all(h.end is not None for h in holds)
+    assert_held_in_turn(audit, ["a", "c"])

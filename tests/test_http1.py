@@ -142,26 +142,18 @@ def test_chunks_a_repeated_header_and_continue_are_read(serve: type[Server]) -> 
 
 
 @pytest.mark.parametrize(
-    "answer",
+    "answer, then",
     [
-        b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 15\r\n\r\n" + JSON,
-        b"HTTP/1.0 200 OK\r\nContent-Length: 15\r\n\r\n" + JSON,
-        b"HTTP/1.1 200 OK\r\n\r\n" + JSON,  # no length: the body runs to the close
+        (b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 15\r\n\r\n" + JSON, "close"),
+        # Heeded at once: a server may close only a while later (or never read again), so the idle
+        # check alone would send the next request into a connection nobody reads.
+        (b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 15\r\n\r\n" + JSON, "hold"),
+        (b"HTTP/1.0 200 OK\r\nContent-Length: 15\r\n\r\n" + JSON, "close"),
+        (b"HTTP/1.1 200 OK\r\n\r\n" + JSON, "close"),  # no length: the body runs to the close
     ],
 )
-def test_a_server_that_closes_after_the_answer_is_not_reused(serve: type[Server], answer: bytes) -> None:
-    server = serve([answer, ok()], close_after=True)
-    pool = KeptConnections()
-    url = f"http://127.0.0.1:{server.port}/status"
-    assert pool.request("GET", url, timeout=5).data == JSON
-    assert pool.request("GET", url, timeout=5).data == JSON
-    assert server.connections == 2
-
-
-def test_a_connection_the_server_said_it_will_close_is_not_reused_while_still_open(serve: type[Server]) -> None:
-    """``Connection: close`` is heeded at once: a server may close only a while later (or never
-    read again), so the idle check alone would send the next request into a connection nobody reads."""
-    server = serve([ok(extra=b"Connection: close\r\n"), ok()], hold_after=True)
+def test_a_server_that_closes_after_the_answer_is_not_reused(serve: type[Server], answer: bytes, then: str) -> None:
+    server = serve([answer, ok()], close_after=then == "close", hold_after=then == "hold")
     pool = KeptConnections()
     url = f"http://127.0.0.1:{server.port}/status"
     assert pool.request("GET", url, timeout=2).data == JSON
