@@ -269,18 +269,10 @@ class SopItem(pytest.Item):
 
     def setup(self) -> None:
         """Choose a device and account, and ask Appium for the session (:meth:`join_session` waits for it):
-        trouble here or there is an error."""
-        with self._setting_up():
+        trouble here or there is an error. A session made ahead for this case and not taken is deleted
+        by plugin.py's ``pytest_runtest_setup`` when setup stops, whoever stopped it."""
+        with self.interruptible("setup"):
             self._setup()
-
-    @contextlib.contextmanager
-    def _setting_up(self) -> Iterator[None]:
-        try:
-            with self.interruptible("setup"):
-                yield
-        except BaseException:
-            abandon_next_sessions(self.config)  # a session made for this case that it did not take
-            raise
 
     @contextlib.contextmanager
     def interruptible(self, phase: str) -> Iterator[None]:
@@ -388,7 +380,7 @@ class SopItem(pytest.Item):
         make_again, self._make_again = self._make_again, None  # its capabilities hold secrets: kept no longer
         if join is None:
             return
-        with self._setting_up():
+        with self.interruptible("setup"):
             creating, self._creating = self._creating, None
             if creating is not None:
                 self.device_session = self.session_from(creating)

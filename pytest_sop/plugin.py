@@ -115,15 +115,15 @@ def keep_audit_history(config: pytest.Config) -> None:
 def pytest_runtest_setup(item: pytest.Item) -> Iterator[None]:
     try:
         yield
+        if isinstance(item, SopItem):
+            # Last: the other plugins' setup (allure-pytest labelling the result) runs while Appium makes the session.
+            item.join_session()
     except BaseException:
         if isinstance(item, SopItem):
-            # Skipped by a marker, or stopped by another plugin, maybe before its own setup: a session
-            # made for it while the last case was reported must not hold the device meanwhile.
+            # Stopped in its setup, by a marker (skip), another plugin or its own: a session made for it
+            # while the last case was reported, and not taken, must not hold the device meanwhile.
             abandon_next_sessions(item.config)
         raise
-    if isinstance(item, SopItem):
-        # Last: the other plugins' setup (allure-pytest labelling the result) runs while Appium makes the session.
-        item.join_session()
 
 
 @pytest.hookimpl(hookwrapper=True)
