@@ -364,3 +364,31 @@ def test_a_kept_session_is_deleted_when_the_case_it_was_kept_for_stops_in_setup(
     assert "reset failed" in out, out
     assert open_sessions(own_appium.url) == []
     assert_held_in_turn(audit, ["a", "c"])
+
+
+def test_an_error_left_by_the_last_give_back_stops_the_next_case_before_it_holds_a_device(
+    pytester: pytest.Pytester, own_appium: ManagedAppium
+) -> None:
+    """Case a's release line cannot be written (its device is released all the same, in the
+    background). The next case says so as its error before it leases anything, so nothing of b's is
+    left held: c then gets device solo2 at once, rather than waiting for a lease nobody releases."""
+    config = CONFIG + CONFIG.split("devices:\n", 1)[1].replace("id: solo", "id: solo2")
+    sops = {
+        "a.sop.yaml": "id: a\nrequires:\n  device: {id: solo}\nsteps:\n  - type: {into: {id: username}, text: x}\n",
+        "b.sop.yaml": "id: b\nrequires:\n  device: {id: solo2}\nsteps:\n  - type: {into: {id: username}, text: y}\n",
+        "c.sop.yaml": "id: c\nrequires:\n  device: {id: solo2}\nsteps:\n  - type: {into: {id: username}, text: z}\n",
+        "conftest.py": (
+            "import time\n\nimport pytest\n\nfrom pytest_sop import caserecord\nfrom pytest_sop.collect import closing_key\n\n"
+            "_written = caserecord.CaseRecord.written\n\n\n"
+            "def written(self):\n    if self.nodeid.endswith('::a'):\n        raise OSError('the audit disk is full')\n"
+            "    _written(self)\n\n\ncaserecord.CaseRecord.written = written\n\n\n"
+            "@pytest.hookimpl(tryfirst=True)\ndef pytest_runtest_setup(item):\n"
+            "    deadline = time.monotonic() + 20  # a's device given back (and its error kept) before b starts\n"
+            "    while not all(c.finished() for c in item.config.stash.get(closing_key, [])):\n"
+            "        assert time.monotonic() < deadline\n        time.sleep(0.05)\n"
+        ),
+    }
+    out, _, _ = run_in_one_process(pytester, own_appium, sops, "--sop-lease-timeout=10", config=config)
+    assert summary_counts(out) == {"passed": 2, "error": 1}, out
+    assert "the audit disk is full" in out, out
+    assert open_sessions(own_appium.url) == []
